@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The test command behind `make test`: start the services, start one embedded
+# Ensign server for the suite to share, run pytest, stop the server.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN=${VENV:-.venv}/bin
+
+bash scripts/services.sh
+
+data_dir=$(mktemp -d /tmp/ensign-ci-XXXXXX)
+port=$("$BIN/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+auth_port=$("$BIN/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$BIN/python" -m django_ensign.server serve --data-dir "$data_dir" --host 127.0.0.1 \
+  --port "$port" --auth-port "$auth_port" >"$data_dir/server.log" 2>&1 &
+server_pid=$!
+trap 'kill -TERM $server_pid 2>/dev/null; wait $server_pid 2>/dev/null; rm -rf "$data_dir"' EXIT
+
+for _ in $(seq 1 100); do
+  [ -s "$data_dir/credentials.json" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  sleep 0.1
+done
+if [ -s "$data_dir/credentials.json" ]; then
+  echo "embedded Ensign server on 127.0.0.1:$port (auth :$auth_port), data in $data_dir"
+  export ENSIGN_TEST_SERVER="127.0.0.1:$port" ENSIGN_TEST_AUTH_URL="http://127.0.0.1:$auth_port"
+  export ENSIGN_TEST_CREDENTIALS="$data_dir/credentials.json"
+else
+  echo "embedded Ensign server did not start; tests start their own:"; cat "$data_dir/server.log"
+fi
+
+mkdir -p test-output
+"$BIN/python" -m pytest "$@"
+status=$?
+# pytest exits 5 when no test was collected: that is a failure here too.
+exit $status

@@ -1,0 +1,85 @@
+"""Django settings for the test suite.
+
+The database is PostgreSQL (the machine's server) unless ENSIGN_TEST_DB=sqlite,
+or PostgreSQL is unreachable, in which case SQLite is used and the tests that
+need PostgreSQL skip themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+
+
+def _postgres_up() -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", 5432)) == 0
+
+
+TEST_DB = os.environ.get("ENSIGN_TEST_DB") or ("postgres" if _postgres_up() else "sqlite")
+
+if TEST_DB == "postgres":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ.get("ENSIGN_TEST_PG_NAME", "ensign"),
+            "USER": "postgres",
+            "HOST": "127.0.0.1",
+            "PORT": "5432",
+            "TEST": {"NAME": os.environ.get("ENSIGN_TEST_PG_TEST_NAME", "test_django_ensign")},
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(BASE_DIR / "test.sqlite3"),
+            "TEST": {"NAME": os.environ.get("ENSIGN_TEST_SQLITE", "")},
+        }
+    }
+
+SECRET_KEY = "tests-only-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["*"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+ROOT_URLCONF = "tests.urls"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django_ensign",
+    "tests.testapp",
+]
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+STATIC_URL = "/static/"

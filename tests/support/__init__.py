@@ -1,0 +1,1 @@
+"""Shared test support: real processes and services, no mocks."""

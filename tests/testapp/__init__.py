@@ -1,0 +1,1 @@
+"""Models and handlers the Django-side tests use."""
