@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django_ensign",
     "tests.testapp",
+    "tests.handlerapp",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,1 @@
+"""Handlers and models the subscription tests use."""
