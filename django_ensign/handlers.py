@@ -1,0 +1,155 @@
+"""The subscriber's handler registry: ``@django_ensign.handler("topic")``.
+
+Handlers live in each installed app's ``ensign_handlers`` module, which
+:func:`autodiscover` imports from ``AppConfig.ready()``. A handler is a plain or
+``async`` function taking one :class:`InboundEvent`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+HandlerFunc = Callable[["InboundEvent"], Awaitable[None] | None]
+"""What a handler is: a plain or ``async`` function of one event."""
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class InboundEvent:
+    """One event as a handler sees it; plain data, so it survives Celery and replay."""
+
+    topic: str
+    event_id: str
+    """The outbox's stable id when the publisher set one, else the server's event id."""
+    data: bytes
+    mimetype: str = "application/octet-stream"
+    metadata: dict[str, str] = field(default_factory=dict)
+    type_name: str = ""
+    type_version: str = ""
+    committed_at: dt.datetime | None = None
+    server_id: str = ""
+    """The server's own id (RLID text) of this copy of the event."""
+    offset: int | None = None
+
+    def json(self) -> Any:
+        """The data decoded as JSON; raises ``ValueError`` if it is not JSON."""
+        return json.loads(self.data)
+
+    def text(self, encoding: str = "utf-8") -> str:
+        """The data decoded as text."""
+        return self.data.decode(encoding)
+
+
+@dataclass(frozen=True)
+class Handler:
+    """A registered handler and what it is registered for."""
+
+    func: Callable[[InboundEvent], Any]
+    topic: str
+    type_name: str | None = None
+    mimetype: str | None = None
+    name: str = ""
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the handler is an ``async def`` function."""
+        return inspect.iscoroutinefunction(self.func)
+
+    def matches(self, event: InboundEvent) -> bool:
+        """Whether this handler wants ``event`` (topic, then type name and mimetype if set)."""
+        if self.topic != event.topic:
+            return False
+        if self.type_name is not None and self.type_name != event.type_name:
+            return False
+        return self.mimetype is None or _same_mimetype(self.mimetype, event.mimetype)
+
+
+def _same_mimetype(wanted: str, actual: str) -> bool:
+    return wanted.split(";")[0].strip().lower() == actual.split(";")[0].strip().lower()
+
+
+class Registry:
+    """Handlers by name, in registration order."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def register(self, entry: Handler) -> None:
+        """Add ``entry``; registering the same name again replaces it (module reloads)."""
+        self._handlers[entry.name] = entry
+
+    def unregister(self, name: str) -> None:
+        """Remove the handler called ``name`` if registered."""
+        self._handlers.pop(name, None)
+
+    def all(self) -> list[Handler]:
+        """Every registered handler."""
+        return list(self._handlers.values())
+
+    def get(self, name: str) -> Handler | None:
+        """The handler registered as ``name``, if any."""
+        return self._handlers.get(name)
+
+    def for_topic(self, topic: str) -> list[Handler]:
+        """Handlers registered for ``topic``, whatever their type filters."""
+        return [h for h in self._handlers.values() if h.topic == topic]
+
+    def for_event(self, event: InboundEvent) -> list[Handler]:
+        """Handlers that want ``event``."""
+        return [h for h in self._handlers.values() if h.matches(event)]
+
+    def topics(self) -> list[str]:
+        """Every topic some handler is registered for, sorted."""
+        return sorted({h.topic for h in self._handlers.values()})
+
+
+registry = Registry()
+"""The process-wide registry that :func:`handler` fills."""
+
+
+def handler_name(func: Callable[..., Any]) -> str:
+    """The default, stable name of a handler: ``module.qualname``."""
+    return f"{func.__module__}.{func.__qualname__}"
+
+
+def handler(
+    topic: str,
+    *,
+    type_name: str | None = None,
+    mimetype: str | None = None,
+    name: str | None = None,
+) -> Callable[[F], F]:
+    """Register the decorated function as a handler of ``topic``'s events.
+
+    ``type_name`` and ``mimetype`` narrow it to events of that type. ``name`` is
+    the key of the inbox (default ``module.qualname``): renaming a handler makes
+    it see earlier events as new, so pin the name if you move the function.
+    """
+    if not topic:
+        raise ValueError("a handler needs a topic")
+
+    def decorate(func: F) -> F:
+        registry.register(
+            Handler(
+                func=func,
+                topic=topic,
+                type_name=type_name,
+                mimetype=mimetype,
+                name=name or handler_name(func),
+            )
+        )
+        return func
+
+    return decorate
+
+
+def autodiscover() -> None:
+    """Import every installed app's ``ensign_handlers`` module so its handlers register."""
+    from django.utils.module_loading import autodiscover_modules
+
+    autodiscover_modules("ensign_handlers")
