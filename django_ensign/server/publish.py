@@ -1,0 +1,277 @@
+"""The Publish stream (PROTOCOL.md §3) with the negotiated batch extension."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import grpc
+
+from django_ensign.proto.api.v1beta1 import ensign_pb2, event_pb2
+from django_ensign.server import wirefmt
+from django_ensign.server.state import (
+    BATCH_MAX_BYTES,
+    BATCH_MAX_EVENTS,
+    MAX_EVENT_SIZE,
+    ServerState,
+)
+from django_ensign.server.storage import Outcome, PendingEvent
+from django_ensign.server.topics import DELETING, READONLY
+
+Code = ensign_pb2.Nack
+OPEN_FIRST = "an open stream message must be sent immediately after opening the stream"
+NO_TOPICS = "no topics available"
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def peer_host(context: Context) -> str:
+    """The caller's address without the transport prefix and port."""
+    peer = context.peer() or ""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]").replace("%5B", "").replace("%5D", "")
+    if kind == "ipv4":
+        return rest.rsplit(":", 1)[0]
+    return rest
+
+
+def user_agent(context: Context) -> str:
+    """The caller's user-agent metadata."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "user-agent":
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return ""
+
+
+async def next_request(iterator: Any) -> Any:
+    """The next request, None at EOF; receive errors abort the call as the spec says."""
+    try:
+        return await iterator.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+class PublishStream:
+    """One Publish call."""
+
+    def __init__(self, state: ServerState, context: Context) -> None:
+        self.state = state
+        self.context = context
+        self.out: asyncio.Queue[bytes | Any | None] = asyncio.Queue()
+        self.pending = 0
+        self.drained = asyncio.Event()
+        self.drained.set()
+        self.events = self.acks = self.nacks = 0
+        self.topics_seen: set[bytes] = set()
+        self.allowed: dict[bytes, Any] = {}
+
+    async def run(self, requests: Any) -> None:
+        state, context = self.state, self.context
+        claims = await state.guard.check(context, any_of=("publisher",))
+        if not state.registry.of_project(claims.project_id):
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, NO_TOPICS)
+        first = await self._recv(requests)
+        if first is None:
+            return
+        if first.WhichOneof("embed") != "open_stream":
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, OPEN_FIRST)
+        opened = first.open_stream
+        topics = state.registry.resolve(claims.project_id, list(opened.topics))
+        if not topics:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, NO_TOPICS)
+        self.allowed = {t.id: t for t in topics}
+        client_id = opened.client_id or claims.subject
+        self.publisher = event_pb2.Publisher(
+            publisher_id=claims.subject,
+            ipaddr=peer_host(context),
+            client_id=opened.client_id,
+            user_agent=user_agent(context),
+        )
+        ready = ensign_pb2.PublisherReply(
+            ready=ensign_pb2.StreamReady(
+                client_id=client_id,
+                server_id=state.server_id,
+                topics={t.name: t.id for t in topics},
+                batch=ensign_pb2.BatchExtension(
+                    max_events=BATCH_MAX_EVENTS, max_bytes=BATCH_MAX_BYTES
+                ),
+            )
+        )
+        await context.write(ready)
+        sender = asyncio.create_task(self._send())
+        try:
+            await self._loop(requests)
+        finally:
+            if not sender.done():
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
+
+    async def _recv(self, requests: Any) -> Any:
+        try:
+            return await next_request(requests)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            await self.context.abort(grpc.StatusCode.ABORTED, "could not recv event from client")
+
+    async def _loop(self, requests: Any) -> None:
+        context = self.context
+        while True:
+            request = await self._recv(requests)
+            if request is None:
+                break
+            kind = request.WhichOneof("embed")
+            if kind == "event":
+                self._publish_one(request.event)
+            elif kind == "events":
+                self._publish_batch(request.events.events)
+            elif kind == "open_stream":
+                await self._finish()
+                await context.abort(
+                    grpc.StatusCode.ABORTED, "cannot send multiple open stream messages"
+                )
+            else:
+                await self._finish(close=False)
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "unhandled publisher request message <nil>",
+                )
+        await self._finish()
+
+    async def _finish(self, close: bool = True) -> None:
+        """Wait for every pending reply, optionally send CloseStream, and flush the sender."""
+        await self.drained.wait()
+        if close:
+            self.out.put_nowait(
+                ensign_pb2.PublisherReply(
+                    close_stream=ensign_pb2.CloseStream(
+                        events=self.events,
+                        topics=len(self.topics_seen),
+                        acks=self.acks,
+                        nacks=self.nacks,
+                    )
+                )
+            )
+        self.out.put_nowait(None)
+        await self.out.join()
+
+    async def _send(self) -> None:
+        write = self.context.write
+        out = self.out
+        while True:
+            item = await out.get()
+            try:
+                if item is None:
+                    return
+                await write(item)
+            finally:
+                out.task_done()
+
+    def _check(self, wrapper: event_pb2.EventWrapper) -> tuple[int, str] | None:
+        topic_id = wrapper.topic_id
+        if not topic_id:
+            return Code.TOPIC_UNKNOWN, "no topic id specified"
+        if len(topic_id) != 16:
+            return Code.TOPIC_UNKNOWN, "invalid topic id"
+        if topic_id not in self.allowed:
+            return Code.TOPIC_UNKNOWN, "topic unknown or unhandled"
+        if len(wrapper.event) > MAX_EVENT_SIZE:
+            return Code.MAX_EVENT_SIZE_EXCEEDED, "maximum event size has been exceeded"
+        topic = self.state.registry.by_id.get(topic_id)
+        if topic is None or topic.state == DELETING:
+            return Code.TOPIC_DELETED, "topic has been deleted"
+        if topic.state == READONLY:
+            return Code.TOPIC_ARCHIVED, "topic is archived"
+        return None
+
+    def _prepare(self, wrapper: event_pb2.EventWrapper) -> PendingEvent:
+        rlid = self.state.rlids.next()
+        event = wrapper.event
+        wrapper.id = rlid
+        wrapper.publisher.CopyFrom(self.publisher)
+        wrapper.local_id = b""
+        wrapper.offset = 0
+        wrapper.epoch = 0
+        wrapper.is_duplicate = False
+        wrapper.duplicate_id = b""
+        wrapper.ClearField("committed")
+        self.topics_seen.add(wrapper.topic_id)
+        return PendingEvent(wrapper.topic_id, rlid, wrapper.SerializeToString(), event)
+
+    def _nack(self, local_id: bytes, code: int, error: str) -> ensign_pb2.Nack:
+        self.nacks += 1
+        return ensign_pb2.Nack(id=local_id, code=code, error=error)  # type: ignore[arg-type]
+
+    def _publish_one(self, wrapper: event_pb2.EventWrapper) -> None:
+        self.events += 1
+        local_id = wrapper.local_id
+        problem = self._check(wrapper)
+        if problem is not None:
+            self.out.put_nowait(ensign_pb2.PublisherReply(nack=self._nack(local_id, *problem)))
+            return
+        item = self._prepare(wrapper)
+        self.pending += 1
+        self.drained.clear()
+
+        def done(outcomes: list[Outcome]) -> None:
+            result = outcomes[0]
+            if result is None:
+                reply: Any = ensign_pb2.PublisherReply(
+                    nack=self._nack(local_id, Code.INTERNAL,
+                                    "internal error, please wait and try again")
+                )
+            else:
+                self.acks += 1
+                reply = wirefmt.publisher_ack(local_id, result.committed_ns)
+            self.out.put_nowait(reply)
+            self._settle(1)
+
+        self.state.storage.append([item], done)
+
+    def _publish_batch(self, wrappers: Any) -> None:
+        items: list[PendingEvent] = []
+        local_ids: list[bytes] = []
+        nacks: list[ensign_pb2.Nack] = []
+        for wrapper in wrappers:
+            self.events += 1
+            problem = self._check(wrapper)
+            if problem is not None:
+                nacks.append(self._nack(wrapper.local_id, *problem))
+                continue
+            local_ids.append(wrapper.local_id)
+            items.append(self._prepare(wrapper))
+        if nacks:
+            self.out.put_nowait(
+                ensign_pb2.PublisherReply(replies=ensign_pb2.ReplyBatch(nacks=nacks))
+            )
+        if not items:
+            return
+        self.pending += len(items)
+        self.drained.clear()
+
+        def done(outcomes: list[Outcome]) -> None:
+            acks: list[bytes] = []
+            failed: list[ensign_pb2.Nack] = []
+            for local_id, result in zip(local_ids, outcomes, strict=True):
+                if result is None:
+                    failed.append(self._nack(local_id, Code.INTERNAL,
+                                             "internal error, please wait and try again"))
+                else:
+                    acks.append(wirefmt.field_bytes(
+                        1, wirefmt.ack_body(local_id, result.committed_ns)))
+            self.acks += len(acks)
+            body = b"".join(acks)
+            if failed:
+                body += ensign_pb2.ReplyBatch(nacks=failed).SerializeToString()
+            self.out.put_nowait(wirefmt.field_bytes(100, body))
+            self._settle(len(items))
+
+        self.state.storage.append(items, done)
+
+    def _settle(self, count: int) -> None:
+        self.pending -= count
+        if self.pending == 0:
+            self.drained.set()

@@ -1,0 +1,79 @@
+"""Wires the handlers into a grpc.aio server as ``ensign.v1beta1.Ensign``.
+
+Responses may be pre-encoded bytes (acks and events on the hot paths), so the service is
+registered with a serializer that passes bytes through unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from django_ensign.proto.api.v1beta1 import ensign_pb2, query_pb2, topic_pb2
+from django_ensign.server.groups import GroupManager
+from django_ensign.server.publish import Context, PublishStream
+from django_ensign.server.rpcs import Rpcs
+from django_ensign.server.state import ServerState
+from django_ensign.server.subscribe import SubscribeStream
+
+SERVICE = "ensign.v1beta1.Ensign"
+
+
+def _serialize(message: Any) -> bytes:
+    if isinstance(message, bytes):
+        return message
+    return bytes(message.SerializeToString())
+
+
+class EnsignService:
+    """Holds the shared state and creates a stream object per streaming call."""
+
+    def __init__(self, state: ServerState, groups: GroupManager) -> None:
+        self.state = state
+        self.groups = groups
+        self.rpcs = Rpcs(state, groups)
+
+    async def publish(self, requests: Any, context: Context) -> None:
+        await PublishStream(self.state, context).run(requests)
+
+    async def subscribe(self, requests: Any, context: Context) -> None:
+        await SubscribeStream(self.state, self.groups, context).run(requests)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The generic handler to add to a grpc.aio server."""
+        pb, tp, qp = ensign_pb2, topic_pb2, query_pb2
+        rpcs = self.rpcs
+
+        def unary(fn: Any, request: Any) -> grpc.RpcMethodHandler:
+            return grpc.unary_unary_rpc_method_handler(
+                fn, request_deserializer=request.FromString, response_serializer=_serialize
+            )
+
+        handlers = {
+            "Publish": grpc.stream_stream_rpc_method_handler(
+                self.publish,
+                request_deserializer=pb.PublisherRequest.FromString,
+                response_serializer=_serialize,
+            ),
+            "Subscribe": grpc.stream_stream_rpc_method_handler(
+                self.subscribe,
+                request_deserializer=pb.SubscribeRequest.FromString,
+                response_serializer=_serialize,
+            ),
+            "EnSQL": grpc.unary_stream_rpc_method_handler(
+                rpcs.EnSQL, request_deserializer=qp.Query.FromString,
+                response_serializer=_serialize,
+            ),
+            "Explain": unary(rpcs.Explain, qp.Query),
+            "ListTopics": unary(rpcs.ListTopics, pb.PageInfo),
+            "CreateTopic": unary(rpcs.CreateTopic, tp.Topic),
+            "RetrieveTopic": unary(rpcs.RetrieveTopic, tp.Topic),
+            "DeleteTopic": unary(rpcs.DeleteTopic, tp.TopicMod),
+            "TopicNames": unary(rpcs.TopicNames, pb.PageInfo),
+            "TopicExists": unary(rpcs.TopicExists, tp.TopicName),
+            "SetTopicPolicy": unary(rpcs.SetTopicPolicy, tp.TopicPolicy),
+            "Info": unary(rpcs.Info, pb.InfoRequest),
+            "Status": unary(rpcs.Status, pb.HealthCheck),
+        }
+        return grpc.method_handlers_generic_handler(SERVICE, handlers)

@@ -1,0 +1,40 @@
+"""Everything the RPC handlers share: storage, topics, tokens, broker, consumer groups."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from django_ensign.server.broker import Broker
+from django_ensign.server.guard import Guard
+from django_ensign.server.storage import Storage
+from django_ensign.server.tokens import TokenIssuer
+from django_ensign.server.topics import TopicRegistry
+from django_ensign.wire import ids
+
+#: Largest serialized Event accepted in one EventWrapper (PROTOCOL.md §3).
+MAX_EVENT_SIZE = 5_243_000
+#: gRPC message limit: above the event limit plus the wrapper's own fields.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: Batch extension limits advertised in StreamReady.batch.
+BATCH_MAX_EVENTS = 1000
+BATCH_MAX_BYTES = 8 * 1024 * 1024
+
+
+@dataclass
+class ServerState:
+    """Shared server state; created once by the app and passed to every handler."""
+
+    storage: Storage
+    registry: TopicRegistry
+    issuer: TokenIssuer
+    broker: Broker
+    server_id: str
+    version: str
+    guard: Guard = field(init=False)
+    rlids: ids.RLIDSequence = field(default_factory=ids.RLIDSequence)
+    started_ns: int = field(default_factory=time.time_ns)
+    started_mono: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.guard = Guard(self.issuer)

@@ -1,0 +1,482 @@
+"""Durable storage for the embedded server: SQLite in WAL mode with one group-committing writer.
+
+Every write runs on one writer thread. Event appends that arrive while a transaction is
+being written wait in a queue and then share the next transaction and its fsync
+(``synchronous=FULL``), so an ack is only ever sent for an event that is on disk. Reads use
+their own connections from a small thread pool; WAL lets them run beside the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from django_ensign.proto.api.v1beta1 import event_pb2, topic_pb2
+from django_ensign.server import wirefmt
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS projects (id BLOB PRIMARY KEY, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS apikeys (
+    client_id TEXT PRIMARY KEY,
+    project_id BLOB NOT NULL,
+    secret_hash TEXT NOT NULL,
+    permissions TEXT NOT NULL,
+    created INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS topics (
+    id BLOB PRIMARY KEY,
+    project_id BLOB NOT NULL,
+    name TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    dedup BLOB NOT NULL,
+    created INTEGER NOT NULL,
+    modified INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS topics_name ON topics (project_id, name);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    topic_id BLOB NOT NULL,
+    offset INTEGER NOT NULL,
+    rlid BLOB NOT NULL,
+    wrapper BLOB NOT NULL,
+    committed INTEGER NOT NULL,
+    type_name TEXT NOT NULL,
+    type_version TEXT NOT NULL,
+    mimetype INTEGER NOT NULL,
+    metadata TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    is_duplicate INTEGER NOT NULL,
+    dedup_key BLOB
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_offset ON events (topic_id, offset);
+CREATE INDEX IF NOT EXISTS events_dedup ON events (topic_id, dedup_key)
+    WHERE dedup_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS groups (
+    project_id BLOB NOT NULL,
+    group_key TEXT NOT NULL,
+    id BLOB NOT NULL,
+    name TEXT NOT NULL,
+    delivery_timeout_ms INTEGER NOT NULL,
+    PRIMARY KEY (project_id, group_key)
+);
+CREATE TABLE IF NOT EXISTS group_offsets (
+    project_id BLOB NOT NULL,
+    group_key TEXT NOT NULL,
+    topic_id BLOB NOT NULL,
+    offset INTEGER NOT NULL,
+    PRIMARY KEY (project_id, group_key, topic_id)
+);
+"""
+
+#: Deduplication strategies applied online (topic_pb2.Deduplication.Strategy values).
+DEDUP_STRICT = 2
+DEDUP_DATAGRAM = 3
+DEDUP_KEY_GROUPED = 4
+DEDUP_UNIQUE_KEY = 5
+
+
+@dataclass
+class TopicRecord:
+    """One topic as the server keeps it in memory."""
+
+    id: bytes
+    project_id: bytes
+    name: str
+    state: int
+    dedup: bytes
+    created_ns: int
+    modified_ns: int
+    offset: int = 0
+
+
+@dataclass
+class PendingEvent:
+    """An accepted event waiting for the writer: the wrapper without offset and commit time."""
+
+    topic_id: bytes
+    rlid: bytes
+    wrapper: bytes
+    event: bytes
+
+
+@dataclass
+class Committed:
+    """A stored event: its offset, commit time and the full wrapper bytes as stored."""
+
+    topic_id: bytes
+    offset: int
+    committed_ns: int
+    wrapper: bytes
+    rlid: bytes
+
+
+#: The outcome of one pending event: Committed, or None when storage failed.
+Outcome = Committed | None
+AppendCallback = Callable[[list[Outcome]], None]
+CommitListener = Callable[[list[Committed]], None]
+
+
+@dataclass
+class _AppendJob:
+    items: list[PendingEvent]
+    callback: AppendCallback
+
+
+@dataclass
+class _CallJob:
+    fn: Callable[[sqlite3.Connection], Any]
+    future: Future[Any]
+
+
+@dataclass
+class _DedupRule:
+    strategy: int
+    keys: list[str] = field(default_factory=list)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def _dedup_rule(dedup: bytes) -> _DedupRule | None:
+    policy = topic_pb2.Deduplication.FromString(dedup)
+    if policy.strategy in (DEDUP_STRICT, DEDUP_DATAGRAM, DEDUP_KEY_GROUPED, DEDUP_UNIQUE_KEY):
+        return _DedupRule(policy.strategy, list(policy.keys))
+    return None
+
+
+def _dedup_key(rule: _DedupRule, event: event_pb2.Event) -> bytes:
+    digest = hashlib.sha256()
+    if rule.strategy == DEDUP_STRICT:
+        meta = sorted(event.metadata.items())
+        ty = event.type
+        head = [meta, event.mimetype, ty.name, ty.major_version, ty.minor_version,
+                ty.patch_version]
+        digest.update(json.dumps(head).encode())
+        digest.update(event.data)
+    elif rule.strategy == DEDUP_DATAGRAM:
+        digest.update(event.data)
+    else:
+        values = [event.metadata.get(key, "") for key in rule.keys]
+        digest.update(json.dumps(values).encode())
+        if rule.strategy == DEDUP_KEY_GROUPED:
+            digest.update(event.data)
+    return digest.digest()
+
+
+class Storage:
+    """The server's database: topics, keys, events and consumer-group positions."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn = _connect(path)
+        self._conn.executescript(SCHEMA)
+        self._queue: queue.SimpleQueue[_AppendJob | _CallJob | None] = queue.SimpleQueue()
+        self._offsets: dict[bytes, int] = {}
+        self._dedup: dict[bytes, _DedupRule] = {}
+        self._local = threading.local()
+        self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ensign-read")
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.listeners: list[CommitListener] = []
+        self._closed = False
+
+    # ---- lifecycle -------------------------------------------------------------------
+    def load_topics(self) -> list[TopicRecord]:
+        """Every topic with its last offset; also primes the writer's offset counters."""
+        rows = self._conn.execute(
+            "SELECT t.id, t.project_id, t.name, t.state, t.dedup, t.created, t.modified,"
+            " (SELECT MAX(offset) FROM events e WHERE e.topic_id = t.id) FROM topics t"
+        ).fetchall()
+        topics = [TopicRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7] or 0) for r in rows]
+        for topic in topics:
+            self._offsets[topic.id] = topic.offset
+            rule = _dedup_rule(topic.dedup)
+            if rule:
+                self._dedup[topic.id] = rule
+        return topics
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the writer thread; results are delivered on ``loop``."""
+        self._loop = loop
+        self._thread = threading.Thread(target=self._writer, name="ensign-writer", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Write everything queued, then stop the writer and close the database."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+        self._readers.shutdown(wait=True)
+        self._conn.close()
+
+    # ---- synchronous access (before start, or from the CLI) --------------------------
+    def execute_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in a transaction on the calling thread (only before ``start``)."""
+        return self._transaction(self._conn, fn)
+
+    @staticmethod
+    def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    # ---- async API -------------------------------------------------------------------
+    def append(self, items: list[PendingEvent], callback: AppendCallback) -> None:
+        """Queue events for the next group commit; ``callback`` gets their outcomes in order."""
+        self._queue.put(_AppendJob(items, callback))
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the writer thread inside its own transaction."""
+        future: Future[T] = Future()
+        self._queue.put(_CallJob(fn, future))
+        return await asyncio.wrap_future(future)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` with a read connection on the reader pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._run_read, fn)
+
+    def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path)
+            self._local.conn = conn
+        return fn(conn)
+
+    def set_dedup(self, topic_id: bytes, dedup: bytes) -> None:
+        """Apply a deduplication policy to events written from now on (writer thread only)."""
+        rule = _dedup_rule(dedup)
+        if rule:
+            self._dedup[topic_id] = rule
+        else:
+            self._dedup.pop(topic_id, None)
+
+    def register_topic(self, topic_id: bytes) -> None:
+        """Make a new topic writable (writer thread only)."""
+        self._offsets.setdefault(topic_id, 0)
+
+    def forget_topic(self, topic_id: bytes) -> None:
+        """Stop accepting events for a destroyed topic (writer thread only)."""
+        self._offsets.pop(topic_id, None)
+        self._dedup.pop(topic_id, None)
+
+    # ---- writer thread ---------------------------------------------------------------
+    def _writer(self) -> None:
+        stop = False
+        while not stop:
+            jobs = [self._queue.get()]
+            while True:
+                try:
+                    jobs.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            appends: list[_AppendJob] = []
+            for job in jobs:
+                if job is None:
+                    stop = True
+                elif isinstance(job, _AppendJob):
+                    appends.append(job)
+                else:
+                    if appends:
+                        self._commit_events(appends)
+                        appends = []
+                    self._run_call(job)
+            if appends:
+                self._commit_events(appends)
+
+    def _run_call(self, job: _CallJob) -> None:
+        try:
+            result = self._transaction(self._conn, job.fn)
+        except BaseException as exc:
+            job.future.set_exception(exc)
+        else:
+            job.future.set_result(result)
+
+    def _commit_events(self, jobs: list[_AppendJob]) -> None:
+        now = time.time_ns()
+        offsets = self._offsets
+        saved: dict[bytes, int] = {}
+        rows: list[tuple[Any, ...]] = []
+        outcomes: list[list[Outcome]] = []
+        committed: list[Committed] = []
+        seen_keys: dict[tuple[bytes, bytes], bytes] = {}
+        parse = event_pb2.Event.FromString
+        try:
+            for job in jobs:
+                results: list[Outcome] = []
+                for item in job.items:
+                    topic_id = item.topic_id
+                    last = offsets.get(topic_id)
+                    if last is None:
+                        results.append(None)
+                        continue
+                    if topic_id not in saved:
+                        saved[topic_id] = last
+                    offset = last + 1
+                    offsets[topic_id] = offset
+                    try:
+                        event = parse(item.event)
+                    except Exception:
+                        event = event_pb2.Event()
+                    wrapper = item.wrapper + wirefmt.committed_suffix(offset, now)
+                    dedup_key: bytes | None = None
+                    is_dup = 0
+                    rule = self._dedup.get(topic_id)
+                    if rule is not None:
+                        dedup_key = _dedup_key(rule, event)
+                        original = seen_keys.get((topic_id, dedup_key))
+                        if original is None:
+                            row = self._conn.execute(
+                                "SELECT rlid FROM events WHERE topic_id = ? AND dedup_key = ?"
+                                " AND is_duplicate = 0 LIMIT 1",
+                                (topic_id, dedup_key),
+                            ).fetchone()
+                            original = row[0] if row else None
+                        if original is not None:
+                            is_dup = 1
+                            wrapper += wirefmt.duplicate_suffix(original)
+                        else:
+                            seen_keys[(topic_id, dedup_key)] = item.rlid
+                    ty = event.type
+                    rows.append(
+                        (
+                            topic_id,
+                            offset,
+                            item.rlid,
+                            wrapper,
+                            now,
+                            ty.name,
+                            f"{ty.major_version}.{ty.minor_version}.{ty.patch_version}",
+                            int(event.mimetype),
+                            json.dumps(dict(event.metadata)) if event.metadata else "{}",
+                            len(item.event),
+                            is_dup,
+                            dedup_key,
+                        )
+                    )
+                    done = Committed(topic_id, offset, now, wrapper, item.rlid)
+                    results.append(done)
+                    committed.append(done)
+                outcomes.append(results)
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO events (topic_id, offset, rlid, wrapper, committed, type_name,"
+                    " type_version, mimetype, metadata, size, is_duplicate, dedup_key)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except Exception:
+            log.exception("event write failed; nacking %d events", len(rows))
+            offsets.update(saved)
+            outcomes = [[None] * len(job.items) for job in jobs]
+            committed = []
+        if self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._deliver, jobs, outcomes, committed)
+            except RuntimeError:
+                log.warning("event loop closed before %d outcomes were delivered", len(jobs))
+
+    def _deliver(
+        self, jobs: list[_AppendJob], outcomes: list[list[Outcome]], committed: list[Committed]
+    ) -> None:
+        for job, results in zip(jobs, outcomes, strict=True):
+            try:
+                job.callback(results)
+            except Exception:
+                log.exception("append callback failed")
+        if committed:
+            for listener in self.listeners:
+                listener(committed)
+
+
+@dataclass
+class StoredEvent:
+    """A stored event as the readers see it."""
+
+    offset: int
+    rlid: bytes
+    wrapper: bytes
+    type_name: str
+    type_version: str
+    mimetype: int
+    metadata: str
+    is_duplicate: bool
+
+
+_EVENT_COLUMNS = (
+    "offset, rlid, wrapper, type_name, type_version, mimetype, metadata, is_duplicate"
+)
+
+
+def _stored(row: tuple[Any, ...]) -> StoredEvent:
+    return StoredEvent(row[0], bytes(row[1]), bytes(row[2]), row[3], row[4], row[5], row[6],
+                       bool(row[7]))
+
+
+def read_range(conn: sqlite3.Connection, topic_id: bytes, after: int, limit: int,
+               upto: int | None = None) -> list[StoredEvent]:
+    """Up to ``limit`` events of a topic with ``after < offset [<= upto]``, in offset order."""
+    if upto is None:
+        rows = conn.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE topic_id = ? AND offset > ?"
+            " ORDER BY offset LIMIT ?",
+            (topic_id, after, limit),
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE topic_id = ? AND offset > ?"
+            " AND offset <= ? ORDER BY offset LIMIT ?",
+            (topic_id, after, upto, limit),
+        ).fetchall()
+    return [_stored(r) for r in rows]
+
+
+def read_offsets(conn: sqlite3.Connection, topic_id: bytes,
+                 offsets: list[int]) -> list[StoredEvent]:
+    """The events of a topic at the given offsets, in offset order."""
+    out: list[StoredEvent] = []
+    for start in range(0, len(offsets), 500):
+        chunk = offsets[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE topic_id = ? AND offset IN ({marks})"
+            " ORDER BY offset",
+            (topic_id, *chunk),
+        ).fetchall()
+        out.extend(_stored(r) for r in rows)
+    return out

@@ -1,0 +1,68 @@
+"""Hand-written protobuf encodings for the few hot-path messages.
+
+Building these bytes directly avoids a protobuf object per event on the publish and
+subscribe paths; the layouts follow SCHEMA.md field numbers.
+"""
+
+from __future__ import annotations
+
+
+def varint(value: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative integer."""
+    if value < 0x80:
+        return bytes((value,))
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def field_bytes(number: int, payload: bytes) -> bytes:
+    """A length-delimited field."""
+    return varint((number << 3) | 2) + varint(len(payload)) + payload
+
+
+def field_varint(number: int, value: int) -> bytes:
+    """A varint field (omitted when zero, as proto3 does)."""
+    if not value:
+        return b""
+    return varint(number << 3) + varint(value)
+
+
+def timestamp(ns: int) -> bytes:
+    """A google.protobuf.Timestamp body for Unix nanoseconds."""
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    return field_varint(1, seconds) + field_varint(2, nanos)
+
+
+def committed_suffix(offset: int, committed_ns: int) -> bytes:
+    """EventWrapper fields ``offset`` (3) and ``committed`` (15), appended to a wrapper."""
+    return field_varint(3, offset) + field_bytes(15, timestamp(committed_ns))
+
+
+def duplicate_suffix(duplicate_id: bytes) -> bytes:
+    """EventWrapper fields ``is_duplicate`` (12) and ``duplicate_id`` (13)."""
+    return field_varint(12, 1) + field_bytes(13, duplicate_id)
+
+
+def ack_body(local_id: bytes, committed_ns: int) -> bytes:
+    """An Ack message body."""
+    return field_bytes(1, local_id) + field_bytes(2, timestamp(committed_ns))
+
+
+def publisher_ack(local_id: bytes, committed_ns: int) -> bytes:
+    """A PublisherReply holding an Ack."""
+    return field_bytes(1, ack_body(local_id, committed_ns))
+
+
+def subscribe_event(wrapper: bytes) -> bytes:
+    """A SubscribeReply holding one EventWrapper."""
+    return field_bytes(1, wrapper)
+
+
+def subscribe_batch(wrappers: list[bytes]) -> bytes:
+    """A SubscribeReply holding an EventBatch of wrappers."""
+    batch = b"".join([field_bytes(1, w) for w in wrappers])
+    return field_bytes(100, batch)
