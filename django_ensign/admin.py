@@ -5,6 +5,130 @@ from __future__ import annotations
 from django.contrib import admin  # noqa: F401
 
 # === outbox admin ===========================================================
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
+from django.db.models import QuerySet as _QuerySet
+from django.http import HttpRequest as _HttpRequest
+from django.template.response import TemplateResponse as _TemplateResponse
+from django.utils.html import format_html as _format_html
+
+from django_ensign import housekeeping as _housekeeping
+from django_ensign.models import OutboxEvent as _OutboxEvent
+from django_ensign.models import OutboxStatus as _OutboxStatus
+
+_STATUS_COLOURS = {
+    _OutboxStatus.PENDING: "#6c757d",
+    _OutboxStatus.IN_FLIGHT: "#0d6efd",
+    _OutboxStatus.ACKED: "#198754",
+    _OutboxStatus.RETRYING: "#fd7e14",
+    _OutboxStatus.DEAD: "#dc3545",
+}
+_PREVIEW_BYTES = 2000
+
+
+if _TYPE_CHECKING:
+    _OutboxAdminBase = admin.ModelAdmin[_OutboxEvent]
+else:
+    _OutboxAdminBase = admin.ModelAdmin
+
+
+@admin.register(_OutboxEvent)
+class OutboxEventAdmin(_OutboxAdminBase):
+    """Read-only list of outbox rows with their ack status; retry and requeue as actions."""
+
+    change_list_template = "admin/django_ensign/outboxevent/change_list.html"
+    list_display = (
+        "event_id",
+        "status_badge",
+        "topic",
+        "type_name",
+        "ordering_key",
+        "attempts",
+        "created",
+        "acked_at",
+        "nack_code",
+        "nack_error",
+    )
+    list_filter = ("status", "topic")
+    search_fields = ("=event_id", "ordering_key")
+    ordering = ("-id",)
+    date_hierarchy = None
+    actions = ("retry_now", "requeue_dead")
+    readonly_fields = (
+        "event_id",
+        "status_badge",
+        "topic",
+        "type_name",
+        "type_version",
+        "mimetype",
+        "ordering_key",
+        "metadata",
+        "payload_preview",
+        "created",
+        "attempts",
+        "next_attempt_at",
+        "lease_expires_at",
+        "acked_at",
+        "nack_code",
+        "nack_error",
+        "last_error",
+    )
+    fields = readonly_fields
+
+    def has_add_permission(self, request: _HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: _HttpRequest, obj: _Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: _HttpRequest, obj: _Any = None) -> bool:
+        return False
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: _OutboxEvent) -> str:
+        colour = _STATUS_COLOURS.get(_OutboxStatus(obj.status), "#6c757d")
+        return _format_html(
+            '<span class="ensign-status ensign-status-{}" style="background:{};color:#fff;'
+            'padding:1px 6px;border-radius:8px">{}</span>',
+            obj.status,
+            colour,
+            obj.get_status_display(),
+        )
+
+    @admin.display(description="payload")
+    def payload_preview(self, obj: _OutboxEvent) -> str:
+        data = bytes(obj.data)
+        text = data[:_PREVIEW_BYTES].decode("utf-8", errors="replace")
+        more = f" … ({len(data)} bytes)" if len(data) > _PREVIEW_BYTES else ""
+        return _format_html("<pre style='white-space:pre-wrap'>{}{}</pre>", text, more)
+
+    @admin.action(description="Retry selected waiting events now")
+    def retry_now(self, request: _HttpRequest, queryset: _QuerySet[_OutboxEvent]) -> None:
+        count = _housekeeping.retry_now(queryset)
+        self.message_user(request, f"{count} outbox events will be retried now.")
+
+    @admin.action(description="Requeue selected dead events")
+    def requeue_dead(self, request: _HttpRequest, queryset: _QuerySet[_OutboxEvent]) -> None:
+        count = _housekeeping.requeue_dead(queryset)
+        self.message_user(request, f"{count} dead outbox events requeued.")
+
+    def changelist_view(
+        self, request: _HttpRequest, extra_context: dict[str, _Any] | None = None
+    ) -> _TemplateResponse:
+        health = _housekeeping.health()
+        context = {
+            **(extra_context or {}),
+            "ensign_status_counts": [
+                (value, label, health.counts.get(value, 0)) for value, label in _OutboxStatus.choices
+            ],
+            "ensign_total": health.total,
+            "ensign_oldest_pending_age": health.oldest_pending_age,
+        }
+        response = super().changelist_view(request, context)
+        return response  # type: ignore[return-value]
+
+
 # === end outbox admin =======================================================
 
 # === inbox admin ============================================================

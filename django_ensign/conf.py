@@ -72,9 +72,119 @@ class Settings:
         return int(self._get("SERVER_AUTH_PORT", 8088))
 
     # --- outbox and relay (owned by the outbox; add below) -----------------
+    @property
+    def PUBLISHED_MODELS(self) -> dict[str, dict[str, Any]]:
+        """``{"app_label.Model": {"topic": ..., ...}}``: models that publish, as settings."""
+        return dict(self._get("PUBLISHED_MODELS", {}))
+
+    @property
+    def OUTBOX_CREATE_TOPICS(self) -> bool:
+        """Create topics that do not exist yet on first publish."""
+        return bool(self._get("OUTBOX_CREATE_TOPICS", True))
+
+    @property
+    def OUTBOX_BATCH_SIZE(self) -> int:
+        """Rows one claim takes at most."""
+        return int(self._get("OUTBOX_BATCH_SIZE", 500))
+
+    @property
+    def OUTBOX_MAX_IN_FLIGHT(self) -> int:
+        """Events published and not yet acked or nacked, per relay."""
+        return int(self._get("OUTBOX_MAX_IN_FLIGHT", 1000))
+
+    @property
+    def OUTBOX_LEASE_SECONDS(self) -> float:
+        """How long a claim holds its rows; the relay renews it while it works."""
+        return float(self._get("OUTBOX_LEASE_SECONDS", 30.0))
+
+    @property
+    def OUTBOX_POLL_SECONDS(self) -> float:
+        """The polling floor: the relay looks for rows at least this often."""
+        return float(self._get("OUTBOX_POLL_SECONDS", 1.0))
+
+    @property
+    def OUTBOX_MAX_ATTEMPTS(self) -> int:
+        """Publish attempts before a row is dead."""
+        return int(self._get("OUTBOX_MAX_ATTEMPTS", 20))
+
+    @property
+    def OUTBOX_BACKOFF_BASE(self) -> float:
+        """Seconds of the first retry's backoff ceiling (doubles per attempt, full jitter)."""
+        return float(self._get("OUTBOX_BACKOFF_BASE", 0.5))
+
+    @property
+    def OUTBOX_BACKOFF_MAX(self) -> float:
+        """Ceiling of one retry's backoff, in seconds."""
+        return float(self._get("OUTBOX_BACKOFF_MAX", 300.0))
+
+    @property
+    def OUTBOX_NOTIFY(self) -> bool:
+        """PostgreSQL: NOTIFY the relay when a transaction that wrote rows commits."""
+        return bool(self._get("OUTBOX_NOTIFY", True))
+
+    @property
+    def OUTBOX_NOTIFY_CHANNEL(self) -> str:
+        return str(self._get("OUTBOX_NOTIFY_CHANNEL", "django_ensign_outbox"))
+
+    @property
+    def OUTBOX_CELERY_ON_COMMIT(self) -> bool:
+        """Queue ``django_ensign.tasks.publish_outbox`` when a transaction that wrote rows commits."""
+        return bool(self._get("OUTBOX_CELERY_ON_COMMIT", False))
+
+    @property
+    def OUTBOX_LOCK_FILE_DIR(self) -> str | None:
+        """Where the drain lock's file lives on databases without advisory locks."""
+        value = self._get("OUTBOX_LOCK_FILE_DIR", None)
+        return str(value) if value else None
+
     # --- end outbox --------------------------------------------------------
 
     # --- subscriber (owned by the subscriber; add below) -------------------
+    @property
+    def SUBSCRIBER_GROUP(self) -> str:
+        """The consumer group ``ensign_subscribe`` joins by default: the project's package name."""
+        value = self._get("SUBSCRIBER_GROUP", None)
+        if value:
+            return str(value)
+        module = getattr(django_settings, "SETTINGS_MODULE", None) or "django"
+        return str(module).split(".")[0]
+
+    @property
+    def SUBSCRIBER_CONCURRENCY(self) -> int:
+        """Events handled at the same time by one subscriber process."""
+        return int(self._get("SUBSCRIBER_CONCURRENCY", 4))
+
+    @property
+    def SUBSCRIBER_BATCH_SIZE(self) -> int:
+        """Events per delivery asked of a server with the batch extension (0: one at a time)."""
+        return int(self._get("SUBSCRIBER_BATCH_SIZE", 0))
+
+    @property
+    def SUBSCRIBER_MAX_ATTEMPTS(self) -> int:
+        """Attempts of a failing handler before its event is dead-lettered."""
+        return int(self._get("SUBSCRIBER_MAX_ATTEMPTS", 5))
+
+    @property
+    def SUBSCRIBER_BACKOFF_BASE(self) -> float:
+        """Ceiling in seconds of the first retry's backoff (doubles per attempt, full jitter)."""
+        return float(self._get("SUBSCRIBER_BACKOFF_BASE", 0.2))
+
+    @property
+    def SUBSCRIBER_BACKOFF_MAX(self) -> float:
+        """Ceiling of one retry's backoff, in seconds; keep the sum under the delivery timeout."""
+        return float(self._get("SUBSCRIBER_BACKOFF_MAX", 5.0))
+
+    @property
+    def SUBSCRIBER_RECONNECT_MAX(self) -> float:
+        """Longest wait in seconds between two reconnection attempts."""
+        return float(self._get("SUBSCRIBER_RECONNECT_MAX", 5.0))
+
+    @property
+    def SUBSCRIBER_CELERY_QUEUE(self) -> str | None:
+        """The Celery queue of ``--celery`` mode's task (None: the task's default queue)."""
+        value = self._get("SUBSCRIBER_CELERY_QUEUE", None)
+        return str(value) if value else None
+
     # --- end subscriber ----------------------------------------------------
 
 

@@ -6,9 +6,48 @@ from django_ensign.client.exceptions import *  # noqa: F403  (the SDK's errors a
 from django_ensign.client.exceptions import EnsignError
 
 # === outbox errors ==========================================================
+class OutboxError(EnsignError):
+    """The outbox could not record or publish an event."""
+
+
+class OutboxDatabaseError(OutboxError):
+    """The outbox row cannot be written on that database alias.
+
+    The row must go through the same connection, inside the same transaction, as the
+    change it describes; a database the outbox table does not live on would lose that.
+    """
+
+    def __init__(self, message: str | None = None, *, using: str | None = None) -> None:
+        super().__init__(message)
+        self.using = using
+
+
+class NotRegistered(OutboxError):
+    """That model does not publish events."""
+
+
 # === end outbox errors ======================================================
 
 # === subscriber errors ======================================================
+class DeadLetterNow(EnsignError):
+    """The event cannot be handled, now or later; it is dead-lettered without retries.
+
+    Raise it (or a subclass) from a handler to skip the retries.
+    """
+
+
+class UndecodableEvent(DeadLetterNow):
+    """The event's data could not be decoded for its mimetype."""
+
+
+class UnknownEventType(DeadLetterNow):
+    """No handler is registered for the event's type on its topic."""
+
+
+class HandlerNotRegistered(EnsignError, LookupError):
+    """No handler is registered under this name (was it renamed or removed?)."""
+
+
 # === end subscriber errors ==================================================
 
 __all__ = ["EnsignError"]

@@ -1,0 +1,27 @@
+"""Retry policy of the relay: which nacks are worth retrying, and how long to wait."""
+
+from __future__ import annotations
+
+import random
+
+# ensign.v1beta1.Nack.Code values that publishing again cannot fix.
+MAX_EVENT_SIZE_EXCEEDED = 1
+TOPIC_ARCHIVED = 3
+TOPIC_DELETED = 4
+PERMISSION_DENIED = 5
+FINAL_CODES = frozenset({MAX_EVENT_SIZE_EXCEEDED, TOPIC_ARCHIVED, TOPIC_DELETED, PERMISSION_DENIED})
+
+
+def is_retryable(code: int | None) -> bool:
+    """Whether a nack with ``code`` (None: no reply, e.g. the connection broke) may succeed later."""
+    return code not in FINAL_CODES
+
+
+def delay(attempts: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Seconds to wait before attempt ``attempts + 1``: full jitter over ``min(cap, base·2ⁿ⁻¹)``.
+
+    Full jitter spreads the retries of many rows that failed together (a server outage)
+    so they do not all come back in the same instant.
+    """
+    ceiling = min(cap, base * 2 ** max(attempts - 1, 0))
+    return (rng or random).uniform(0.0, ceiling)

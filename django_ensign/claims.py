@@ -1,0 +1,275 @@
+"""The relay's database side: claim rows under a lease, record outcomes, renew and release.
+
+Every function here is synchronous, short, and runs in one of the relay's database
+threads; none holds a transaction across network I/O. Recording is compare-and-set
+on the lease token, so a relay whose lease expired (and whose rows another relay
+reclaimed) can no longer change them. Times come from the database clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.db.models import (
+    Case,
+    DateTimeField,
+    DurationField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    Field,
+    OuterRef,
+    Q,
+    QuerySet,
+    SmallIntegerField,
+    TextField,
+    Value,
+    When,
+)
+from django.db.models.functions import Now
+
+from django_ensign import backoff
+from django_ensign.models import OUTBOX_UNFINISHED, OUTBOX_WAITING, OutboxEvent, OutboxStatus
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A row the relay holds a lease on, with what it needs to publish it."""
+
+    id: int
+    token: uuid.UUID
+    event_id: str
+    topic: str
+    data: bytes
+    mimetype: str
+    type_name: str
+    type_version: str
+    metadata: dict[str, str]
+    ordering_key: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Acked:
+    """The server acked the row's event at ``committed_at``."""
+
+    row: Claimed
+    committed_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The server nacked the event (``code`` set) or no reply came (``code`` None).
+
+    ``final``: publishing again cannot help (the SDK refused the event itself).
+    """
+
+    row: Claimed
+    error: str
+    code: int | None = None
+    final: bool = False
+
+
+Outcome = Acked | Failed
+
+
+@dataclass
+class Recorded:
+    """What :func:`record` changed."""
+
+    acked: int = 0
+    retrying: int = 0
+    dead: int = 0
+    stale: int = 0
+    dead_ids: list[int] = field(default_factory=list)
+
+
+def _later(seconds: float) -> ExpressionWrapper:
+    return ExpressionWrapper(
+        Now() + Value(dt.timedelta(seconds=seconds), output_field=DurationField()),
+        output_field=DateTimeField(),
+    )
+
+
+def claimable() -> Q:
+    """Rows a relay may take now: due waiting rows and expired leases, first of their key."""
+    due = Q(status__in=OUTBOX_WAITING, next_attempt_at__lte=Now())
+    expired = Q(status=OutboxStatus.IN_FLIGHT, lease_expires_at__lt=Now())
+    earlier_open = OutboxEvent.objects.filter(
+        ordering_key=OuterRef("ordering_key"), id__lt=OuterRef("id"), status__in=OUTBOX_UNFINISHED
+    )
+    return (due | expired) & (Q(ordering_key="") | ~Exists(earlier_open))
+
+
+def claim(
+    *,
+    limit: int,
+    lease_seconds: float,
+    topics: Sequence[str] = (),
+    using: str = "default",
+) -> list[Claimed]:
+    """Lease up to ``limit`` claimable rows (oldest first) to a new token and return them.
+
+    PostgreSQL locks the candidates with ``FOR UPDATE SKIP LOCKED`` so concurrent relays
+    take disjoint rows without waiting; the ``UPDATE`` repeats the claim condition, which
+    also makes SQLite (no row locks) safe.
+    """
+    token = uuid.uuid4()
+    rows = OutboxEvent.objects.using(using)
+    candidates = rows.filter(claimable())
+    if topics:
+        candidates = candidates.filter(topic__in=list(topics))
+    with transaction.atomic(using=using):
+        ids = list(
+            candidates.select_for_update(skip_locked=True, of=("self",))
+            .order_by("id")
+            .values_list("id", flat=True)[:limit]
+        )
+        if not ids:
+            return []
+        rows.filter(claimable(), id__in=ids).update(
+            status=OutboxStatus.IN_FLIGHT,
+            lease_token=token,
+            lease_expires_at=_later(lease_seconds),
+            attempts=F("attempts") + 1,
+        )
+    fields = (
+        "id", "event_id", "topic", "data", "mimetype", "type_name", "type_version",
+        "metadata", "ordering_key", "attempts",
+    )  # fmt: skip
+    claimed = rows.filter(lease_token=token, status=OutboxStatus.IN_FLIGHT).order_by("id")
+    return [
+        Claimed(
+            token=token,
+            **{**values, "data": bytes(values["data"]), "metadata": dict(values["metadata"] or {})},
+        )
+        for values in claimed.values(*fields)
+    ]
+
+
+def _held(rows: Iterable[Claimed], using: str) -> QuerySet[OutboxEvent]:
+    """The given rows, only while the lease that claimed them still holds them."""
+    condition = Q()
+    by_token: dict[uuid.UUID, list[int]] = {}
+    for row in rows:
+        by_token.setdefault(row.token, []).append(row.id)
+    for token, ids in by_token.items():
+        condition |= Q(lease_token=token, id__in=ids)
+    return OutboxEvent.objects.using(using).filter(condition, status=OutboxStatus.IN_FLIGHT)
+
+
+def record(
+    outcomes: Sequence[Outcome],
+    *,
+    max_attempts: int,
+    backoff_base: float,
+    backoff_max: float,
+    using: str = "default",
+    rng: random.Random | None = None,
+) -> Recorded:
+    """Write acks, retries and deaths in one short transaction, guarded by each row's lease."""
+    result = Recorded()
+    acks = [o for o in outcomes if isinstance(o, Acked)]
+    failures = [o for o in outcomes if isinstance(o, Failed)]
+    with transaction.atomic(using=using):
+        if acks:
+            acked_at = Case(
+                *[When(id=o.row.id, then=Value(o.committed_at)) for o in acks if o.committed_at],
+                default=Now(),
+                output_field=DateTimeField(),
+            )
+            result.acked = _held([o.row for o in acks], using).update(
+                status=OutboxStatus.ACKED,
+                acked_at=acked_at,
+                lease_token=None,
+                lease_expires_at=None,
+                nack_code=None,
+                nack_error="",
+            )
+        dead = [
+            o
+            for o in failures
+            if o.final or not backoff.is_retryable(o.code) or o.row.attempts >= max_attempts
+        ]
+        dead_rows = {o.row.id for o in dead}
+        retry = [o for o in failures if o.row.id not in dead_rows]
+        if dead:
+            result.dead_ids = list(
+                _held([o.row for o in dead], using).values_list("id", flat=True)
+            )
+            result.dead = _held([o.row for o in dead], using).update(
+                status=OutboxStatus.DEAD,
+                lease_token=None,
+                lease_expires_at=None,
+                **_failure_fields(dead),
+            )
+        if retry:
+            next_at = Case(
+                *[
+                    When(
+                        id=o.row.id,
+                        then=_later(
+                            backoff.delay(
+                                o.row.attempts, base=backoff_base, cap=backoff_max, rng=rng
+                            )
+                        ),
+                    )
+                    for o in retry
+                ],
+                output_field=DateTimeField(),
+            )
+            result.retrying = _held([o.row for o in retry], using).update(
+                status=OutboxStatus.RETRYING,
+                next_attempt_at=next_at,
+                lease_token=None,
+                lease_expires_at=None,
+                **_failure_fields(retry),
+            )
+    result.stale = len(outcomes) - result.acked - result.dead - result.retrying
+    return result
+
+
+def _failure_fields(failures: Sequence[Failed]) -> dict[str, Any]:
+    def per_row(value: Callable[[Failed], Any], output: Field[Any, Any]) -> Case:
+        return Case(
+            *[When(id=o.row.id, then=Value(value(o), output_field=output)) for o in failures],
+            output_field=output,
+        )
+
+    return {
+        "nack_code": per_row(lambda o: o.code, SmallIntegerField()),
+        "nack_error": per_row(lambda o: o.error if o.code is not None else "", TextField()),
+        "last_error": per_row(
+            lambda o: o.error if o.code is None else f"nack {o.code}: {o.error}", TextField()
+        ),
+    }
+
+
+def renew(tokens: Iterable[uuid.UUID], *, lease_seconds: float, using: str = "default") -> int:
+    """Extend the leases of rows still in flight under ``tokens``; returns how many."""
+    tokens = list(tokens)
+    if not tokens:
+        return 0
+    return (
+        OutboxEvent.objects.using(using)
+        .filter(lease_token__in=tokens, status=OutboxStatus.IN_FLIGHT)
+        .update(lease_expires_at=_later(lease_seconds))
+    )
+
+
+def release(rows: Sequence[Claimed], *, using: str = "default") -> int:
+    """Give back rows claimed but never sent (shutdown): waiting again, attempt not counted."""
+    if not rows:
+        return 0
+    return _held(rows, using).update(
+        status=OutboxStatus.PENDING,
+        lease_token=None,
+        lease_expires_at=None,
+        attempts=F("attempts") - 1,
+    )

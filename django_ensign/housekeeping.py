@@ -1,0 +1,72 @@
+"""Operations on outbox rows for people: retry now, requeue dead rows, prune, status counts.
+
+The admin's actions and the prune command call these; so can your own code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db.models import Count, Min, QuerySet
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from django_ensign.models import OUTBOX_WAITING, OutboxEvent, OutboxStatus
+
+
+def retry_now(rows: QuerySet[OutboxEvent]) -> int:
+    """Make the waiting rows among ``rows`` due immediately; returns how many."""
+    return rows.filter(status__in=OUTBOX_WAITING).update(next_attempt_at=Now())
+
+
+def requeue_dead(rows: QuerySet[OutboxEvent]) -> int:
+    """Give the dead rows among ``rows`` a fresh start (attempts reset, last error kept)."""
+    return rows.filter(status=OutboxStatus.DEAD).update(
+        status=OutboxStatus.PENDING,
+        attempts=0,
+        next_attempt_at=Now(),
+        nack_code=None,
+        nack_error="",
+        lease_token=None,
+        lease_expires_at=None,
+    )
+
+
+def prune(older_than: dt.timedelta, *, batch_size: int = 1000, using: str = "default") -> int:
+    """Delete acked rows acked more than ``older_than`` ago, ``batch_size`` at a time.
+
+    Short statements keep locks and the xmin horizon short on a busy queue table.
+    Dead rows are never pruned: requeue or inspect them.
+    """
+    cutoff = timezone.now() - older_than
+    old = OutboxEvent.objects.using(using).filter(status=OutboxStatus.ACKED, acked_at__lt=cutoff)
+    deleted = 0
+    while True:
+        ids = list(old.order_by("id").values_list("id", flat=True)[:batch_size])
+        if not ids:
+            return deleted
+        count, _ = OutboxEvent.objects.using(using).filter(id__in=ids).delete()
+        deleted += count
+
+
+@dataclass(frozen=True)
+class OutboxHealth:
+    """Counts per status and the age of the oldest row waiting to be published."""
+
+    counts: dict[str, int]
+    oldest_pending_age: dt.timedelta | None
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def health(using: str = "default") -> OutboxHealth:
+    """How the outbox is doing right now."""
+    rows = OutboxEvent.objects.using(using)
+    counts = {status: 0 for status in OutboxStatus.values}
+    for entry in rows.values("status").annotate(n=Count("id")).order_by():
+        counts[entry["status"]] = entry["n"]
+    oldest = rows.filter(status__in=OUTBOX_WAITING).aggregate(oldest=Min("created"))["oldest"]
+    return OutboxHealth(counts, timezone.now() - oldest if oldest else None)

@@ -1,0 +1,76 @@
+"""The drain lock: Celery drains skip while a relay (or another drain) is running.
+
+Correctness never depends on it (the claim's leases do that); it only keeps beat
+ticks and the relay command from piling up on the same rows. Running relays hold it
+shared, so several of them coexist; a Celery drain needs it exclusively. PostgreSQL
+uses a session advisory lock on a connection of its own; other databases use an
+``flock`` on a file named after the database. Either way a killed holder releases it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from django.db import connections
+
+from django_ensign.conf import settings
+
+# An arbitrary 64-bit advisory-lock key: "ensign" in ASCII.
+ADVISORY_KEY = 0x656E7369676E
+
+
+@contextlib.contextmanager
+def drain_lock(using: str = "default", *, shared: bool = False) -> Iterator[bool]:
+    """Try to take the drain lock without waiting; yields whether it was taken."""
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        with _advisory(using, shared) as taken:
+            yield taken
+    else:
+        with _file_lock(using, shared) as taken:
+            yield taken
+
+
+@contextlib.contextmanager
+def _advisory(using: str, shared: bool) -> Iterator[bool]:
+    import psycopg
+
+    from django_ensign.notify import conninfo
+
+    function = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
+    params: dict[str, Any] = conninfo(using)
+    with psycopg.connect(autocommit=True, **params) as conn:
+        row = conn.execute(f"SELECT {function}(%s)", [ADVISORY_KEY]).fetchone()
+        yield bool(row and row[0])
+    # Closing the session releases the lock.
+
+
+def _lock_path(using: str) -> Path:
+    name = str(connections[using].settings_dict.get("NAME") or using)
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    folder = settings.OUTBOX_LOCK_FILE_DIR or tempfile.gettempdir()
+    return Path(folder) / f"django-ensign-drain-{digest}.lock"
+
+
+@contextlib.contextmanager
+def _file_lock(using: str, shared: bool) -> Iterator[bool]:
+    fd = os.open(_lock_path(using), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

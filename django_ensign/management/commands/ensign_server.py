@@ -1,0 +1,37 @@
+"""``manage.py ensign_server``: run the embedded Ensign-compatible server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from django_ensign.conf import settings
+
+
+class Command(BaseCommand):
+    help = "Run the embedded Ensign server (gRPC and its HTTP auth service) until stopped."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--data-dir", default=None, help="ENSIGN_SERVER_DATA_DIR by default.")
+        parser.add_argument("--host", default=None, help="ENSIGN_SERVER_HOST by default.")
+        parser.add_argument("--port", type=int, default=None, help="gRPC port (5356).")
+        parser.add_argument("--auth-port", type=int, default=None, help="Auth HTTP port (8088).")
+
+    def handle(
+        self,
+        *args: Any,
+        data_dir: str | None,
+        host: str | None,
+        port: int | None,
+        auth_port: int | None,
+        **options: Any,
+    ) -> None:
+        from django_ensign import server
+
+        server.run(
+            data_dir or settings.SERVER_DATA_DIR,
+            host or settings.SERVER_HOST,
+            port or settings.SERVER_PORT,
+            auth_port or settings.SERVER_AUTH_PORT,
+        )

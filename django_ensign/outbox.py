@@ -1,0 +1,207 @@
+"""The explicit outbox API: write an event row in the caller's transaction.
+
+``post_save``/``post_delete`` signals cover models registered with
+:mod:`django_ensign.registry`; ``bulk_create``, ``QuerySet.update`` and
+``QuerySet.delete`` send no signals, so code on those paths calls :func:`publish`
+(or :func:`publish_many`) itself, inside the same ``transaction.atomic`` block.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connections, router, transaction
+from django.db.utils import ConnectionDoesNotExist
+
+from django_ensign import exceptions, models
+from django_ensign.conf import settings
+from django_ensign.client import events
+from django_ensign.wire import ids, mimetypes
+
+TOPIC_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9.\-_]*$")
+TOPIC_MAX_BYTES = 512
+
+
+def validate_topic(topic: str) -> str:
+    """Return ``topic`` if Ensign accepts it as a name, else raise :class:`InvalidTopicName`."""
+    if not isinstance(topic, str) or not TOPIC_NAME.match(topic):
+        raise exceptions.InvalidTopicName(
+            f"invalid topic name {topic!r}: start with a letter, then letters, digits, '.', '-', '_'"
+        )
+    if len(topic.encode()) > TOPIC_MAX_BYTES:
+        raise exceptions.InvalidTopicName(
+            f"topic name {topic[:40]!r}… is longer than {TOPIC_MAX_BYTES} bytes"
+        )
+    return topic
+
+
+@dataclass
+class Message:
+    """One event to write to the outbox; :func:`publish_many` takes a list of them."""
+
+    topic: str
+    data: Any
+    mimetype: str | None = None
+    type_name: str = ""
+    type_version: str = ""
+    meta: Mapping[str, str] = field(default_factory=dict)
+    key: str | None = None
+
+
+def encode(data: Any, mimetype: str | None) -> tuple[bytes, str]:
+    """Bytes and mimetype for ``data``: bytes as given, text as UTF-8, anything else as JSON."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data), mimetype or "application/octet-stream"
+    if isinstance(data, str):
+        return data.encode(), mimetype or "text/plain"
+    body = json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":")).encode()
+    return body, mimetype or "application/json"
+
+
+def _from_sdk_event(event: Any) -> Message:
+    """Read an SDK ``Event`` duck-typed, so this module does not import the SDK."""
+    mimetype = getattr(event, "mimetype", None)
+    if isinstance(mimetype, int):
+        mimetype = mimetypes.name(mimetype)
+    return Message(
+        topic="",
+        data=bytes(event.data),
+        mimetype=str(mimetype) if mimetype else None,
+        type_name=str(getattr(event, "type_name", None) or getattr(event, "schema_name", "") or ""),
+        type_version=str(
+            getattr(event, "type_version", None) or getattr(event, "schema_version", "") or ""
+        ),
+        meta=dict(getattr(event, "meta", None) or {}),
+    )
+
+
+def _is_sdk_event(value: Any) -> bool:
+    return type(value).__name__ == "Event" and hasattr(value, "data") and hasattr(value, "meta")
+
+
+def check_alias(using: str) -> str:
+    """Refuse aliases that are not configured or that the outbox table does not live on."""
+    try:
+        connections[using]
+    except ConnectionDoesNotExist:
+        raise exceptions.OutboxDatabaseError(
+            f"database alias {using!r} is not configured", using=using
+        ) from None
+    if not router.allow_migrate_model(using, models.OutboxEvent):
+        raise exceptions.OutboxDatabaseError(
+            f"the outbox table does not live on database {using!r} (your routers say so), so its "
+            "row cannot join that transaction; route django_ensign.OutboxEvent to it",
+            using=using,
+        )
+    return using
+
+
+def build_row(message: Message) -> models.OutboxEvent:
+    """An unsaved :class:`OutboxEvent` for ``message`` with a fresh stable id."""
+    validate_topic(message.topic)
+    data, mimetype = encode(message.data, message.mimetype)
+    if not data:
+        raise exceptions.InvalidEvent("event data is empty; Ensign refuses empty events")
+    # Fail in the caller's code, not in the relay later.
+    events.parse_mimetype(mimetype)
+    if message.type_version:
+        events.parse_version(message.type_version)
+    meta = {str(k): str(v) for k, v in message.meta.items()}
+    return models.OutboxEvent(
+        event_id=ids.ulid_to_str(ids.new_ulid()),
+        topic=message.topic,
+        data=data,
+        mimetype=mimetype,
+        type_name=message.type_name,
+        type_version=message.type_version,
+        metadata=meta,
+        ordering_key="" if message.key is None else str(message.key),
+    )
+
+
+def publish(
+    topic: str,
+    data_or_event: Any,
+    *,
+    mimetype: str | None = None,
+    type_name: str = "",
+    type_version: str = "",
+    meta: Mapping[str, str] | None = None,
+    key: str | int | None = None,
+    using: str | None = None,
+) -> models.OutboxEvent:
+    """Write one event for ``topic`` to the outbox on ``using``, in the current transaction.
+
+    ``data_or_event`` is an SDK ``Event``, bytes, text, or anything JSON-serializable.
+    Rows with the same ``key`` reach the server in the order they were written.
+    Nothing is sent if the transaction rolls back.
+    """
+    if _is_sdk_event(data_or_event):
+        message = _from_sdk_event(data_or_event)
+        message.topic = topic
+        message.mimetype = mimetype or message.mimetype
+        message.type_name = type_name or message.type_name
+        message.type_version = type_version or message.type_version
+        message.meta = {**message.meta, **(meta or {})}
+    else:
+        message = Message(topic, data_or_event, mimetype, type_name, type_version, meta or {})
+    message.key = None if key is None else str(key)
+    return publish_many([message], using=using)[0]
+
+
+def publish_many(
+    messages: Iterable[Message], *, using: str | None = None
+) -> list[models.OutboxEvent]:
+    """Write many events in one ``INSERT`` (the bulk path), in the current transaction."""
+    alias = check_alias(using or router.db_for_write(models.OutboxEvent))
+    rows = [build_row(message) for message in messages]
+    if not rows:
+        return []
+    if len(rows) == 1:
+        rows[0].save(using=alias, force_insert=True)
+    else:
+        models.OutboxEvent.objects.using(alias).bulk_create(rows)
+    wake_on_commit(alias)
+    return rows
+
+
+class _Wake:
+    """The on-commit callback that wakes relays; one per transaction (see ``wake_on_commit``)."""
+
+    def __init__(self, using: str) -> None:
+        self.using = using
+
+    def __call__(self) -> None:
+        notify(self.using)
+        if settings.OUTBOX_CELERY_ON_COMMIT:
+            from django_ensign import tasks
+
+            tasks.publish_outbox.delay()
+
+
+def wake_on_commit(using: str) -> None:
+    """After the current transaction commits, wake the relays once however many rows it wrote."""
+    connection = connections[using]
+    if not (settings.OUTBOX_NOTIFY and connection.vendor == "postgresql") and not (
+        settings.OUTBOX_CELERY_ON_COMMIT
+    ):
+        return
+    if connection.in_atomic_block and any(
+        isinstance(callback, _Wake) for _, callback, _ in connection.run_on_commit
+    ):
+        return  # rolled-back savepoints drop their callbacks, so this stays exact
+    transaction.on_commit(_Wake(using), using=using, robust=True)
+
+
+def notify(using: str) -> None:
+    """Send the relays' NOTIFY on ``using`` now (PostgreSQL only)."""
+    connection = connections[using]
+    if not settings.OUTBOX_NOTIFY or connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_notify(%s, '')", [settings.OUTBOX_NOTIFY_CHANNEL])

@@ -1,0 +1,203 @@
+"""Which models publish which events: the declarative side of the outbox.
+
+A model opts in with the :func:`publishes` decorator, :func:`register`, or the
+``ENSIGN_PUBLISHED_MODELS`` setting. Its ``post_save``/``post_delete`` signals then
+write an outbox row on the same connection, inside the same transaction, as the save.
+Bulk paths (``bulk_create``, ``QuerySet.update``/``delete``) send no signals: use
+:func:`django_ensign.outbox.publish` there.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from django.apps import apps
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+from django.db.models.signals import post_delete, post_save
+
+from django_ensign import exceptions, outbox
+from django_ensign.conf import settings
+
+ModelT = TypeVar("ModelT", bound=type[models.Model])
+Serializer = Callable[[models.Model], Any]
+KeyFunc = Callable[[models.Model], Any]
+
+CREATED, UPDATED, DELETED = "created", "updated", "deleted"
+
+
+def model_fields(instance: models.Model) -> dict[str, Any]:
+    """The default serializer: every concrete field by attribute name (``author_id``, not ``author``)."""
+    return {f.attname: getattr(instance, f.attname) for f in instance._meta.concrete_fields}
+
+
+@dataclass(frozen=True)
+class Publication:
+    """How one model publishes: its topic, event type names, serializer and ordering key."""
+
+    model: type[models.Model]
+    topic: str
+    on_create: str | None
+    on_update: str | None
+    on_delete: str | None
+    version: str = "1.0.0"
+    serializer: Serializer = model_fields
+    key: KeyFunc | None = None
+    mimetype: str = "application/json"
+
+    def type_name(self, action: str) -> str | None:
+        return {CREATED: self.on_create, UPDATED: self.on_update, DELETED: self.on_delete}[action]
+
+    def message(self, instance: models.Model, action: str) -> outbox.Message | None:
+        """The outbox message for ``action`` on ``instance``, or None if that action is off."""
+        type_name = self.type_name(action)
+        if not type_name:
+            return None
+        payload = self.serializer(instance)
+        if not isinstance(payload, bytes | str):
+            payload = json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":")).encode()
+        key = self.key(instance) if self.key else instance.pk
+        return outbox.Message(
+            topic=self.topic,
+            data=payload,
+            mimetype=self.mimetype,
+            type_name=type_name,
+            type_version=self.version,
+            meta={"action": action, "model": instance._meta.label},
+            key=f"{instance._meta.label_lower}:{key}" if self.key is None else str(key),
+        )
+
+
+_publications: dict[type[models.Model], Publication] = {}
+
+
+def _default_name(model: type[models.Model], suffix: str) -> str:
+    return f"{model.__name__}{suffix}"
+
+
+def register(
+    model: type[models.Model],
+    *,
+    topic: str,
+    on_create: str | None | bool = True,
+    on_update: str | None | bool = True,
+    on_delete: str | None | bool = True,
+    version: str = "1.0.0",
+    serializer: Serializer | None = None,
+    key: KeyFunc | None = None,
+    mimetype: str = "application/json",
+) -> Publication:
+    """Make ``model`` publish to ``topic``.
+
+    ``on_create``/``on_update``/``on_delete`` name the event type of each action
+    (``True``: ``<Model>Created`` …; ``False``/``None``: not published). ``serializer``
+    turns an instance into the payload (default: JSON of its fields). ``key`` gives
+    the ordering key (default: the primary key); rows sharing a key are published in
+    commit order.
+    """
+    outbox.validate_topic(topic)
+
+    def name(value: str | None | bool, suffix: str) -> str | None:
+        if value is True:
+            return _default_name(model, suffix)
+        return value or None
+
+    publication = Publication(
+        model=model,
+        topic=topic,
+        on_create=name(on_create, "Created"),
+        on_update=name(on_update, "Updated"),
+        on_delete=name(on_delete, "Deleted"),
+        version=version,
+        serializer=serializer or model_fields,
+        key=key,
+        mimetype=mimetype,
+    )
+    _publications[model] = publication
+    return publication
+
+
+def publishes(topic: str, **options: Any) -> Callable[[ModelT], ModelT]:
+    """Class decorator form of :func:`register`: ``@publishes("orders", on_delete=False)``."""
+
+    def decorate(model: ModelT) -> ModelT:
+        register(model, topic=topic, **options)
+        return model
+
+    return decorate
+
+
+def unregister(model: type[models.Model]) -> None:
+    """Stop ``model`` from publishing (tests use it to undo a ``register``)."""
+    if _publications.pop(model, None) is None:
+        raise exceptions.NotRegistered(f"{model._meta.label} does not publish events")
+
+
+def publication_for(model: type[models.Model]) -> Publication | None:
+    """The model's publication; proxies fall back to their concrete model's."""
+    found = _publications.get(model)
+    if found is None and model._meta.proxy:
+        found = _publications.get(model._meta.concrete_model)  # type: ignore[arg-type]
+    return found
+
+
+def publications() -> list[Publication]:
+    """Every registered publication."""
+    return list(_publications.values())
+
+
+def unknown_setting_models() -> list[str]:
+    """Labels in ``ENSIGN_PUBLISHED_MODELS`` that name no installed model."""
+    unknown = []
+    for label in settings.PUBLISHED_MODELS:
+        try:
+            apps.get_model(label)
+        except (LookupError, ValueError):
+            unknown.append(label)
+    return unknown
+
+
+def register_from_settings() -> None:
+    """Register each model of ``ENSIGN_PUBLISHED_MODELS``; unknown labels are left to the checks."""
+    for label, options in settings.PUBLISHED_MODELS.items():
+        try:
+            model = apps.get_model(label)
+        except (LookupError, ValueError):
+            continue
+        options = dict(options)
+        topic = options.pop("topic")
+        try:
+            register(model, topic=topic, **options)
+        except exceptions.InvalidTopicName:
+            continue  # reported by check django_ensign.E004
+
+
+def _write(instance: models.Model, action: str, using: str) -> None:
+    publication = publication_for(type(instance))
+    if publication is None:
+        return
+    message = publication.message(instance, action)
+    if message is not None:
+        outbox.publish_many([message], using=using)
+
+
+def _on_save(sender: type[models.Model], instance: models.Model, created: bool, raw: bool,
+             using: str, **kwargs: Any) -> None:
+    if raw:
+        return  # fixtures being loaded are not business changes
+    _write(instance, CREATED if created else UPDATED, using)
+
+
+def _on_delete(sender: type[models.Model], instance: models.Model, using: str,
+               **kwargs: Any) -> None:
+    _write(instance, DELETED, using)
+
+
+def connect_signals() -> None:
+    """Connect the outbox's ``post_save``/``post_delete`` receivers (``AppConfig.ready`` does)."""
+    register_from_settings()
+    post_save.connect(_on_save, dispatch_uid="django_ensign.outbox.post_save")
+    post_delete.connect(_on_delete, dispatch_uid="django_ensign.outbox.post_delete")

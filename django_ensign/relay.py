@@ -1,0 +1,325 @@
+"""The outbox relay: an asyncio program that publishes outbox rows to Ensign.
+
+One loop claims rows under a lease (a short transaction in a database thread),
+publishes them over the SDK's one publish stream within a bounded in-flight window,
+and hands each Ack or Nack to a recorder that writes them back in batches, guarded
+by the lease. Nothing waits on the network inside a transaction. Rows sharing an
+ordering key go out one at a time, so their order on the server is commit order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import signal
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from django.db import DatabaseError, connections
+
+from django_ensign import claims, notify
+from django_ensign.conf import settings
+from django_ensign.wire import metadata
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class RelayStats:
+    """What one run of the relay did."""
+
+    claimed: int = 0
+    acked: int = 0
+    retrying: int = 0
+    dead: int = 0
+    stale: int = 0
+    released: int = 0
+
+
+@dataclass
+class RelayOptions:
+    """How a relay runs; the defaults come from the ``ENSIGN_OUTBOX_*`` settings."""
+
+    batch_size: int = field(default_factory=lambda: settings.OUTBOX_BATCH_SIZE)
+    max_in_flight: int = field(default_factory=lambda: settings.OUTBOX_MAX_IN_FLIGHT)
+    topics: Sequence[str] = ()
+    once: bool = False
+    using: str = "default"
+    lease_seconds: float = field(default_factory=lambda: settings.OUTBOX_LEASE_SECONDS)
+    poll_seconds: float = field(default_factory=lambda: settings.OUTBOX_POLL_SECONDS)
+    create_topics: bool = field(default_factory=lambda: settings.OUTBOX_CREATE_TOPICS)
+    max_attempts: int = field(default_factory=lambda: settings.OUTBOX_MAX_ATTEMPTS)
+    backoff_base: float = field(default_factory=lambda: settings.OUTBOX_BACKOFF_BASE)
+    backoff_max: float = field(default_factory=lambda: settings.OUTBOX_BACKOFF_MAX)
+    listen: bool = field(default_factory=lambda: settings.OUTBOX_NOTIFY)
+    #: Seconds to wait for one event's Ack or Nack before counting it as failed.
+    publish_timeout: float = 60.0
+
+
+def make_client(max_in_flight: int) -> Any:
+    """An SDK client configured from the ``ENSIGN_*`` settings."""
+    from django_ensign.client import Ensign
+
+    return Ensign(
+        client_id=settings.CLIENT_ID or "",
+        client_secret=settings.CLIENT_SECRET or "",
+        endpoint=settings.ENDPOINT,
+        insecure=settings.INSECURE,
+        auth_url=settings.AUTH_URL,
+        cred_path=settings.CREDENTIALS_FILE or "",
+        max_in_flight=max_in_flight,
+    )
+
+
+class _DatabaseThread:
+    """One thread with its own Django connection, so database calls never block the loop."""
+
+    def __init__(self, name: str, using: str) -> None:
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._using = using
+
+    async def run(self, func: Callable[..., T], /, **kwargs: Any) -> T:
+        def call() -> T:
+            connections[self._using].close_if_unusable_or_obsolete()
+            return func(using=self._using, **kwargs)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, connections.close_all)
+        self._executor.shutdown(wait=False)
+
+
+class Relay:
+    """Publishes outbox rows until stopped (or, with ``once``, until none is due)."""
+
+    def __init__(self, options: RelayOptions | None = None, *, client: Any = None) -> None:
+        self.options = options or RelayOptions()
+        self.stats = RelayStats()
+        self._client = client
+        self._owns_client = client is None
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._outcomes: list[claims.Outcome] = []
+        self._outcome_ready = asyncio.Event()
+        self._in_flight = 0
+        self._leases: Counter[uuid.UUID] = Counter()
+        self._waiters: set[asyncio.Task[None]] = set()
+        self._claims = _DatabaseThread("ensign-claim", self.options.using)
+        self._records = _DatabaseThread("ensign-record", self.options.using)
+
+    # -- control -----------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop claiming; in-flight events finish and are recorded before :meth:`run` returns."""
+        self._stopping = True
+        self._wake.set()
+
+    def _wake_up(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> RelayStats:
+        """Run until :meth:`stop` (or drained, with ``once``); returns what was done."""
+        if self._client is None:
+            self._client = make_client(self.options.max_in_flight)
+        helpers = [
+            asyncio.create_task(self._record_loop(), name="ensign-relay-recorder"),
+            asyncio.create_task(self._renew_loop(), name="ensign-relay-renewer"),
+        ]
+        if self.options.listen and not self.options.once and self._is_postgres():
+            channel = settings.OUTBOX_NOTIFY_CHANNEL
+            helpers.append(asyncio.create_task(notify.listen(self.options.using, channel, self._wake_up)))
+        try:
+            await self._claim_loop()
+            await self._finish()
+        finally:
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            if self._owns_client:
+                with contextlib.suppress(Exception):
+                    await self._client.close()
+            await self._claims.close()
+            await self._records.close()
+        return self.stats
+
+    def _is_postgres(self) -> bool:
+        return bool(connections[self.options.using].vendor == "postgresql")
+
+    # -- claim and publish -----------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        opts = self.options
+        while not self._stopping:
+            room = opts.max_in_flight - self._in_flight
+            if room <= 0:
+                await self._sleep(opts.poll_seconds)
+                continue
+            self._wake.clear()
+            try:
+                rows = await self._claims.run(
+                    claims.claim,
+                    limit=min(opts.batch_size, room),
+                    lease_seconds=opts.lease_seconds,
+                    topics=opts.topics,
+                )
+            except DatabaseError as err:
+                logger.warning("outbox claim failed (%s); retrying", err)
+                await self._sleep(opts.poll_seconds)
+                continue
+            if rows:
+                self.stats.claimed += len(rows)
+                await self._publish(rows)
+                continue
+            if opts.once and self._in_flight == 0:
+                return
+            await self._sleep(opts.poll_seconds)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Until a notification, a recorded outcome, :meth:`stop`, or ``seconds``."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _publish(self, rows: list[claims.Claimed]) -> None:
+        from django_ensign.client import Event
+
+        for index, row in enumerate(rows):
+            if self._stopping:
+                await self._release(rows[index:])
+                return
+            self._in_flight += 1
+            self._leases[row.token] += 1
+            try:
+                meta = {**row.metadata, metadata.STABLE_ID_KEY: row.event_id}
+                if row.ordering_key:
+                    meta[metadata.ORDERING_KEY] = row.ordering_key
+                event = Event(
+                    row.data,
+                    row.mimetype,
+                    schema_name=row.type_name or "Unknown",
+                    schema_version=row.type_version or "0.0.0",
+                    meta=meta,
+                )
+                await self._client.publish(
+                    row.topic, event, ensure_exists=self.options.create_topics
+                )
+            except Exception as err:  # the row retries with backoff (or dies if it cannot work)
+                self._settle(claims.Failed(row, _describe(err), final=_is_final(err)))
+                continue
+            waiter = asyncio.create_task(self._await_outcome(row, event))
+            self._waiters.add(waiter)
+            waiter.add_done_callback(self._waiters.discard)
+
+    async def _await_outcome(self, row: claims.Claimed, event: Any) -> None:
+        from django_ensign.client import Ack
+
+        try:
+            outcome = await event.wait_for_ack(timeout=self.options.publish_timeout)
+        except Exception as err:
+            self._settle(claims.Failed(row, _describe(err)))
+            return
+        if isinstance(outcome, Ack):
+            self._settle(claims.Acked(row, outcome.committed_at))
+        else:
+            self._settle(claims.Failed(row, outcome.error or "nacked", int(outcome.code)))
+
+    def _settle(self, outcome: claims.Outcome) -> None:
+        self._outcomes.append(outcome)
+        self._outcome_ready.set()
+
+    async def _release(self, rows: Sequence[claims.Claimed]) -> None:
+        try:
+            self.stats.released += await self._claims.run(claims.release, rows=rows)
+        except DatabaseError as err:  # their leases expire and another relay takes them
+            logger.warning("could not release %d outbox rows (%s)", len(rows), err)
+
+    # -- record ----------------------------------------------------------------------
+
+    async def _record_loop(self) -> None:
+        while True:
+            await self._outcome_ready.wait()
+            await self._record_pending()
+
+    async def _record_pending(self) -> None:
+        self._outcome_ready.clear()
+        batch, self._outcomes = self._outcomes, []
+        if not batch:
+            return
+        opts = self.options
+        while True:
+            try:
+                result = await self._records.run(
+                    claims.record,
+                    outcomes=batch,
+                    max_attempts=opts.max_attempts,
+                    backoff_base=opts.backoff_base,
+                    backoff_max=opts.backoff_max,
+                )
+                break
+            except DatabaseError as err:  # keep the outcomes; the leases are renewed meanwhile
+                logger.warning("recording %d outbox outcomes failed (%s); retrying", len(batch), err)
+                await asyncio.sleep(min(opts.poll_seconds, 1.0))
+        self.stats.acked += result.acked
+        self.stats.retrying += result.retrying
+        self.stats.dead += result.dead
+        self.stats.stale += result.stale
+        if result.dead:
+            logger.error("%d outbox events are dead: ids %s", result.dead, result.dead_ids[:20])
+        for outcome in batch:
+            self._in_flight -= 1
+            self._leases[outcome.row.token] -= 1
+            if self._leases[outcome.row.token] <= 0:
+                del self._leases[outcome.row.token]
+        self._wake.set()  # the next rows of these keys are claimable now
+
+    async def _renew_loop(self) -> None:
+        every = max(self.options.lease_seconds / 3, 0.05)
+        while True:
+            await asyncio.sleep(every)
+            if not self._leases:
+                continue
+            try:
+                await self._records.run(
+                    claims.renew, tokens=list(self._leases), lease_seconds=self.options.lease_seconds
+                )
+            except DatabaseError as err:
+                logger.warning("renewing outbox leases failed (%s)", err)
+
+    async def _finish(self) -> None:
+        """Wait for every published event's outcome and record it."""
+        if self._waiters:
+            await asyncio.gather(*list(self._waiters), return_exceptions=True)
+        await self._record_pending()
+
+
+def _describe(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
+def _is_final(err: BaseException) -> bool:
+    """Events the SDK refuses before sending (bad data, bad topic name) can never succeed."""
+    from django_ensign.client import exceptions as sdk
+
+    return isinstance(err, sdk.InvalidEvent | sdk.EventDataTypeError | sdk.InvalidTopicName)
+
+
+def run(options: RelayOptions, *, client: Any = None, handle_signals: bool = True) -> RelayStats:
+    """Run a relay in a new event loop; SIGTERM and SIGINT stop it gracefully."""
+
+    async def main() -> RelayStats:
+        relay = Relay(options, client=client)
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, relay.stop)
+        return await relay.run()
+
+    return asyncio.run(main())

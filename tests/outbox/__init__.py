@@ -1,0 +1,1 @@
+"""Outbox tests: writing rows, the relay, Celery, admin, checks."""

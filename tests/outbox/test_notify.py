@@ -1,0 +1,54 @@
+"""PostgreSQL: a transaction that wrote outbox rows sends one NOTIFY when it commits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from django.db import connection, transaction
+
+from django_ensign import notify
+from django_ensign.conf import settings
+from tests.testapp.models import Order
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("postgres_only")]
+
+
+@pytest.fixture
+def listener() -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    conn = psycopg.connect(autocommit=True, **notify.conninfo("default"))
+    conn.execute(f"LISTEN {settings.OUTBOX_NOTIFY_CHANNEL}")
+    yield conn
+    conn.close()
+
+
+def received(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+    # A round trip first so any notification already sent has reached this session.
+    conn.execute("SELECT 1")
+    return len(list(conn.notifies(timeout=0.2)))
+
+
+def test_one_notification_per_committed_transaction(listener: psycopg.Connection[tuple[object, ...]]) -> None:
+    with transaction.atomic():
+        for i in range(5):
+            Order.objects.create(reference=f"N-{i}")
+        assert received(listener) == 0  # nothing before the commit
+    assert received(listener) == 1
+
+
+def test_rolled_back_transaction_notifies_nobody(listener: psycopg.Connection[tuple[object, ...]]) -> None:
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Order.objects.create(reference="N-x")
+        raise RuntimeError
+    assert received(listener) == 0
+    with transaction.atomic():  # the next transaction still notifies
+        Order.objects.create(reference="N-y")
+    assert received(listener) == 1
+
+
+def test_each_autocommit_write_notifies(listener: psycopg.Connection[tuple[object, ...]]) -> None:
+    assert connection.get_autocommit()
+    Order.objects.create(reference="N-a")
+    Order.objects.create(reference="N-b")
+    assert received(listener) == 2

@@ -1,0 +1,179 @@
+"""Outbox rows are written in the caller's transaction: by model signals and by the explicit API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.db import transaction
+from django.test import override_settings
+
+from django_ensign import exceptions, outbox, registry
+from django_ensign.client.events import Event
+from django_ensign.models import OutboxEvent, OutboxStatus
+from django_ensign.testing import capture_outbox
+from django_ensign.wire import ids
+from tests.testapp.models import Customer, Note, Order
+
+pytestmark = pytest.mark.django_db
+
+
+def test_saving_a_registered_model_writes_its_event_in_the_same_transaction() -> None:
+    with transaction.atomic():
+        order = Order.objects.create(reference="A-1", total="12.50")
+        row = OutboxEvent.objects.get()  # visible before commit: same connection, same transaction
+    assert row.topic == "orders.events"
+    assert row.type_name == "OrderCreated"
+    assert row.type_version == "1.0.0"
+    assert row.mimetype == "application/json"
+    assert row.status == OutboxStatus.PENDING
+    assert row.ordering_key == f"testapp.order:{order.pk}"
+    assert row.metadata == {"action": "created", "model": "testapp.Order"}
+    assert json.loads(bytes(row.data)) == {
+        "id": order.pk, "reference": "A-1", "total": "12.50", "customer": ""
+    }  # fmt: skip
+    assert ids.is_ulid_str(row.event_id)
+
+
+def test_rolled_back_transaction_writes_no_row() -> None:
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Order.objects.create(reference="A-2")
+        raise RuntimeError("business rule failed")
+    assert not Order.objects.exists()
+    assert not OutboxEvent.objects.exists()
+
+
+def test_rolled_back_savepoint_drops_only_its_rows() -> None:
+    with transaction.atomic():
+        Order.objects.create(reference="kept")
+        with pytest.raises(RuntimeError), transaction.atomic():
+            Order.objects.create(reference="dropped")
+            raise RuntimeError
+    assert [json.loads(bytes(r.data))["reference"] for r in OutboxEvent.objects.all()] == ["kept"]
+
+
+def test_update_and_delete_publish_their_own_event_types_in_order() -> None:
+    with capture_outbox() as captured:
+        order = Order.objects.create(reference="A-3")
+        order.total = 5
+        order.save()
+        order.delete()
+    assert captured.types() == ["OrderCreated", "OrderUpdated", "OrderCancelled"]
+    assert {row.ordering_key for row in captured.events} == {captured.events[0].ordering_key}
+    assert captured.json()[2]["reference"] == "A-3"
+
+
+def test_model_options_choose_events_serializer_and_key() -> None:
+    with capture_outbox() as captured:
+        customer = Customer.objects.create(name="ada")
+        customer.name = "ada lovelace"
+        customer.save()  # on_update=False
+        customer.delete()  # on_delete=False
+    assert captured.types() == ["CustomerJoined"]
+    assert captured.json() == [{"name": "ada"}]
+    assert captured.events[0].ordering_key == "ada"
+    assert captured.events[0].topic == "customers"
+
+
+def test_models_that_did_not_opt_in_publish_nothing() -> None:
+    Note.objects.create(text="quiet")
+    assert not OutboxEvent.objects.exists()
+
+
+def test_bulk_paths_send_no_signals_so_the_explicit_api_covers_them() -> None:
+    with transaction.atomic():
+        orders = Order.objects.bulk_create([Order(reference=f"B-{i}") for i in range(3)])
+        assert not OutboxEvent.objects.exists()
+        outbox.publish_many(
+            [
+                outbox.Message("orders.events", {"reference": o.reference}, type_name="OrderCreated", key=o.reference)
+                for o in orders
+            ]
+        )
+    assert OutboxEvent.objects.filter(type_name="OrderCreated").count() == 3
+
+
+def test_models_can_opt_in_through_settings() -> None:
+    options = {"testapp.Note": {"topic": "notes", "on_update": False, "version": "2.1.0"}}
+    with override_settings(ENSIGN_PUBLISHED_MODELS=options):
+        registry.register_from_settings()
+    try:
+        with capture_outbox() as captured:
+            note = Note.objects.create(text="hello")
+            note.save()
+        assert captured.types() == ["NoteCreated"]
+        assert captured.events[0].type_version == "2.1.0"
+    finally:
+        registry.unregister(Note)
+
+
+@pytest.mark.parametrize(
+    ("data", "mimetype", "expected_data", "expected_mimetype"),
+    [
+        ({"a": 1}, None, b'{"a":1}', "application/json"),
+        (b"\x00\x01", None, b"\x00\x01", "application/octet-stream"),
+        ("hello", None, b"hello", "text/plain"),
+        (b"<a/>", "application/xml", b"<a/>", "application/xml"),
+    ],
+)
+def test_explicit_publish_encodes_data(
+    data: Any, mimetype: str | None, expected_data: bytes, expected_mimetype: str
+) -> None:
+    row = outbox.publish("things", data, mimetype=mimetype, type_name="Thing", meta={"n": "1"})
+    row.refresh_from_db()
+    assert bytes(row.data) == expected_data
+    assert row.mimetype == expected_mimetype
+    assert row.metadata == {"n": "1"}
+    assert row.ordering_key == ""
+
+
+def test_explicit_publish_takes_an_sdk_event() -> None:
+    event = Event(b'{"t": 21.5}', "application/json", schema_name="Reading", schema_version="1.2.0", meta={"station": "x"})
+    row = outbox.publish("weather", event, key="station-x")
+    row.refresh_from_db()
+    assert (row.type_name, row.type_version, row.mimetype) == ("Reading", "1.2.0", "application/json")
+    assert row.metadata == {"station": "x"}
+    assert row.ordering_key == "station-x"
+
+
+@pytest.mark.parametrize("topic", ["", "1abc", "has space", "émoji", "a" * 513])
+def test_invalid_topic_names_are_refused_before_a_row_exists(topic: str) -> None:
+    with pytest.raises(exceptions.InvalidTopicName):
+        outbox.publish(topic, {"a": 1})
+    assert not OutboxEvent.objects.exists()
+
+
+def test_events_the_server_would_refuse_are_refused_at_write_time() -> None:
+    with pytest.raises(exceptions.InvalidEvent):
+        outbox.publish("things", b"")
+    with pytest.raises(exceptions.InvalidEvent):
+        outbox.publish("things", {"a": 1}, type_name="T", type_version="one")
+    with pytest.raises(exceptions.UnknownMimetypeError):
+        outbox.publish("things", b"x", mimetype="image/unheard-of")
+    assert not OutboxEvent.objects.exists()
+
+
+def test_an_unknown_database_alias_is_refused() -> None:
+    with pytest.raises(exceptions.OutboxDatabaseError, match="not configured"):
+        outbox.publish("things", {"a": 1}, using="elsewhere")
+
+
+class _OutboxLivesElsewhere:
+    def allow_migrate(self, db: str, app_label: str, model_name: str | None = None, **hints: Any) -> bool | None:
+        if app_label == "django_ensign":
+            return db == "other"
+        return None
+
+
+def test_a_database_the_outbox_table_is_not_routed_to_is_refused() -> None:
+    with override_settings(DATABASE_ROUTERS=[_OutboxLivesElsewhere()]):
+        with pytest.raises(exceptions.OutboxDatabaseError, match="does not live on database 'default'") as info:
+            Order.objects.create(reference="A-4")
+        assert info.value.using == "default"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rows_written_in_autocommit_mode_are_committed() -> None:
+    Order.objects.create(reference="auto")
+    assert OutboxEvent.objects.filter(type_name="OrderCreated").count() == 1

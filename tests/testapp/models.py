@@ -1,0 +1,45 @@
+"""Models the outbox tests publish from."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from django_ensign import registry
+
+
+@registry.publishes("orders.events", on_delete="OrderCancelled")
+class Order(models.Model):
+    """Publishes OrderCreated / OrderUpdated / OrderCancelled, ordered per order."""
+
+    reference = models.CharField(max_length=40)
+    total = models.DecimalField(max_digits=10, decimal_places=2, default=0)
+    customer = models.CharField(max_length=40, blank=True, default="")
+
+    def __str__(self) -> str:
+        return self.reference
+
+
+@registry.publishes(
+    "customers",
+    on_create="CustomerJoined",
+    on_update=False,
+    on_delete=False,
+    serializer=lambda c: {"name": c.name},
+    key=lambda c: c.name,
+)
+class Customer(models.Model):
+    """Publishes only creations, keyed by name, with a custom serializer."""
+
+    name = models.CharField(max_length=40)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Note(models.Model):
+    """Publishes nothing by itself (tests register it through settings)."""
+
+    text = models.CharField(max_length=100)
+
+    def __str__(self) -> str:
+        return self.text
