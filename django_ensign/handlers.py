@@ -7,6 +7,7 @@ Handlers live in each installed app's ``ensign_handlers`` module, which
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import inspect
 import json
@@ -43,6 +44,38 @@ class InboundEvent:
     def text(self, encoding: str = "utf-8") -> str:
         """The data decoded as text."""
         return self.data.decode(encoding)
+
+    def to_payload(self) -> dict[str, Any]:
+        """A JSON-safe dict of this event (for Celery), undone by :meth:`from_payload`."""
+        return {
+            "topic": self.topic,
+            "event_id": self.event_id,
+            "data": base64.b64encode(self.data).decode("ascii"),
+            "mimetype": self.mimetype,
+            "metadata": dict(self.metadata),
+            "type_name": self.type_name,
+            "type_version": self.type_version,
+            "committed_at": self.committed_at.isoformat() if self.committed_at else None,
+            "server_id": self.server_id,
+            "offset": self.offset,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> InboundEvent:
+        """The event :meth:`to_payload` described."""
+        committed = payload.get("committed_at")
+        return cls(
+            topic=str(payload["topic"]),
+            event_id=str(payload["event_id"]),
+            data=base64.b64decode(payload["data"]),
+            mimetype=str(payload.get("mimetype") or "application/octet-stream"),
+            metadata={str(k): str(v) for k, v in (payload.get("metadata") or {}).items()},
+            type_name=str(payload.get("type_name") or ""),
+            type_version=str(payload.get("type_version") or ""),
+            committed_at=dt.datetime.fromisoformat(committed) if committed else None,
+            server_id=str(payload.get("server_id") or ""),
+            offset=payload.get("offset"),
+        )
 
 
 @dataclass(frozen=True)

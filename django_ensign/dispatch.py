@@ -1,0 +1,297 @@
+"""Run the handlers of one event, each in one transaction with its inbox row.
+
+Everything here is synchronous and blocking: the subscriber calls it from worker
+threads, the Celery task and ``ensign_replay_dead`` call it directly.
+
+The guarantee: a handler's database work and its ``InboxEvent`` row commit
+together or not at all, and the row is unique per (handler, event id), so an
+event delivered twice (redelivery, a relay's re-publish, two Celery workers) is
+applied once per handler. Async handlers get the same guarantee: they run on an
+event loop of their own (``async_to_sync``) inside the transaction's thread, and
+Django's async ORM calls made in them run on that thread, inside the transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import random
+import time
+import traceback as tb
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from asgiref.sync import async_to_sync
+from django.db import IntegrityError, connections, transaction
+from django.utils import timezone
+
+from django_ensign import exceptions, models
+from django_ensign.conf import settings
+from django_ensign.handlers import Handler, InboundEvent, registry
+
+
+class Outcome(enum.Enum):
+    """What one try of one handler came to."""
+
+    HANDLED = "handled"
+    DUPLICATE = "duplicate"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class HandlerResult:
+    """One try of one handler on one event."""
+
+    handler: Handler
+    outcome: Outcome
+    error: BaseException | None = None
+    traceback: str = ""
+
+    @property
+    def permanent(self) -> bool:
+        """A failure that retrying cannot fix."""
+        return isinstance(self.error, exceptions.DeadLetterNow)
+
+
+def refresh_connections() -> None:
+    """Close this thread's broken or expired connections, as Django does around requests.
+
+    Connections inside an atomic block belong to a caller's transaction and are left alone.
+    """
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close_if_unusable_or_obsolete()
+
+
+def _is_json(mimetype: str) -> bool:
+    base = mimetype.split(";")[0].strip().lower()
+    return base.endswith("/json") or base.endswith("+json")
+
+
+def plan(event: InboundEvent) -> list[Handler]:
+    """The handlers ``event`` goes to; raises a :class:`~exceptions.DeadLetterNow` if none can.
+
+    ``UndecodableEvent`` when JSON data does not parse, ``UnknownEventType`` when
+    no registered handler wants the event's topic, type and mimetype.
+    """
+    if _is_json(event.mimetype):
+        try:
+            json.loads(event.data)
+        except ValueError as exc:
+            raise exceptions.UndecodableEvent(
+                f"{event.mimetype} data does not parse: {exc}"
+            ) from exc
+    handlers = registry.for_event(event)
+    if not handlers:
+        kind = event.type_name or "untyped"
+        raise exceptions.UnknownEventType(
+            f"no handler for {kind} events ({event.mimetype}) on topic {event.topic!r}"
+        )
+    return handlers
+
+
+def run_handler(entry: Handler, event: InboundEvent) -> HandlerResult:
+    """Try ``entry`` on ``event`` once, in one transaction with its inbox row."""
+    recorded = False
+    try:
+        with transaction.atomic():
+            models.InboxEvent.objects.create(
+                handler=entry.name,
+                event_id=event.event_id,
+                topic=event.topic,
+                type_name=event.type_name,
+                server_id=event.server_id,
+                committed_at=event.committed_at,
+            )
+            recorded = True
+            if entry.is_async:
+                async_to_sync(entry.func)(event)
+            else:
+                entry.func(event)
+    except IntegrityError as exc:
+        if not recorded:
+            return HandlerResult(entry, Outcome.DUPLICATE)
+        return HandlerResult(entry, Outcome.FAILED, exc, tb.format_exc())
+    except Exception as exc:
+        return HandlerResult(entry, Outcome.FAILED, exc, tb.format_exc())
+    return HandlerResult(entry, Outcome.HANDLED)
+
+
+def attempt(event: InboundEvent, handlers: Iterable[Handler]) -> list[HandlerResult]:
+    """Try each handler once; database connections are refreshed around the batch."""
+    refresh_connections()
+    try:
+        return [run_handler(entry, event) for entry in handlers]
+    finally:
+        refresh_connections()
+
+
+def backoff(attempt_number: int) -> float:
+    """Seconds to wait before retry ``attempt_number + 1``: exponential, full jitter."""
+    ceiling = min(
+        settings.SUBSCRIBER_BACKOFF_MAX,
+        settings.SUBSCRIBER_BACKOFF_BASE * 2 ** max(attempt_number - 1, 0),
+    )
+    return random.uniform(0, ceiling)
+
+
+def dead_letter(
+    event: InboundEvent,
+    *,
+    reason: str,
+    error: BaseException | str,
+    traceback: str = "",
+    handler: str = "",
+    attempts: int = 1,
+) -> models.DeadLetter:
+    """Record ``event`` as dead for ``handler`` (blank: for every handler); idempotent."""
+    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    now = timezone.now()
+    refresh_connections()
+    try:
+        with transaction.atomic():
+            row, created = models.DeadLetter.objects.select_for_update().get_or_create(
+                handler=handler,
+                event_id=event.event_id,
+                defaults={
+                    "topic": event.topic,
+                    "data": event.data,
+                    "mimetype": event.mimetype,
+                    "type_name": event.type_name,
+                    "type_version": event.type_version,
+                    "metadata": dict(event.metadata),
+                    "server_id": event.server_id,
+                    "committed_at": event.committed_at,
+                    "reason": reason,
+                    "error": message.splitlines()[0][:2000] if message else "",
+                    "traceback": traceback,
+                    "attempts": attempts,
+                    "created": now,
+                    "last_failed_at": now,
+                },
+            )
+            if not created:
+                row.reason = reason
+                row.status = models.DeadLetterStatus.DEAD
+                row.error = message.splitlines()[0][:2000] if message else ""
+                row.traceback = traceback
+                row.attempts += attempts
+                row.last_failed_at = now
+                row.save()
+        return row
+    finally:
+        refresh_connections()
+
+
+def settle(
+    event: InboundEvent, results: list[HandlerResult], *, attempt_number: int, final: bool
+) -> list[Handler]:
+    """Dead-letter what must be, and return the handlers to try again.
+
+    Permanent failures are dead-lettered at once; others once ``final`` is true.
+    """
+    retry: list[Handler] = []
+    for result in results:
+        if result.outcome is not Outcome.FAILED:
+            continue
+        if result.permanent or final:
+            reason = (
+                models.DeadLetterReason.UNDECODABLE
+                if isinstance(result.error, exceptions.UndecodableEvent)
+                else models.DeadLetterReason.FAILED
+            )
+            dead_letter(
+                event,
+                reason=reason,
+                error=result.error or "failed",
+                traceback=result.traceback,
+                handler=result.handler.name,
+                attempts=attempt_number,
+            )
+        else:
+            retry.append(result.handler)
+    return retry
+
+
+def dead_letter_unplannable(event: InboundEvent, error: exceptions.DeadLetterNow) -> None:
+    """Dead-letter an event :func:`plan` refused, with the matching reason."""
+    reason = (
+        models.DeadLetterReason.UNDECODABLE
+        if isinstance(error, exceptions.UndecodableEvent)
+        else models.DeadLetterReason.UNKNOWN_TYPE
+    )
+    dead_letter(event, reason=reason, error=str(error), attempts=1)
+
+
+def handle_now(event: InboundEvent, *, max_attempts: int | None = None) -> list[HandlerResult]:
+    """Handle ``event`` completely in this thread: retries with blocking sleeps, then dead letters.
+
+    The synchronous path (tests, scripts); the subscriber uses its own async loop.
+    """
+    try:
+        pending = plan(event)
+    except exceptions.DeadLetterNow as exc:
+        dead_letter_unplannable(event, exc)
+        return []
+    limit = max_attempts or settings.SUBSCRIBER_MAX_ATTEMPTS
+    outcomes: dict[str, HandlerResult] = {}
+    for number in range(1, limit + 1):
+        results = attempt(event, pending)
+        outcomes.update({r.handler.name: r for r in results})
+        pending = settle(event, results, attempt_number=number, final=number == limit)
+        if not pending:
+            break
+        time.sleep(backoff(number))
+    return list(outcomes.values())
+
+
+def replay(row: models.DeadLetter) -> bool:
+    """Run a dead letter's event again; True (and the row marked replayed) if it was applied."""
+    event = event_of(row)
+    error: BaseException | str = ""
+    trace = ""
+    try:
+        if row.handler:
+            entry = registry.get(row.handler)
+            if entry is None:
+                raise exceptions.HandlerNotRegistered(
+                    f"no handler is registered as {row.handler!r}"
+                )
+            handlers = [entry]
+        else:
+            handlers = plan(event)
+    except exceptions.EnsignError as exc:
+        error = exc
+    else:
+        failures = [r for r in attempt(event, handlers) if r.outcome is Outcome.FAILED]
+        if failures:
+            error, trace = failures[0].error or "failed", failures[0].traceback
+    refresh_connections()
+    if error:
+        message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        models.DeadLetter.objects.filter(pk=row.pk).update(
+            error=message.splitlines()[0][:2000],
+            traceback=trace,
+            attempts=row.attempts + 1,
+            last_failed_at=timezone.now(),
+        )
+        return False
+    models.DeadLetter.objects.filter(pk=row.pk).update(
+        status=models.DeadLetterStatus.REPLAYED, replayed_at=timezone.now()
+    )
+    return True
+
+
+def event_of(row: models.DeadLetter) -> InboundEvent:
+    """The event a dead letter kept."""
+    return InboundEvent(
+        topic=row.topic,
+        event_id=row.event_id,
+        data=bytes(row.data),
+        mimetype=row.mimetype,
+        metadata={str(k): str(v) for k, v in (row.metadata or {}).items()},
+        type_name=row.type_name,
+        type_version=row.type_version,
+        committed_at=row.committed_at,
+        server_id=row.server_id,
+    )

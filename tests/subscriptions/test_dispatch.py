@@ -1,0 +1,124 @@
+"""Dispatch: each handler's work and its inbox row commit together; failures roll back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.test import override_settings
+
+from django_ensign import dispatch
+from django_ensign.handlers import InboundEvent
+from django_ensign.models import DeadLetter, DeadLetterReason, DeadLetterStatus, InboxEvent
+from tests.handlerapp import ensign_handlers
+from tests.handlerapp.models import Applied, Switch
+
+pytestmark = pytest.mark.django_db
+
+
+def make_event(topic: str, event_id: str = "01J0000000000000000000000A", **kw: object) -> InboundEvent:
+    data = kw.pop("data", json.dumps({"level": "high"}).encode())
+    return InboundEvent(topic=topic, event_id=event_id, data=data, mimetype="application/json", **kw)  # type: ignore[arg-type]
+
+
+def test_sync_and_async_handlers_of_a_topic_each_apply_the_event_once() -> None:
+    event = make_event("sub-multi")
+    dispatch.handle_now(event)
+    dispatch.handle_now(event)  # a redelivery
+
+    assert sorted(Applied.objects.values_list("handler", flat=True)) == ["async", "sync"]
+    assert InboxEvent.objects.filter(event_id=event.event_id).count() == 2
+
+
+def test_redelivery_reports_duplicates() -> None:
+    event = make_event("sub-multi")
+    first = dispatch.attempt(event, dispatch.plan(event))
+    again = dispatch.attempt(event, dispatch.plan(event))
+    assert {r.outcome for r in first} == {dispatch.Outcome.HANDLED}
+    assert {r.outcome for r in again} == {dispatch.Outcome.DUPLICATE}
+
+
+def test_events_are_routed_by_type_name() -> None:
+    dispatch.handle_now(make_event("sub-typed", "01J0000000000000000000000B", type_name="Reading"))
+    dispatch.handle_now(make_event("sub-typed", "01J0000000000000000000000C", type_name="Alert"))
+    assert sorted(Applied.objects.values_list("handler", "event_id")) == [
+        ("alert:high", "01J0000000000000000000000C"),
+        ("reading", "01J0000000000000000000000B"),
+    ]
+
+
+def test_an_unknown_type_is_dead_lettered_at_once() -> None:
+    dispatch.handle_now(make_event("sub-typed", type_name="Forecast"))
+    dead = DeadLetter.objects.get()
+    assert dead.reason == DeadLetterReason.UNKNOWN_TYPE
+    assert dead.handler == ""
+    assert "Forecast" in dead.error
+    assert dead.attempts == 1
+    assert not Applied.objects.exists()
+
+
+def test_undecodable_json_is_dead_lettered_at_once_with_its_data() -> None:
+    dispatch.handle_now(make_event("sub-multi", data=b"{not json"))
+    dead = DeadLetter.objects.get()
+    assert dead.reason == DeadLetterReason.UNDECODABLE
+    assert "does not parse" in dead.error
+    assert bytes(dead.data) == b"{not json"
+    assert not Applied.objects.exists()
+    assert not InboxEvent.objects.exists()
+
+
+@override_settings(ENSIGN_SUBSCRIBER_BACKOFF_BASE=0.001, ENSIGN_SUBSCRIBER_BACKOFF_MAX=0.001)
+def test_a_failing_handler_is_retried_rolled_back_dead_lettered_then_replayed() -> None:
+    Switch.objects.create(name="flaky", on=True)
+    ensign_handlers.flaky_tries.clear()
+    event = make_event("sub-flaky", metadata={"k": "v"}, type_name="Reading", type_version="1.0.0")
+
+    dispatch.handle_now(event, max_attempts=3)
+
+    assert ensign_handlers.flaky_tries == [event.event_id] * 3
+    assert not Applied.objects.exists()  # every try rolled back
+    assert not InboxEvent.objects.exists()
+    dead = DeadLetter.objects.get()
+    assert dead.handler == "tests.handlerapp.ensign_handlers.flaky"
+    assert dead.reason == DeadLetterReason.FAILED
+    assert dead.attempts == 3
+    assert "failing on purpose" in dead.error
+    assert "RuntimeError" in dead.traceback
+    assert dead.metadata == {"k": "v"}
+
+    assert dispatch.replay(dead) is False  # still failing: stays dead, one more attempt
+    dead.refresh_from_db()
+    assert (dead.status, dead.attempts) == (DeadLetterStatus.DEAD, 4)
+
+    Switch.objects.filter(name="flaky").update(on=False)
+    assert dispatch.replay(dead) is True
+    dead.refresh_from_db()
+    assert dead.status == DeadLetterStatus.REPLAYED
+    assert dead.replayed_at is not None
+    assert list(Applied.objects.values_list("handler", "event_id")) == [("flaky", event.event_id)]
+    assert InboxEvent.objects.filter(handler=dead.handler, event_id=event.event_id).exists()
+
+
+def test_an_async_handler_failure_rolls_back_its_writes() -> None:
+    results = dispatch.attempt(make_event("sub-async-fail"), dispatch.plan(make_event("sub-async-fail")))
+    assert [r.outcome for r in results] == [dispatch.Outcome.FAILED]
+    assert not Applied.objects.exists()
+    assert not InboxEvent.objects.exists()
+
+
+def test_dead_lettering_the_same_event_twice_keeps_one_row() -> None:
+    event = make_event("sub-typed", type_name="Forecast")
+    dispatch.handle_now(event)
+    dispatch.handle_now(event)
+    dead = DeadLetter.objects.get()
+    assert dead.attempts == 2
+
+
+def test_event_payload_round_trips() -> None:
+    import datetime as dt
+
+    event = make_event(
+        "t", data=b"\x00\xff", metadata={"a": "b"}, committed_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        server_id="abc", offset=7,
+    )
+    assert InboundEvent.from_payload(json.loads(json.dumps(event.to_payload()))) == event
