@@ -77,7 +77,7 @@ def _server_id(conn: sqlite3.Connection) -> str:
 async def serve(data_dir: Path, host: str, port: int, auth_port: int,
                 stop: asyncio.Event) -> None:
     """Run until ``stop`` is set, then shut down cleanly."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    os.makedirs(data_dir, exist_ok=True)
     issuer = TokenIssuer.load_or_create(data_dir)
     storage = open_storage(data_dir)
     server_id = storage.execute_sync(_server_id)
@@ -107,7 +107,7 @@ async def serve(data_dir: Path, host: str, port: int, auth_port: int,
         ]
     )
     server.add_generic_rpc_handlers((service.handler(),))
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if not bound:

@@ -277,9 +277,9 @@ class _Parser:
             return inner
         ident = self.ident("a field name")
         op_token = self.take()
-        if op_token.kind == "op":
-            op = op_token.text
-        elif op_token.kind == "kw" and op_token.text in ("LIKE", "ILIKE"):
+        if op_token.kind == "op" or (
+            op_token.kind == "kw" and op_token.text in ("LIKE", "ILIKE")
+        ):
             op = op_token.text
         else:
             raise QueryError(f"expected an operator, found {op_token.text!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import json
 import logging
 import sqlite3
@@ -204,7 +205,7 @@ class Rpcs:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "invalid operation field")
         topic = await self._topic_by_str(request.id, claims.project_id, context)
         if topic.state == DELETING:
-            return topic_pb2.TopicStatus(id=ids.ulid_to_str(topic.id), state=DELETING)
+            return topic_pb2.TopicStatus(id=ids.ulid_to_str(topic.id), state=DELETING)  # type: ignore[arg-type]
         new_state = READONLY if op == topic_pb2.TopicMod.ARCHIVE else DELETING
         now = time.time_ns()
 
@@ -372,7 +373,9 @@ class Rpcs:
         after = 0
         storage = self.state.storage
         while remaining is None or remaining > 0:
-            rows = await storage.read(lambda conn, a=after: read_range(conn, topic_id, a, 500))
+            rows = await storage.read(
+                functools.partial(read_range, topic_id=topic_id, after=after, limit=500)
+            )
             if not rows:
                 return
             after = rows[-1].offset

@@ -40,12 +40,12 @@ class EnsignService:
     async def subscribe(self, requests: Any, context: Context) -> None:
         await SubscribeStream(self.state, self.groups, context).run(requests)
 
-    def handler(self) -> grpc.GenericRpcHandler:
+    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         """The generic handler to add to a grpc.aio server."""
         pb, tp, qp = ensign_pb2, topic_pb2, query_pb2
         rpcs = self.rpcs
 
-        def unary(fn: Any, request: Any) -> grpc.RpcMethodHandler:
+        def unary(fn: Any, request: Any) -> grpc.RpcMethodHandler[Any, Any]:
             return grpc.unary_unary_rpc_method_handler(
                 fn, request_deserializer=request.FromString, response_serializer=_serialize
             )

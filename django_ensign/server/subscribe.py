@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -157,7 +158,8 @@ class SubscribeStream:
         after = 0
         while remaining is None or remaining > 0:
             rows = await self.state.storage.read(
-                lambda conn, a=after: read_range(conn, topic_id, a, _FETCH, upto)
+                functools.partial(read_range, topic_id=topic_id, after=after, limit=_FETCH,
+                                  upto=upto)
             )
             if not rows:
                 return

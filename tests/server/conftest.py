@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import grpc.aio
 import pytest
 
 from django_ensign.proto.api.v1beta1 import (
@@ -22,6 +23,8 @@ from django_ensign.proto.api.v1beta1 import (
 )
 from django_ensign.wire import ids
 from tests.support.server import EmbeddedServer
+
+EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 32 * 1024 * 1024),
@@ -59,8 +62,8 @@ def login(server: EmbeddedServer, client_id: str | None = None,
 class Conn:
     """A channel plus a stub that sends a bearer token on every call."""
 
-    channel: grpc.aio.Channel
-    stub: ensign_pb2_grpc.EnsignStub
+    channel: Any
+    stub: Any
     token: str
     server: EmbeddedServer
 
@@ -70,7 +73,10 @@ class Conn:
 
     async def create_topic(self, name: str | None = None) -> topic_pb2.Topic:
         name = name or f"t-{uuid.uuid4().hex[:12]}"
-        return await self.stub.CreateTopic(topic_pb2.Topic(name=name), metadata=self.md)
+        topic: topic_pb2.Topic = await self.stub.CreateTopic(
+            topic_pb2.Topic(name=name), metadata=self.md
+        )
+        return topic
 
     def publish_stream(self) -> Any:
         return self.stub.Publish(metadata=self.md)
@@ -82,8 +88,8 @@ class Conn:
 async def connect(server: EmbeddedServer, token: str | None = None) -> Conn:
     """An open connection to ``server`` authenticated with the bootstrap key."""
     if token is None:
-        token = await asyncio.to_thread(lambda: login(server)["access_token"])
-    channel = grpc.aio.insecure_channel(server.endpoint, options=CHANNEL_OPTIONS)
+        token = str((await asyncio.to_thread(login, server))["access_token"])
+    channel: Any = grpc.aio.insecure_channel(server.endpoint, options=CHANNEL_OPTIONS)
     return Conn(channel, ensign_pb2_grpc.EnsignStub(channel), token, server)
 
 
@@ -141,7 +147,7 @@ async def publish_all(c: Conn, topic_id: bytes, events: list[bytes]) -> list[Any
     replies = []
     while True:
         reply = await call.read()
-        if reply is grpc.aio.EOF:
+        if reply is EOF:
             break
         replies.append(reply)
     assert await call.code() == grpc.StatusCode.OK
