@@ -32,7 +32,7 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Now
+from django.db.models.functions import Cast, Now
 
 from django_ensign import backoff
 from django_ensign.models import OUTBOX_UNFINISHED, OUTBOX_WAITING, OutboxEvent, OutboxStatus
@@ -236,10 +236,14 @@ def record(
 
 
 def _failure_fields(failures: Sequence[Failed]) -> dict[str, Any]:
-    def per_row(value: Callable[[Failed], Any], output: Field[Any, Any]) -> Case:
-        return Case(
-            *[When(id=o.row.id, then=Value(value(o), output_field=output)) for o in failures],
-            output_field=output,
+    def per_row(value: Callable[[Failed], Any], output: Field[Any, Any]) -> Cast:
+        # The cast types NULL parameters, which PostgreSQL would otherwise take for text.
+        return Cast(
+            Case(
+                *[When(id=o.row.id, then=Value(value(o), output_field=output)) for o in failures],
+                output_field=output,
+            ),
+            output,
         )
 
     return {

@@ -1,0 +1,231 @@
+"""The relay's database side: claims, leases, per-key order, recording outcomes, backoff."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import threading
+import uuid
+
+import pytest
+from django.db import connections
+from django.utils import timezone
+
+from django_ensign import backoff, claims, outbox
+from django_ensign.models import OutboxEvent, OutboxStatus
+
+pytestmark = pytest.mark.django_db
+
+LEASE = 30.0
+
+
+def claim(limit: int = 100, **kwargs: object) -> list[claims.Claimed]:
+    return claims.claim(limit=limit, lease_seconds=LEASE, **kwargs)  # type: ignore[arg-type]
+
+
+def record(*outcomes: claims.Outcome, max_attempts: int = 5) -> claims.Recorded:
+    return claims.record(
+        outcomes, max_attempts=max_attempts, backoff_base=1.0, backoff_max=60.0, rng=random.Random(1)
+    )
+
+
+def ack(row: claims.Claimed) -> claims.Acked:
+    return claims.Acked(row, dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC))
+
+
+def status(row: claims.Claimed | OutboxEvent) -> str:
+    return OutboxEvent.objects.get(id=row.id).status
+
+
+def test_claim_leases_the_oldest_due_rows() -> None:
+    rows = [outbox.publish("t", {"n": n}) for n in range(3)]
+    claimed = claim(limit=2)
+    assert [c.id for c in claimed] == [rows[0].id, rows[1].id]
+    assert len({c.token for c in claimed}) == 1
+    db = OutboxEvent.objects.get(id=rows[0].id)
+    assert (db.status, db.attempts, db.lease_token) == (OutboxStatus.IN_FLIGHT, 1, claimed[0].token)
+    assert db.lease_expires_at is not None and db.lease_expires_at > timezone.now()
+    assert [c.id for c in claim()] == [rows[2].id]  # leased rows are not claimed twice
+    assert claim() == []
+
+
+def test_claim_returns_what_the_relay_publishes() -> None:
+    row = outbox.publish("t", b"\x01", mimetype="application/octet-stream", type_name="T",
+                         type_version="1.2.3", meta={"m": "v"}, key="k")
+    [claimed] = claim()
+    assert (claimed.event_id, claimed.topic, claimed.data, claimed.mimetype) == (
+        row.event_id, "t", b"\x01", "application/octet-stream")
+    assert (claimed.type_name, claimed.type_version, claimed.metadata, claimed.ordering_key) == (
+        "T", "1.2.3", {"m": "v"}, "k")
+
+
+def test_only_the_first_unfinished_row_of_a_key_is_claimable() -> None:
+    a1 = outbox.publish("t", {"n": 1}, key="a")
+    a2 = outbox.publish("t", {"n": 2}, key="a")
+    b1 = outbox.publish("t", {"n": 1}, key="b")
+    free = outbox.publish("t", {"n": 0})
+    assert [c.id for c in claim()] == [a1.id, b1.id, free.id]
+    assert claim() == []  # a2 waits for a1
+    assert status(a2) == OutboxStatus.PENDING
+
+
+def test_the_next_row_of_a_key_follows_once_the_previous_is_acked() -> None:
+    a1 = outbox.publish("t", {"n": 1}, key="a")
+    a2 = outbox.publish("t", {"n": 2}, key="a")
+    [first] = claim()
+    assert first.id == a1.id
+    assert record(ack(first)).acked == 1
+    [second] = claim()
+    assert second.id == a2.id
+
+
+def test_a_retrying_row_holds_back_only_its_own_key() -> None:
+    a1 = outbox.publish("t", {"n": 1}, key="a")
+    a2 = outbox.publish("t", {"n": 2}, key="a")
+    b1 = outbox.publish("t", {"n": 1}, key="b")
+    b2 = outbox.publish("t", {"n": 2}, key="b")
+    first = {c.id: c for c in claim()}
+    result = record(claims.Failed(first[a1.id], "internal", code=9), ack(first[b1.id]))
+    assert (result.retrying, result.acked) == (1, 1)
+    assert status(a1) == OutboxStatus.RETRYING
+    assert [c.id for c in claim()] == [b2.id]  # a1 is backing off; a2 must wait behind it
+    OutboxEvent.objects.filter(id=a1.id).update(next_attempt_at=timezone.now())
+    assert [c.id for c in claim()] == [a1.id]
+    assert status(a2) == OutboxStatus.PENDING
+
+
+def test_a_dead_row_no_longer_holds_back_its_key() -> None:
+    a1 = outbox.publish("t", {"n": 1}, key="a")
+    a2 = outbox.publish("t", {"n": 2}, key="a")
+    [first] = claim()
+    record(claims.Failed(first, "topic is archived", code=backoff.TOPIC_ARCHIVED))
+    assert status(a1) == OutboxStatus.DEAD
+    assert [c.id for c in claim()] == [a2.id]
+
+
+def test_expired_leases_are_reclaimed_with_a_new_token() -> None:
+    row = outbox.publish("t", {"n": 1})
+    [first] = claim()
+    OutboxEvent.objects.filter(id=row.id).update(lease_expires_at=timezone.now() - dt.timedelta(seconds=1))
+    [again] = claim()
+    assert again.id == row.id and again.token != first.token and again.attempts == 2
+    # The relay that lost the lease can no longer record anything on the row.
+    assert record(ack(first)).stale == 1
+    assert status(row) == OutboxStatus.IN_FLIGHT
+    assert record(ack(again)).acked == 1
+
+
+def test_ack_records_the_servers_commit_time() -> None:
+    row = outbox.publish("t", {"n": 1})
+    [claimed] = claim()
+    record(ack(claimed))
+    db = OutboxEvent.objects.get(id=row.id)
+    assert db.status == OutboxStatus.ACKED
+    assert db.acked_at == dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC)
+    assert (db.lease_token, db.lease_expires_at, db.nack_code) == (None, None, None)
+
+
+def test_a_late_nack_cannot_undo_an_ack() -> None:
+    outbox.publish("t", {"n": 1})
+    [claimed] = claim()
+    record(ack(claimed))
+    assert record(claims.Failed(claimed, "late", code=9)).stale == 1
+    assert status(claimed) == OutboxStatus.ACKED
+
+
+@pytest.mark.parametrize(
+    "code", [backoff.MAX_EVENT_SIZE_EXCEEDED, backoff.TOPIC_ARCHIVED, backoff.TOPIC_DELETED, backoff.PERMISSION_DENIED]
+)
+def test_final_nacks_go_straight_to_dead_with_code_and_error(code: int) -> None:
+    outbox.publish("t", {"n": 1})
+    [claimed] = claim()
+    assert record(claims.Failed(claimed, "refused", code=code)).dead == 1
+    db = OutboxEvent.objects.get(id=claimed.id)
+    assert (db.status, db.nack_code, db.nack_error) == (OutboxStatus.DEAD, code, "refused")
+    assert db.last_error == f"nack {code}: refused"
+
+
+def test_retryable_failures_back_off_on_the_database_clock() -> None:
+    outbox.publish("t", {"n": 1})
+    [claimed] = claim()
+    before = timezone.now()
+    record(claims.Failed(claimed, "ConnectionError: server unavailable"))
+    db = OutboxEvent.objects.get(id=claimed.id)
+    assert db.status == OutboxStatus.RETRYING
+    assert db.nack_code is None and db.nack_error == ""
+    assert db.last_error == "ConnectionError: server unavailable"
+    # attempt 1: full jitter over [0, base=1s]
+    assert before - dt.timedelta(seconds=1) <= db.next_attempt_at <= before + dt.timedelta(seconds=2)
+
+
+def test_rows_past_max_attempts_are_dead() -> None:
+    outbox.publish("t", {"n": 1})
+    for attempt in range(1, 4):
+        [claimed] = claim()
+        assert claimed.attempts == attempt
+        record(claims.Failed(claimed, "internal", code=9), max_attempts=3)
+        OutboxEvent.objects.filter(id=claimed.id).update(next_attempt_at=timezone.now())
+    db = OutboxEvent.objects.get(id=claimed.id)
+    assert (db.status, db.attempts, db.nack_code) == (OutboxStatus.DEAD, 3, 9)
+    assert claim() == []
+
+
+def test_final_failures_of_the_sdk_are_dead_at_once() -> None:
+    outbox.publish("t", {"n": 1})
+    [claimed] = claim()
+    record(claims.Failed(claimed, "InvalidEvent: bad", final=True))
+    assert status(claimed) == OutboxStatus.DEAD
+
+
+def test_renew_extends_only_live_leases_and_release_gives_rows_back() -> None:
+    outbox.publish("t", {"n": 1})
+    outbox.publish("t", {"n": 2})
+    first, second = claim()
+    OutboxEvent.objects.update(lease_expires_at=timezone.now())
+    assert claims.renew([first.token, uuid.uuid4()], lease_seconds=LEASE) == 2
+    assert OutboxEvent.objects.filter(lease_expires_at__gt=timezone.now()).count() == 2
+    assert claims.release([second]) == 1
+    db = OutboxEvent.objects.get(id=second.id)
+    assert (db.status, db.attempts, db.lease_token) == (OutboxStatus.PENDING, 0, None)
+
+
+def test_claim_can_be_limited_to_topics() -> None:
+    outbox.publish("a", {"n": 1})
+    b = outbox.publish("b", {"n": 1})
+    assert [c.id for c in claim(topics=["b"])] == [b.id]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("postgres_only")
+def test_concurrent_claims_on_postgresql_take_disjoint_rows() -> None:
+    for n in range(200):
+        outbox.publish("t", {"n": n}, key=str(n % 50))
+    taken: list[list[int]] = []
+    barrier = threading.Barrier(4)
+
+    def worker() -> None:
+        barrier.wait()
+        mine: list[int] = []
+        while batch := claim(limit=7):
+            mine += [c.id for c in batch]
+            record(*[ack(c) for c in batch])
+        taken.append(mine)
+        connections.close_all()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    every = [i for mine in taken for i in mine]
+    assert len(every) == len(set(every)) == 200
+    assert OutboxEvent.objects.filter(status=OutboxStatus.ACKED).count() == 200
+
+
+def test_backoff_is_full_jitter_under_a_doubling_cap() -> None:
+    rng = random.Random(7)
+    for attempts, ceiling in [(1, 0.5), (2, 1.0), (3, 2.0), (10, 10.0)]:
+        delays = [backoff.delay(attempts, base=0.5, cap=10.0, rng=rng) for _ in range(200)]
+        assert all(0 <= d <= ceiling for d in delays)
+        assert max(delays) > ceiling / 2  # spread over the whole range, not a fixed step
+    assert backoff.is_retryable(None) and backoff.is_retryable(9) and not backoff.is_retryable(3)
