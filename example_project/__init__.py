@@ -1,0 +1,1 @@
+"""The demo project: a ``weather`` app whose readings travel through Ensign and back."""

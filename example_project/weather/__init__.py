@@ -1,0 +1,1 @@
+"""The demo's weather app: readings published to Ensign and the readings received back."""
