@@ -1,0 +1,443 @@
+"""Events to publish (:class:`Event`), events received (:class:`ReceivedEvent`), and outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import json
+import os
+import re
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from django_ensign.client import exceptions
+from django_ensign.proto.api.v1beta1 import ensign_pb2, event_pb2
+from django_ensign.wire import mimetypes
+
+if TYPE_CHECKING:
+    from django_ensign.client.subscriber import Subscription
+
+NackCode = ensign_pb2.Nack.Code
+
+_SEMVER = re.compile(r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:[-+].*)?$")
+
+# local ids: 48-bit ms of process start, 32 random bits, then a 48-bit counter. Unique per
+# process without a syscall per event; the server treats them as opaque bytes.
+_ID_PREFIX = (time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(4)
+_ID_COUNTER = itertools.count(int.from_bytes(os.urandom(3), "big"))
+
+
+def new_local_id() -> bytes:
+    """A fresh 16-byte publisher-side event id (ULID-shaped)."""
+    return _ID_PREFIX + (next(_ID_COUNTER) & 0xFFFF_FFFF_FFFF).to_bytes(6, "big")
+
+
+def timestamp_to_datetime(ts: Timestamp) -> datetime:
+    """An aware UTC datetime for a protobuf Timestamp."""
+    return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=UTC)
+
+
+def parse_version(version: str) -> tuple[int, int, int]:
+    """``"1.2.0"`` → ``(1, 2, 0)``; pre-release and build suffixes are ignored."""
+    match = _SEMVER.match(version.strip())
+    if match is None:
+        raise exceptions.InvalidEvent(f"schema_version {version!r} is not a semantic version")
+    return int(match[1]), int(match[2]), int(match[3])
+
+
+def parse_mimetype(mimetype: str | int) -> int:
+    """The ``mimetype.v1beta1.MIME`` value of a mimetype string, enum name or number."""
+    try:
+        return mimetypes.parse(mimetype)
+    except mimetypes.UnknownMimetype as err:
+        raise exceptions.UnknownMimetypeError(str(err)) from None
+
+
+class EventState(enum.IntEnum):
+    """Where an event is in its life."""
+
+    INITIALIZED = 0
+    QUEUED = 1
+    PUBLISHED = 2
+    SUBSCRIBED = 3
+    ACKED = 4
+    NACKED = 5
+
+
+class Ack:
+    """The server stored the event: ``id`` is its local id, ``committed`` its commit time."""
+
+    __slots__ = ("committed", "id")
+
+    def __init__(self, id: bytes, committed: Timestamp) -> None:
+        self.id = id
+        self.committed = committed
+
+    @property
+    def committed_at(self) -> datetime:
+        """The commit time as an aware UTC datetime."""
+        return timestamp_to_datetime(self.committed)
+
+    def __repr__(self) -> str:
+        return f"Ack(id={self.id.hex()}, committed_at={self.committed_at.isoformat()})"
+
+
+class Nack:
+    """The server refused the event: ``code`` is an ``ensign.v1beta1.Nack.Code`` value."""
+
+    __slots__ = ("code", "error", "id")
+
+    def __init__(self, id: bytes, code: int, error: str = "") -> None:
+        self.id = id
+        self.code = code
+        self.error = error
+
+    @property
+    def code_name(self) -> str:
+        """The code's enum name, e.g. ``"TOPIC_ARCHIVED"``."""
+        try:
+            return str(NackCode.Name(self.code))  # type: ignore[arg-type]
+        except ValueError:
+            return str(self.code)
+
+    def __repr__(self) -> str:
+        return f"Nack(id={self.id.hex()}, code={self.code_name}, error={self.error!r})"
+
+
+Outcome = Ack | Nack
+
+
+class Event:
+    """An event to publish: bytes ``data`` of a ``mimetype``, an optional schema and metadata."""
+
+    __slots__ = (
+        "_failure",
+        "_outcome",
+        "_state",
+        "_waiter",
+        "created",
+        "data",
+        "local_id",
+        "meta",
+        "mimetype",
+        "type_name",
+        "type_version",
+    )
+
+    def __init__(
+        self,
+        data: bytes,
+        mimetype: str | int = "application/json",
+        schema_name: str = "Unknown",
+        schema_version: str = "0.0.0",
+        meta: Mapping[str, str] | None = None,
+        created: datetime | None = None,
+    ) -> None:
+        if isinstance(data, bytearray | memoryview):
+            data = bytes(data)
+        if not isinstance(data, bytes):
+            raise exceptions.EventDataTypeError(
+                f"event data must be bytes, got {type(data).__name__}"
+            )
+        if not data:
+            raise exceptions.InvalidEvent("event data is empty")
+        if mimetype is None or mimetype == "":
+            raise exceptions.UnknownMimetypeError("no mimetype given")
+        if not isinstance(schema_name, str) or not schema_name.strip():
+            raise exceptions.InvalidEvent("schema_name must be a non-empty string")
+        self.data: bytes = data
+        self.mimetype: int = parse_mimetype(mimetype)
+        self.type_name: str = schema_name.strip()
+        self.type_version: str = "{}.{}.{}".format(*parse_version(schema_version))
+        self.meta: dict[str, str] = dict(meta) if meta else {}
+        for key, value in self.meta.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise exceptions.InvalidEvent("meta keys and values must be strings")
+        self.created: Timestamp = Timestamp()
+        if created is None:
+            self.created.GetCurrentTime()
+        else:
+            self.created.FromDatetime(created)
+        self.local_id: bytes = new_local_id()
+        self._state = EventState.INITIALIZED
+        self._outcome: Outcome | None = None
+        self._failure: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    # -- encoding ------------------------------------------------------------
+
+    def proto(self) -> event_pb2.Event:
+        """The ``ensign.v1beta1.Event`` message of this event."""
+        major, minor, patch = parse_version(self.type_version)
+        return event_pb2.Event(
+            data=self.data,
+            metadata=self.meta,
+            mimetype=self.mimetype,  # type: ignore[arg-type]
+            type=event_pb2.Type(
+                name=self.type_name,
+                major_version=major,
+                minor_version=minor,
+                patch_version=patch,
+            ),
+            created=self.created,
+        )
+
+    def serialize(self) -> bytes:
+        """The serialized ``Event`` carried in ``EventWrapper.event``."""
+        return self.proto().SerializeToString()
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def state(self) -> EventState:
+        """The event's current state."""
+        return self._state
+
+    @property
+    def mimetype_name(self) -> str:
+        """The mimetype's canonical name, e.g. ``"application/json"``."""
+        return mimetypes.name(self.mimetype)
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """The Ack or Nack once it arrived."""
+        return self._outcome
+
+    @property
+    def committed(self) -> Timestamp | None:
+        """The commit time once acked."""
+        return self._outcome.committed if isinstance(self._outcome, Ack) else None
+
+    @property
+    def error(self) -> Nack | None:
+        """The Nack once nacked."""
+        return self._outcome if isinstance(self._outcome, Nack) else None
+
+    def published(self) -> bool:
+        """Whether the event was sent to the server (or has an outcome)."""
+        return self._state >= EventState.PUBLISHED
+
+    def acked(self) -> bool:
+        """Whether the server acked the event."""
+        return self._state == EventState.ACKED
+
+    def nacked(self) -> bool:
+        """Whether the server nacked the event."""
+        return self._state == EventState.NACKED
+
+    def nack_error(self) -> Nack | None:
+        """The Nack if the event was nacked."""
+        return self.error
+
+    async def wait_for_ack(self, timeout: float | None = None) -> Outcome:  # noqa: ASYNC109
+        """Wait for the server's Ack or Nack of this published event.
+
+        Raises :class:`PublishTimeout` after ``timeout`` seconds, or when the client's
+        per-event deadline passed without an answer.
+        """
+        if self._state == EventState.INITIALIZED:
+            raise exceptions.EnsignError("the event was not published")
+        if self._outcome is None and self._failure is None:
+            if self._waiter is None:
+                self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._waiter), timeout)
+            except TimeoutError:
+                raise exceptions.PublishTimeout(
+                    f"no ack or nack within {timeout} seconds"
+                ) from None
+        if self._failure is not None:
+            raise self._failure
+        assert self._outcome is not None
+        return self._outcome
+
+    # -- called by the publisher -----------------------------------------------
+
+    def _reset(self) -> None:
+        if self._state in (EventState.QUEUED, EventState.PUBLISHED) and self._failure is None:
+            raise exceptions.InvalidEvent("the event is already being published")
+        if self._state != EventState.INITIALIZED:
+            self.local_id = new_local_id()
+        self._outcome = None
+        self._failure = None
+        self._waiter = None
+        self._state = EventState.QUEUED
+
+    def _settle(self, outcome: Outcome | None, failure: BaseException | None = None) -> None:
+        self._outcome = outcome
+        self._failure = failure
+        if isinstance(outcome, Ack):
+            self._state = EventState.ACKED
+        elif isinstance(outcome, Nack):
+            self._state = EventState.NACKED
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            loop = waiter.get_loop()
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if loop is running:
+                waiter.set_result(None)
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(_wake, waiter)
+
+    def __repr__(self) -> str:
+        return (
+            f"Event(data={self.data[:40]!r}, mimetype={self.mimetype_name!r}, "
+            f"schema_name={self.type_name!r}, schema_version={self.type_version!r}, "
+            f"state={self._state.name})"
+        )
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class ReceivedEvent:
+    """An event delivered by a subscription or a query.
+
+    Whatever the server sent is handed over as such: an event whose payload does not
+    parse has ``data == b""``, ``raw`` holding the bytes and ``decode_error`` saying why;
+    an unknown mimetype keeps its number in ``mimetype``.
+    """
+
+    __slots__ = (
+        "_state",
+        "_subscription",
+        "committed",
+        "created",
+        "data",
+        "decode_error",
+        "epoch",
+        "id",
+        "is_duplicate",
+        "meta",
+        "mimetype",
+        "offset",
+        "raw",
+        "topic",
+        "topic_id",
+        "type_name",
+        "type_version",
+    )
+
+    def __init__(
+        self,
+        wrapper: event_pb2.EventWrapper,
+        topic: str = "",
+        subscription: Subscription | None = None,
+    ) -> None:
+        self.id: bytes = wrapper.id
+        self.topic_id: bytes = wrapper.topic_id
+        self.topic: str = topic
+        self.offset: int = wrapper.offset
+        self.epoch: int = wrapper.epoch
+        self.committed: Timestamp = wrapper.committed
+        self.is_duplicate: bool = wrapper.is_duplicate
+        self.raw: bytes = wrapper.event
+        self.decode_error: str | None = None
+        self.data: bytes = b""
+        self.meta: dict[str, str] = {}
+        self.mimetype: int = 0
+        self.type_name: str = ""
+        self.type_version: str = "0.0.0"
+        self.created: Timestamp = Timestamp()
+        if not wrapper.event:
+            self.decode_error = "empty event"
+        else:
+            try:
+                event = event_pb2.Event.FromString(wrapper.event)
+            except Exception as err:  # protobuf raises its own DecodeError types
+                self.decode_error = f"undecodable event: {err}"
+            else:
+                self.data = event.data
+                self.meta = dict(event.metadata)
+                self.mimetype = int(event.mimetype)
+                self.type_name = event.type.name
+                self.type_version = (
+                    f"{event.type.major_version}.{event.type.minor_version}."
+                    f"{event.type.patch_version}"
+                )
+                self.created = event.created
+        self._subscription = subscription
+        self._state = EventState.SUBSCRIBED if subscription is not None else EventState.INITIALIZED
+
+    @property
+    def committed_at(self) -> datetime:
+        """The server's commit time as an aware UTC datetime."""
+        return timestamp_to_datetime(self.committed)
+
+    @property
+    def created_at(self) -> datetime:
+        """The publisher's creation time as an aware UTC datetime."""
+        return timestamp_to_datetime(self.created)
+
+    @property
+    def mimetype_name(self) -> str:
+        """The mimetype's canonical name; ``mimetype/<n>`` for a value Ensign does not define."""
+        return mimetypes.name(self.mimetype)
+
+    @property
+    def known_mimetype(self) -> bool:
+        """Whether the mimetype is one Ensign defines."""
+        return self.mimetype in mimetypes.NAMES
+
+    def acked(self) -> bool:
+        """Whether this subscriber acked the event."""
+        return self._state == EventState.ACKED
+
+    def nacked(self) -> bool:
+        """Whether this subscriber nacked the event."""
+        return self._state == EventState.NACKED
+
+    def decode(self) -> Any:
+        """The data as a Python object for JSON and text mimetypes, else the bytes."""
+        if self.mimetype in (50, 51):
+            try:
+                return json.loads(self.data)
+            except ValueError as err:
+                raise exceptions.InvalidEvent("the event data is not valid JSON") from err
+        if self.mimetype in (1, 2, 3, 4):
+            try:
+                return self.data.decode()
+            except UnicodeDecodeError as err:
+                raise exceptions.InvalidEvent("the event data is not UTF-8 text") from err
+        return self.data
+
+    async def ack(self) -> bool:
+        """Tell the server this event was processed; False if it was already nacked."""
+        if self._state == EventState.ACKED:
+            return True
+        if self._state == EventState.NACKED:
+            return False
+        if self._subscription is None:
+            raise exceptions.CouldNotAck()
+        await self._subscription.send_ack(self.id)
+        self._state = EventState.ACKED
+        return True
+
+    async def nack(self, code: int = NackCode.UNPROCESSED, error: str = "") -> bool:
+        """Tell the server this event was not processed; False if it was already acked."""
+        if self._state == EventState.NACKED:
+            return True
+        if self._state == EventState.ACKED:
+            return False
+        if self._subscription is None:
+            raise exceptions.CouldNotAck()
+        await self._subscription.send_nack(self.id, int(code), error)
+        self._state = EventState.NACKED
+        return True
+
+    def __repr__(self) -> str:
+        return (
+            f"ReceivedEvent(topic={self.topic!r}, offset={self.offset}, "
+            f"mimetype={self.mimetype_name!r}, type={self.type_name!r} v{self.type_version}, "
+            f"data={self.data[:40]!r})"
+        )

@@ -1,0 +1,435 @@
+"""One publish stream per event loop: bounded in-flight window, batching, reconnect and resend.
+
+Every event stays in ``_inflight`` (keyed by its local id) from ``publish()`` until its
+Ack or Nack arrives or its deadline passes. When a stream breaks, every event sent on
+it that has no outcome goes back to the front of the send queue and is sent again on
+the next stream; a late duplicate outcome finds nothing in ``_inflight`` and is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from django_ensign.client import exceptions, framing
+from django_ensign.client.connection import EOF, Connection
+from django_ensign.client.errors import is_retryable, translate
+from django_ensign.client.events import Ack, Event, EventState, Nack, Outcome
+from django_ensign.client.topics import TopicCache
+from django_ensign.proto.api.v1beta1 import ensign_pb2
+
+logger = logging.getLogger(__name__)
+
+Callback = Callable[[Any], Any]
+
+# Used when the server advertises the batch extension without limits.
+DEFAULT_BATCH_EVENTS = 1000
+DEFAULT_BATCH_BYTES = 4 * 1024 * 1024
+
+
+class _Pending:
+    __slots__ = ("deadline", "done", "event", "on_ack", "on_nack", "stream", "topic_id", "wrapped")
+
+    def __init__(
+        self,
+        event: Event,
+        topic_id: bytes,
+        wrapped: bytes,
+        deadline: float,
+        on_ack: Callback | None,
+        on_nack: Callback | None,
+    ) -> None:
+        self.event = event
+        self.topic_id = topic_id
+        self.wrapped = wrapped
+        self.deadline = deadline
+        self.on_ack = on_ack
+        self.on_nack = on_nack
+        self.stream: _Stream | None = None
+        self.done = False
+
+
+@dataclass(eq=False)
+class _Stream:
+    call: Any
+    topic_ids: set[bytes]
+    batch: bool
+    max_events: int
+    max_bytes: int
+    reader: asyncio.Task[None] | None = None
+    error: BaseException | None = None
+    forced: set[bytes] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class PublisherOptions:
+    """Tuning of a publisher."""
+
+    client_id: str
+    max_in_flight: int = 5000
+    ack_timeout: float = 60.0
+    batch: bool = True
+    backoff_initial: float = 0.05
+    backoff_max: float = 2.0
+
+
+class Publisher:
+    """Publishes events for one client on one event loop."""
+
+    def __init__(self, connection: Connection, topics: TopicCache, options: PublisherOptions):
+        self._connection = connection
+        self._topics = topics
+        self._options = options
+        self._queue: deque[_Pending] = deque()
+        self._inflight: dict[bytes, _Pending] = {}
+        self._deadlines: deque[_Pending] = deque()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._wakeup = asyncio.Event()
+        self._stream: _Stream | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._timer: asyncio.Task[None] | None = None
+        self._callbacks: set[asyncio.Task[Any]] = set()
+        self._readers: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._open_request = ensign_pb2.PublisherRequest(
+            open_stream=ensign_pb2.OpenStream(client_id=options.client_id)
+        ).SerializeToString()
+
+    # -- public ----------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Events published whose outcome has not arrived yet."""
+        return len(self._inflight)
+
+    async def publish(
+        self,
+        topic_id: bytes,
+        events: Iterable[Event],
+        on_ack: Callback | None = None,
+        on_nack: Callback | None = None,
+    ) -> None:
+        """Queue events for ``topic_id``; waits while the in-flight window is full."""
+        if self._closed:
+            raise exceptions.ClientClosed()
+        limit = self._options.max_in_flight
+        timeout = self._options.ack_timeout
+        deadlines = self._deadlines
+        for event in events:
+            while len(self._inflight) >= limit:
+                self._room.clear()
+                self._wake_writer()
+                await self._room.wait()
+                if self._closed:
+                    raise exceptions.ClientClosed()
+            event._reset()
+            wrapped = framing.wrapper(topic_id, event.serialize(), event.local_id)
+            pending = _Pending(
+                event, topic_id, wrapped, time.monotonic() + timeout, on_ack, on_nack
+            )
+            self._inflight[event.local_id] = pending
+            self._queue.append(pending)
+            while deadlines and deadlines[0].done:
+                deadlines.popleft()
+            deadlines.append(pending)
+            if len(self._queue) >= 256:
+                self._wake_writer()
+        self._idle.clear()
+        self._wake_writer()
+        if self._timer is None or self._timer.done():
+            self._timer = asyncio.get_running_loop().create_task(self._expire())
+
+    async def flush(self, timeout: float | None = 2.0) -> None:  # noqa: ASYNC109
+        """Wait until every published event has an outcome; FlushTimeout after ``timeout``."""
+        if not self._inflight:
+            return
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            raise exceptions.FlushTimeout(
+                f"{len(self._inflight)} events had no ack or nack after {timeout} seconds"
+            ) from None
+
+    async def close(self) -> None:
+        """Wait for every outcome (bounded by the events' deadlines), then end the stream."""
+        await self.flush(timeout=None)
+        await self.drain_callbacks()
+        self._closed = True
+        self._room.set()
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                await stream.call.done_writing()
+            if stream.reader is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(stream.reader), 5.0)
+            stream.call.cancel()
+        for task in (self._writer, self._timer, *self._readers):
+            if task is not None and not task.done():
+                task.cancel()
+        for task in (self._writer, self._timer, *self._readers):
+            if task is not None:
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def drain_callbacks(self) -> None:
+        """Wait for the on_ack/on_nack coroutines started so far."""
+        while self._callbacks:
+            await asyncio.gather(*list(self._callbacks), return_exceptions=True)
+
+    # -- writer ----------------------------------------------------------------
+
+    def _wake_writer(self) -> None:
+        self._wakeup.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    async def _write_loop(self) -> None:
+        backoff = self._options.backoff_initial
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            try:
+                stream = await self._current_stream()
+            except (grpc.aio.AioRpcError, exceptions.StreamError, OSError) as err:
+                logger.info("publish stream could not open (%s); retrying in %.2fs", err, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._options.backoff_max)
+                continue
+            except exceptions.EnsignError as err:
+                self._fail_all(err)
+                continue
+            backoff = self._options.backoff_initial
+            batch = self._take(stream)
+            if batch is None:
+                await self._rotate(stream)
+                continue
+            if not batch:
+                continue
+            # Marked before the write: if the stream ends meanwhile, _ended requeues them.
+            for pending in batch:
+                pending.stream = stream
+                pending.event._state = EventState.PUBLISHED
+            try:
+                if stream.batch:
+                    await stream.call.write(framing.batch_request(p.wrapped for p in batch))
+                else:
+                    for pending in batch:
+                        await stream.call.write(framing.single_request(pending.wrapped))
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as err:
+                unsent = [p for p in batch if p.stream is stream and not p.done]
+                for pending in unsent:
+                    pending.stream = None
+                self._queue.extendleft(reversed(unsent))
+                self._broken(stream, err)
+                continue
+
+    def _take(self, stream: _Stream) -> list[_Pending] | None:
+        """Events for the next request; None when the stream lacks one of their topics."""
+        queue = self._queue
+        limit = stream.max_events if stream.batch else 64
+        max_bytes = stream.max_bytes
+        size = 0
+        batch: list[_Pending] = []
+        while queue and len(batch) < limit:
+            pending = queue[0]
+            if pending.done:
+                queue.popleft()
+                continue
+            if pending.topic_id not in stream.topic_ids and pending.topic_id not in stream.forced:
+                if batch:
+                    break
+                return None
+            if stream.batch:
+                item = framing.batch_item_size(pending.wrapped)
+                if batch and size + item > max_bytes:
+                    break
+                size += item
+            queue.popleft()
+            batch.append(pending)
+        return batch
+
+    async def _rotate(self, stream: _Stream) -> None:
+        """Open a new stream whose topic map includes a topic created after this one opened."""
+        topic_id = self._queue[0].topic_id
+        if self._stream is stream:
+            self._stream = None
+            with contextlib.suppress(Exception):
+                await stream.call.done_writing()
+        try:
+            fresh = await self._current_stream()
+        except (grpc.aio.AioRpcError, exceptions.EnsignError, OSError):
+            return
+        if topic_id not in fresh.topic_ids:
+            # The server does not list it (archived, destroyed, not ours): send anyway
+            # and let the server's nack tell the caller why.
+            fresh.forced.add(topic_id)
+
+    async def _current_stream(self) -> _Stream:
+        if self._stream is not None and self._stream.error is None:
+            return self._stream
+        resources = self._connection.resources()
+        metadata = await self._connection.tokens.metadata()
+        call = resources.publish(metadata=metadata)
+        try:
+            await call.write(self._open_request)
+            reply = await call.read()
+        except grpc.aio.AioRpcError as err:
+            call.cancel()
+            if is_retryable(err):
+                raise
+            raise translate(err) from err
+        if reply is EOF or reply.WhichOneof("embed") != "ready":
+            call.cancel()
+            raise exceptions.StreamError("the server did not answer open_stream with ready")
+        ready = reply.ready
+        self._topics.update(ready.topics)
+        use_batch = self._options.batch and ready.HasField("batch")
+        stream = _Stream(
+            call=call,
+            topic_ids=set(ready.topics.values()),
+            batch=use_batch,
+            max_events=(ready.batch.max_events or DEFAULT_BATCH_EVENTS) if use_batch else 1,
+            max_bytes=(ready.batch.max_bytes or DEFAULT_BATCH_BYTES) if use_batch else 0,
+        )
+        stream.reader = asyncio.get_running_loop().create_task(self._read_loop(stream))
+        self._readers.add(stream.reader)
+        stream.reader.add_done_callback(self._readers.discard)
+        self._stream = stream
+        return stream
+
+    # -- reader ----------------------------------------------------------------
+
+    async def _read_loop(self, stream: _Stream) -> None:
+        call = stream.call
+        try:
+            while True:
+                reply = await call.read()
+                if reply is EOF:
+                    break
+                kind = reply.WhichOneof("embed")
+                if kind == "replies":
+                    for ack in reply.replies.acks:
+                        self._settle(ack.id, Ack(ack.id, ack.committed))
+                    for nack in reply.replies.nacks:
+                        self._settle(nack.id, Nack(nack.id, nack.code, nack.error))
+                elif kind == "ack":
+                    self._settle(reply.ack.id, Ack(reply.ack.id, reply.ack.committed))
+                elif kind == "nack":
+                    nack = reply.nack
+                    self._settle(nack.id, Nack(nack.id, nack.code, nack.error))
+        except grpc.aio.AioRpcError as err:
+            stream.error = err
+            if err.code() != grpc.StatusCode.CANCELLED:
+                logger.info("publish stream broke: %s", err.code().name)
+        except asyncio.CancelledError:
+            stream.error = exceptions.ClientClosed()
+            raise
+        finally:
+            self._ended(stream)
+
+    def _broken(self, stream: _Stream, err: BaseException) -> None:
+        if stream.error is None:
+            stream.error = err
+        if self._stream is stream:
+            self._stream = None
+        stream.call.cancel()
+
+    def _ended(self, stream: _Stream) -> None:
+        """Requeue, in order, every event sent on ``stream`` that has no outcome."""
+        if stream.error is None:
+            stream.error = exceptions.StreamError("publish stream ended")
+        if self._stream is stream:
+            self._stream = None
+        lost = [p for p in self._inflight.values() if p.stream is stream]
+        for pending in lost:
+            pending.stream = None
+        if lost:
+            self._queue.extendleft(reversed(lost))
+            if not self._closed:
+                self._wake_writer()
+
+    # -- outcomes --------------------------------------------------------------
+
+    def _settle(self, local_id: bytes, outcome: Outcome) -> None:
+        pending = self._inflight.pop(local_id, None)
+        if pending is None:
+            return  # a duplicate reply after a resend, or an event that timed out
+        pending.done = True
+        pending.event._settle(outcome)
+        callback = pending.on_ack if isinstance(outcome, Ack) else pending.on_nack
+        if callback is not None:
+            self._run_callback(callback, outcome)
+        self._after_settle()
+
+    def _fail(self, pending: _Pending, error: BaseException) -> None:
+        if self._inflight.get(pending.event.local_id) is pending:
+            del self._inflight[pending.event.local_id]
+        pending.done = True
+        pending.event._settle(None, error)
+
+    def _fail_all(self, error: BaseException) -> None:
+        for pending in list(self._inflight.values()):
+            self._fail(pending, error)
+        self._queue.clear()
+        self._after_settle()
+
+    def _after_settle(self) -> None:
+        if len(self._inflight) < self._options.max_in_flight:
+            self._room.set()
+        if not self._inflight:
+            self._idle.set()
+
+    def _run_callback(self, callback: Callback, outcome: Outcome) -> None:
+        try:
+            result = callback(outcome)
+        except Exception:
+            logger.exception("publish callback %r failed", callback)
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.get_running_loop().create_task(_guard(result, callback))
+            self._callbacks.add(task)
+            task.add_done_callback(self._callbacks.discard)
+
+    async def _expire(self) -> None:
+        """Fail the wait of events whose deadline passed without an outcome."""
+        deadlines = self._deadlines
+        while deadlines:
+            now = time.monotonic()
+            expired = False
+            while deadlines and (deadlines[0].done or deadlines[0].deadline <= now):
+                pending = deadlines.popleft()
+                if not pending.done:
+                    expired = True
+                    self._fail(
+                        pending,
+                        exceptions.PublishTimeout(
+                            f"no ack or nack within {self._options.ack_timeout} seconds"
+                        ),
+                    )
+            if expired:
+                self._after_settle()
+            if deadlines:
+                await asyncio.sleep(min(1.0, max(0.01, deadlines[0].deadline - now)))
+
+
+async def _guard(result: Awaitable[Any], callback: Callback) -> None:
+    try:
+        await result
+    except Exception:
+        logger.exception("publish callback %r failed", callback)

@@ -1,0 +1,251 @@
+"""Subscriptions: an async iterator of :class:`ReceivedEvent` over one Subscribe stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from django_ensign.client import exceptions
+from django_ensign.client.connection import EOF, Connection
+from django_ensign.client.errors import is_retryable, translate
+from django_ensign.client.events import ReceivedEvent
+from django_ensign.client.topics import TopicCache
+from django_ensign.proto.api.v1beta1 import ensign_pb2, groups_pb2, query_pb2
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 128
+# Acks wait at most this long (or for ACK_BATCH of them) before going out in one AckBatch.
+ACK_DELAY = 0.02
+ACK_BATCH = 256
+# How long close() lets the server read the last acks before cancelling the stream.
+CLOSE_GRACE = 0.5
+
+
+def consumer_group(group: str | groups_pb2.ConsumerGroup | None) -> groups_pb2.ConsumerGroup | None:
+    """A ConsumerGroup message from a name or a message."""
+    if group is None or isinstance(group, groups_pb2.ConsumerGroup):
+        return group
+    if isinstance(group, str) and group:
+        return groups_pb2.ConsumerGroup(name=group)
+    raise exceptions.ConfigurationError("consumer_group must be a name or a ConsumerGroup")
+
+
+def as_query(query: str | query_pb2.Query | None) -> query_pb2.Query | None:
+    """A Query message from an EnSQL string or a message."""
+    if query is None or isinstance(query, query_pb2.Query):
+        return query
+    if isinstance(query, str) and query.strip():
+        return query_pb2.Query(query=query.strip())
+    raise exceptions.InvalidQuery("query must be a non-empty EnSQL string")
+
+
+class Subscription:
+    """Events of one or more topics, in the order the server delivers them.
+
+    Iterate with ``async for``; ack or nack each event. Broken streams are reopened
+    (with a consumer group the server resumes after the last acked event).
+    """
+
+    def __init__(
+        self,
+        connection: Connection,
+        cache: TopicCache,
+        topics: list[str],
+        *,
+        client_id: str,
+        group: groups_pb2.ConsumerGroup | None,
+        query: query_pb2.Query | None,
+        batch_size: int,
+        reconnect: bool = True,
+        backoff_max: float = 2.0,
+    ) -> None:
+        self._connection = connection
+        self._cache = cache
+        self._request = ensign_pb2.SubscribeRequest(
+            subscription=ensign_pb2.Subscription(
+                client_id=client_id,
+                topics=topics,
+                query=query,
+                group=group,
+                batch_size=batch_size,
+            )
+        )
+        self._reconnect = reconnect
+        self._backoff_max = backoff_max
+        self._call: Any = None
+        self._names: dict[bytes, str] = {}
+        self._batch_acks = False
+        self._buffer: deque[ReceivedEvent] = deque()
+        self._pending_acks: list[bytes] = []
+        self._ack_timer: asyncio.Task[None] | None = None
+        self._write_lock: asyncio.Lock | None = None
+        self._closed = False
+        self.topics: dict[str, bytes] = {}
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __aenter__(self) -> Subscription:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Open the stream now (iteration opens it otherwise); raises the server's refusal."""
+        if self._call is None:
+            await self._open()
+
+    async def __anext__(self) -> ReceivedEvent:
+        if self._buffer:
+            return self._buffer.popleft()
+        if self._closed:
+            raise StopAsyncIteration
+        backoff = 0.05
+        while True:
+            if self._call is None:
+                try:
+                    await self._open()
+                except (exceptions.Unavailable, exceptions.Aborted, exceptions.StreamError):
+                    if not self._reconnect or self._closed:
+                        raise
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self._backoff_max)
+                    continue
+            await self._flush_acks()
+            call = self._call
+            try:
+                reply = await call.read()
+            except grpc.aio.AioRpcError as err:
+                self._call = None
+                if self._closed or err.code() == grpc.StatusCode.CANCELLED:
+                    raise StopAsyncIteration from None
+                if self._reconnect and is_retryable(err):
+                    logger.info("subscribe stream broke (%s); reopening", err.code().name)
+                    continue
+                raise translate(err) from err
+            except asyncio.CancelledError:
+                raise
+            if reply is EOF:
+                self._call = None
+                if self._closed or not self._reconnect:
+                    raise StopAsyncIteration
+                continue
+            kind = reply.WhichOneof("embed")
+            if kind == "event":
+                return self._received(reply.event)
+            if kind == "events":
+                self._buffer.extend(self._received(w) for w in reply.events.events)
+                if self._buffer:
+                    return self._buffer.popleft()
+            elif kind == "ready":
+                self._ready(reply.ready)
+
+    def _received(self, wrapper: Any) -> ReceivedEvent:
+        return ReceivedEvent(wrapper, self._names.get(wrapper.topic_id, ""), self)
+
+    def _ready(self, ready: ensign_pb2.StreamReady) -> None:
+        self.topics = dict(ready.topics)
+        self._names = {topic_id: name for name, topic_id in ready.topics.items()}
+        self._cache.update(ready.topics)
+        self._batch_acks = ready.HasField("batch")
+
+    async def _open(self) -> None:
+        stub = self._connection.resources().stub
+        metadata = await self._connection.tokens.metadata()
+        call = stub.Subscribe(metadata=metadata)
+        try:
+            await call.write(self._request)
+            reply = await call.read()
+        except grpc.aio.AioRpcError as err:
+            call.cancel()
+            raise translate(err) from err
+        if reply is EOF or reply.WhichOneof("embed") != "ready":
+            call.cancel()
+            raise exceptions.StreamError("the server did not answer the subscription with ready")
+        self._ready(reply.ready)
+        self._pending_acks.clear()  # acks of the old stream's deliveries mean nothing here
+        self._call = call
+
+    # -- acks --------------------------------------------------------------------
+
+    async def send_ack(self, event_id: bytes) -> None:
+        """Ack one delivered event (batched when the server supports AckBatch)."""
+        if self._call is None:
+            return  # the stream it came on is gone; a consumer group redelivers it
+        if not self._batch_acks:
+            await self._write(ensign_pb2.SubscribeRequest(ack=ensign_pb2.Ack(id=event_id)))
+            return
+        self._pending_acks.append(event_id)
+        if len(self._pending_acks) >= ACK_BATCH:
+            await self._flush_acks()
+        elif self._ack_timer is None or self._ack_timer.done():
+            self._ack_timer = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def send_nack(self, event_id: bytes, code: int, error: str) -> None:
+        """Nack one delivered event."""
+        if self._call is None:
+            return
+        await self._flush_acks()
+        await self._write(
+            ensign_pb2.SubscribeRequest(
+                nack=ensign_pb2.Nack(id=event_id, code=code, error=error)  # type: ignore[arg-type]
+            )
+        )
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(ACK_DELAY)
+        await self._flush_acks()
+
+    async def _flush_acks(self) -> None:
+        if not self._pending_acks or self._call is None:
+            return
+        ids, self._pending_acks = self._pending_acks, []
+        await self._write(ensign_pb2.SubscribeRequest(acks=ensign_pb2.AckBatch(ids=ids)))
+
+    async def _write(self, request: ensign_pb2.SubscribeRequest) -> None:
+        if self._write_lock is None:
+            self._write_lock = asyncio.Lock()
+        call = self._call
+        if call is None:
+            return
+        async with self._write_lock:
+            try:
+                await call.write(request)
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as err:
+                # The read side sees the same failure and reopens; the server redelivers
+                # what a consumer group did not get acks for.
+                logger.info("subscribe ack not sent: %s", err)
+
+    async def close(self) -> None:
+        """Send pending acks and end the stream."""
+        if self._closed:
+            return
+        with contextlib.suppress(Exception):
+            await self._flush_acks()
+        self._closed = True
+        if self._ack_timer is not None and not self._ack_timer.done():
+            self._ack_timer.cancel()
+        call, self._call = self._call, None
+        if call is not None:
+            with contextlib.suppress(Exception):
+                await call.done_writing()
+                # Give the server a moment to read the last acks before the cancel resets
+                # the stream; it may end the call itself on half-close.
+                await asyncio.wait_for(_drain(call), CLOSE_GRACE)
+            call.cancel()
+
+    aclose = close
+
+
+async def _drain(call: Any) -> None:
+    while await call.read() is not EOF:
+        pass
