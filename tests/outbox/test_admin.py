@@ -1,0 +1,103 @@
+"""The outbox admin: ack status per row, counts per status, retry and requeue actions."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from django_ensign import outbox
+from django_ensign.models import OutboxEvent, OutboxStatus
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "admin:django_ensign_outboxevent_changelist"
+
+
+@pytest.fixture
+def staff() -> Client:
+    client = Client()
+    client.force_login(User.objects.create_superuser("admin", "a@example.com", "pw"))
+    return client
+
+
+@pytest.fixture
+def rows() -> dict[str, OutboxEvent]:
+    made = {}
+    for status in ["pending", "pending", "acked", "retrying", "dead"]:
+        row = outbox.publish("orders.events", {"s": status}, type_name="OrderCreated", key=f"k-{status}")
+        OutboxEvent.objects.filter(id=row.id).update(status=status)
+        made[status] = row
+    OutboxEvent.objects.filter(status="dead").update(nack_code=3, nack_error="topic is archived")
+    OutboxEvent.objects.filter(status="acked").update(acked_at=timezone.now())
+    OutboxEvent.objects.filter(id=made["retrying"].id).update(
+        created=timezone.now() - dt.timedelta(hours=2),
+        next_attempt_at=timezone.now() + dt.timedelta(hours=1),
+    )
+    return made
+
+
+def test_changelist_shows_counts_per_status_and_oldest_waiting_age(
+    staff: Client, rows: dict[str, OutboxEvent]
+) -> None:
+    response = staff.get(reverse(CHANGELIST))
+    assert response.status_code == 200
+    counts = {value: count for value, _, count in response.context["ensign_status_counts"]}
+    assert counts == {"pending": 2, "in_flight": 0, "acked": 1, "retrying": 1, "dead": 1}
+    assert response.context["ensign_oldest_pending_age"] >= dt.timedelta(hours=2)
+    html = response.content.decode()
+    assert '<li class="ensign-count-pending"><strong>pending</strong>: <span class="count">2</span>' in html
+    assert "ensign-status-dead" in html and "topic is archived" in html
+    assert "Oldest waiting event: 2" in html
+
+
+def test_changelist_filters_by_status_and_searches_by_event_id_and_key(
+    staff: Client, rows: dict[str, OutboxEvent]
+) -> None:
+    response = staff.get(reverse(CHANGELIST), {"status__exact": "pending"})
+    assert response.context["cl"].result_count == 2
+    response = staff.get(reverse(CHANGELIST), {"q": rows["dead"].event_id})
+    assert [r.id for r in response.context["cl"].result_list] == [rows["dead"].id]
+    response = staff.get(reverse(CHANGELIST), {"q": "k-acked"})
+    assert [r.id for r in response.context["cl"].result_list] == [rows["acked"].id]
+
+
+def test_detail_page_previews_the_payload_and_is_read_only(
+    staff: Client, rows: dict[str, OutboxEvent]
+) -> None:
+    url = reverse("admin:django_ensign_outboxevent_change", args=[rows["dead"].id])
+    response = staff.get(url)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "{&quot;s&quot;:&quot;dead&quot;}" in html
+    assert 'name="_save"' not in html
+    assert staff.get(reverse("admin:django_ensign_outboxevent_add")).status_code == 403
+
+
+def test_requeue_dead_action_makes_dead_rows_pending_again(
+    staff: Client, rows: dict[str, OutboxEvent]
+) -> None:
+    ids = [str(r.id) for r in rows.values()]
+    response = staff.post(
+        reverse(CHANGELIST), {"action": "requeue_dead", "_selected_action": ids}, follow=True
+    )
+    assert "1 dead outbox events requeued." in response.content.decode()
+    dead = OutboxEvent.objects.get(id=rows["dead"].id)
+    assert (dead.status, dead.attempts, dead.nack_code) == (OutboxStatus.PENDING, 0, None)
+    assert OutboxEvent.objects.get(id=rows["acked"].id).status == OutboxStatus.ACKED
+
+
+def test_retry_now_action_makes_backing_off_rows_due(
+    staff: Client, rows: dict[str, OutboxEvent]
+) -> None:
+    response = staff.post(
+        reverse(CHANGELIST),
+        {"action": "retry_now", "_selected_action": [str(rows["retrying"].id)]},
+        follow=True,
+    )
+    assert "1 outbox events will be retried now." in response.content.decode()
+    assert OutboxEvent.objects.get(id=rows["retrying"].id).next_attempt_at <= timezone.now()

@@ -1,0 +1,125 @@
+"""`manage.py check` names what is wrong with the connection and outbox settings."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.checks import CheckMessage
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from django_ensign import checks, registry
+from tests.testapp.models import Note
+
+GOOD = {
+    "ENSIGN_ENDPOINT": "127.0.0.1:5356",
+    "ENSIGN_AUTH_URL": "http://127.0.0.1:8088",
+    "ENSIGN_CLIENT_ID": "id",
+    "ENSIGN_CLIENT_SECRET": "secret",
+    "ENSIGN_INSECURE": True,
+}
+
+
+def ids(**overrides: Any) -> list[str]:
+    with override_settings(**{**GOOD, **overrides}):
+        found: list[CheckMessage] = checks.check_connection() + checks.check_outbox()
+    return sorted(str(m.id) for m in found)
+
+
+def test_good_settings_pass() -> None:
+    assert ids() == []
+
+
+@pytest.mark.parametrize("endpoint", ["localhost", "host:", ":5356", "host:port", "host:70000"])
+def test_e001_bad_endpoint(endpoint: str) -> None:
+    assert ids(ENSIGN_ENDPOINT=endpoint) == ["django_ensign.E001"]
+
+
+def test_e002_missing_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ENSIGN_CLIENT_ID", raising=False)
+    monkeypatch.delenv("ENSIGN_CLIENT_SECRET", raising=False)
+    assert ids(ENSIGN_CLIENT_ID=None, ENSIGN_CLIENT_SECRET=None) == ["django_ensign.E002"]
+    assert ids(ENSIGN_CLIENT_SECRET="") == ["django_ensign.E002"]
+
+
+def test_e003_unusable_credentials_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"ClientID": "x"}))
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"ClientID": "x", "ClientSecret": "y"}))
+    base = {"ENSIGN_CLIENT_ID": None, "ENSIGN_CLIENT_SECRET": None}
+    assert ids(**base, ENSIGN_CREDENTIALS_FILE=str(missing)) == ["django_ensign.E003"]
+    assert ids(**base, ENSIGN_CREDENTIALS_FILE=str(empty)) == ["django_ensign.E003"]
+    assert ids(**base, ENSIGN_CREDENTIALS_FILE=str(good)) == []
+
+
+def test_e004_invalid_topic_name_of_a_published_model() -> None:
+    assert ids(ENSIGN_PUBLISHED_MODELS={"testapp.Note": {"topic": "9 lives"}}) == [
+        "django_ensign.E004"
+    ]
+
+
+def test_e005_unknown_published_model() -> None:
+    assert ids(ENSIGN_PUBLISHED_MODELS={"testapp.Nope": {"topic": "t"}}) == ["django_ensign.E005"]
+    assert ids(ENSIGN_PUBLISHED_MODELS={"not-a-label": {"topic": "t"}}) == ["django_ensign.E005"]
+
+
+def test_e006_auth_url_not_http() -> None:
+    assert ids(ENSIGN_AUTH_URL="auth.example.com") == ["django_ensign.E006"]
+
+
+def test_e007_malformed_published_model_entry() -> None:
+    assert ids(ENSIGN_PUBLISHED_MODELS={"testapp.Note": {"on_create": "X"}}) == [
+        "django_ensign.E007"
+    ]
+    assert ids(ENSIGN_PUBLISHED_MODELS={"testapp.Note": {"topic": "t", "colour": "red"}}) == [
+        "django_ensign.E007"
+    ]
+
+
+@pytest.mark.parametrize(
+    "setting", ["ENSIGN_OUTBOX_BATCH_SIZE", "ENSIGN_OUTBOX_MAX_IN_FLIGHT", "ENSIGN_OUTBOX_LEASE_SECONDS"]
+)
+def test_e008_non_positive_relay_settings(setting: str) -> None:
+    assert ids(**{setting: 0}) == ["django_ensign.E008"]
+
+
+def test_w001_plain_text_to_a_remote_server() -> None:
+    assert ids(ENSIGN_ENDPOINT="ensign.example.com:5356") == ["django_ensign.W001"]
+    assert ids(ENSIGN_ENDPOINT="ensign.example.com:443", ENSIGN_INSECURE=False) == []
+
+
+def test_manage_py_check_fails_with_the_named_id() -> None:
+    with override_settings(**{**GOOD, "ENSIGN_ENDPOINT": "nowhere"}), pytest.raises(
+        SystemCheckError, match=r"django_ensign\.E001"
+    ):
+        call_command("check")
+
+
+def test_registering_a_model_with_a_bad_topic_fails_at_once() -> None:
+    from django_ensign.exceptions import InvalidTopicName
+
+    with pytest.raises(InvalidTopicName):
+        registry.register(Note, topic="bad topic")
+    assert registry.publication_for(Note) is None
+
+
+def test_each_outbox_check_id_is_used_for_one_problem_only() -> None:
+    source = Path(checks.__file__).read_text()
+    section = source.split("# === outbox and connection checks")[1].split("# === end outbox")[0]
+    used = re.findall(r'id="(django_ensign\.[EW]\d{3})"', section)
+    numbers = {int(i[-3:]) for i in used}
+    assert all(1 <= n <= 19 for n in numbers), "outbox ids live in 001–019"
+    # E003 is raised from two branches of the same problem (an unusable credentials file).
+    assert sorted(set(used)) == [
+        "django_ensign.E001", "django_ensign.E002", "django_ensign.E003", "django_ensign.E004",
+        "django_ensign.E005", "django_ensign.E006", "django_ensign.E007", "django_ensign.E008",
+        "django_ensign.W001",
+    ]  # fmt: skip
+    assert len(used) == len(set(used)) + 2  # the two E003 branches, one E007 reused for options

@@ -1,0 +1,50 @@
+"""`manage.py ensign_prune_outbox --older-than 7d` deletes old acked rows, nothing else."""
+
+from __future__ import annotations
+
+import datetime as dt
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from django_ensign import outbox
+from django_ensign.models import OutboxEvent, OutboxStatus
+
+pytestmark = pytest.mark.django_db
+
+
+def make(status: str, acked_days_ago: float | None) -> OutboxEvent:
+    row = outbox.publish("t", {"s": status})
+    acked_at = timezone.now() - dt.timedelta(days=acked_days_ago) if acked_days_ago is not None else None
+    OutboxEvent.objects.filter(id=row.id).update(status=status, acked_at=acked_at)
+    return row
+
+
+def test_prune_deletes_only_acked_rows_older_than_the_age_in_batches() -> None:
+    old = [make(OutboxStatus.ACKED, 8) for _ in range(5)]
+    recent = make(OutboxStatus.ACKED, 1)
+    dead = make(OutboxStatus.DEAD, None)
+    pending = make(OutboxStatus.PENDING, None)
+    out = StringIO()
+    call_command("ensign_prune_outbox", "--older-than", "7d", "--batch-size", "2", stdout=out)
+    assert out.getvalue().strip() == "deleted 5 acked outbox rows"
+    remaining = set(OutboxEvent.objects.values_list("id", flat=True))
+    assert remaining == {recent.id, dead.id, pending.id}
+    assert not remaining & {r.id for r in old}
+
+
+@pytest.mark.parametrize(("age", "days"), [("12h", 0.5), ("2w", 14), ("90m", 90 / 1440), ("30s", 30 / 86400)])
+def test_prune_understands_units(age: str, days: float) -> None:
+    older = make(OutboxStatus.ACKED, days * 1.5)
+    newer = make(OutboxStatus.ACKED, days * 0.5)
+    call_command("ensign_prune_outbox", "--older-than", age, stdout=StringIO())
+    assert list(OutboxEvent.objects.values_list("id", flat=True)) == [newer.id]
+    assert not OutboxEvent.objects.filter(id=older.id).exists()
+
+
+def test_prune_rejects_an_age_without_unit() -> None:
+    with pytest.raises(CommandError, match="7d"):
+        call_command("ensign_prune_outbox", "--older-than", "7")
