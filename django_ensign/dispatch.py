@@ -295,3 +295,16 @@ def event_of(row: models.DeadLetter) -> InboundEvent:
         committed_at=row.committed_at,
         server_id=row.server_id,
     )
+
+
+def replay_all(rows: Iterable[models.DeadLetter]) -> tuple[int, list[models.DeadLetter]]:
+    """Replay each dead letter; returns how many were applied and the rows still failing."""
+    replayed = 0
+    failed: list[models.DeadLetter] = []
+    for row in rows:
+        if replay(row):
+            replayed += 1
+        else:
+            row.refresh_from_db()
+            failed.append(row)
+    return replayed, failed

@@ -1,0 +1,112 @@
+"""``manage.py ensign_subscribe``: receive events and run their handlers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from django_ensign import handlers, subscriber
+from django_ensign.conf import settings
+
+
+class Command(BaseCommand):
+    help = "Receive events of TOPIC(s) and run their handlers (SIGTERM finishes events in hand)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "topics",
+            nargs="*",
+            metavar="TOPIC",
+            help="Topics to subscribe to (default: every topic a handler is registered for).",
+        )
+        parser.add_argument(
+            "--group",
+            default=None,
+            help="Consumer group; a restart resumes after its last acked event "
+            "(default: ENSIGN_SUBSCRIBER_GROUP, else the project's package name).",
+        )
+        parser.add_argument(
+            "--no-group",
+            action="store_true",
+            help="Subscribe without a consumer group (nothing is resumed; see --from).",
+        )
+        parser.add_argument(
+            "--from",
+            dest="start",
+            choices=["earliest", "latest"],
+            default="earliest",
+            help="Without a group: replay stored events first (earliest) or only new ones "
+            "(latest). A group always resumes after its acked position.",
+        )
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=None,
+            help="Events handled at once (ENSIGN_SUBSCRIBER_CONCURRENCY).",
+        )
+        parser.add_argument(
+            "--celery",
+            action="store_true",
+            help="Hand each event to the django_ensign.tasks.handle_event Celery task.",
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=None,
+            help="Events per delivery from a server with the batch extension "
+            "(ENSIGN_SUBSCRIBER_BATCH_SIZE).",
+        )
+
+    def handle(
+        self,
+        *args: Any,
+        topics: list[str],
+        group: str | None,
+        no_group: bool,
+        start: str,
+        concurrency: int | None,
+        celery: bool,
+        batch_size: int | None,
+        verbosity: int,
+        **options: Any,
+    ) -> None:
+        topics = topics or handlers.registry.topics()
+        if not topics:
+            raise CommandError("no topics given and no handler is registered (ensign_handlers.py)")
+        orphans = [topic for topic in topics if not handlers.registry.for_topic(topic)]
+        if orphans:
+            raise CommandError(
+                f"no handler is registered for {', '.join(orphans)}: its events would all be "
+                "dead-lettered"
+            )
+        if group and no_group:
+            raise CommandError("--group and --no-group exclude each other")
+        if celery:
+            try:
+                from django_ensign import tasks  # noqa: F401
+            except ImportError as exc:
+                raise CommandError(f"--celery needs Celery installed: {exc}") from exc
+        opts = subscriber.SubscriberOptions(
+            topics=tuple(topics),
+            group=None if no_group else (group or settings.SUBSCRIBER_GROUP),
+            start="latest" if start == "latest" else "earliest",
+            concurrency=concurrency or settings.SUBSCRIBER_CONCURRENCY,
+            celery=celery,
+            batch_size=settings.SUBSCRIBER_BATCH_SIZE if batch_size is None else batch_size,
+        )
+        if opts.group and start == "latest" and verbosity >= 1:
+            self.stderr.write("--from latest only applies with --no-group; the group resumes")
+
+        def report(message: str, level: int) -> None:
+            if verbosity >= level:
+                self.stdout.write(message)
+                self.stdout.flush()
+
+        stats = subscriber.run(opts, report=report)
+        if verbosity >= 1:
+            self.stdout.write(
+                f"Stopped: received {stats.received}, handled {stats.handled}, "
+                f"duplicates {stats.duplicates}, retries {stats.retries}, dead {stats.dead}, "
+                f"queued {stats.queued}, nacked {stats.nacked}"
+            )

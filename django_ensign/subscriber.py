@@ -1,0 +1,357 @@
+"""The subscriber: an asyncio loop that feeds delivered events to their handlers.
+
+It subscribes (in a consumer group by default, so a restart resumes after the
+last acked event), runs each event's handlers in a worker thread through
+:mod:`django_ensign.dispatch`, and acks an event only once every handler's
+transaction has committed or the event is dead-lettered. A failing handler is
+retried with backoff while its event is held; on stop the subscriber takes no
+new events, finishes the ones in hand, acks them and returns.
+
+In Celery mode each event is handed to :func:`django_ensign.tasks.handle_event`
+instead, and acked once the broker has accepted the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from asgiref.sync import sync_to_async
+
+from django_ensign import dispatch, exceptions
+from django_ensign.conf import settings
+from django_ensign.handlers import InboundEvent
+from django_ensign.wire import ids, mimetypes
+from django_ensign.wire.metadata import ORDERING_KEY, STABLE_ID_KEY
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Nack codes of the Ensign protocol a subscriber sends (PROTOCOL.md §4).
+NACK_UNPROCESSED = 100
+NACK_DELIVER_AGAIN_ANY = 104
+
+Reporter = Callable[[str, int], None]
+"""Called with a progress line and the Django verbosity it belongs to (1, 2 or 3)."""
+
+
+@dataclass
+class Stats:
+    """What one run did."""
+
+    received: int = 0
+    handled: int = 0
+    duplicates: int = 0
+    dead: int = 0
+    retries: int = 0
+    queued: int = 0
+    nacked: int = 0
+
+
+@dataclass
+class SubscriberOptions:
+    """How to subscribe; unset values come from the ``ENSIGN_SUBSCRIBER_*`` settings."""
+
+    topics: tuple[str, ...]
+    group: str | None = field(default_factory=lambda: settings.SUBSCRIBER_GROUP)
+    start: Literal["earliest", "latest"] = "earliest"
+    concurrency: int = field(default_factory=lambda: settings.SUBSCRIBER_CONCURRENCY)
+    celery: bool = False
+    batch_size: int = field(default_factory=lambda: settings.SUBSCRIBER_BATCH_SIZE)
+    max_attempts: int = field(default_factory=lambda: settings.SUBSCRIBER_MAX_ATTEMPTS)
+
+
+def make_client() -> Any:
+    """An SDK client configured from the ``ENSIGN_*`` settings."""
+    from django_ensign.client import Ensign
+
+    return Ensign(
+        client_id=settings.CLIENT_ID or "",
+        client_secret=settings.CLIENT_SECRET or "",
+        endpoint=settings.ENDPOINT,
+        insecure=settings.INSECURE,
+        auth_url=settings.AUTH_URL,
+        cred_path=settings.CREDENTIALS_FILE or "",
+    )
+
+
+def inbound_from(received: Any) -> InboundEvent:
+    """The handler-facing event of an SDK ``ReceivedEvent``."""
+    server_id = (
+        ids.rlid_to_str(received.id) if len(received.id) == ids.RLID_BYTES else received.id.hex()
+    )
+    meta = {str(k): str(v) for k, v in dict(received.meta).items()}
+    mimetype = received.mimetype
+    if isinstance(mimetype, int):
+        mimetype = mimetypes.name(mimetype)
+    undecodable = getattr(received, "decode_error", None)
+    return InboundEvent(
+        topic=str(received.topic),
+        event_id=meta.get(STABLE_ID_KEY) or server_id,
+        data=bytes(received.raw if undecodable else received.data),
+        mimetype=str(mimetype),
+        metadata=meta,
+        type_name=str(received.type_name or ""),
+        type_version=str(received.type_version or ""),
+        committed_at=received.committed_at,
+        server_id=server_id,
+        offset=getattr(received, "offset", None),
+    )
+
+
+class Subscriber:
+    """One subscriber process's loop; :meth:`run` until :meth:`stop` is called."""
+
+    def __init__(
+        self,
+        options: SubscriberOptions,
+        *,
+        report: Reporter | None = None,
+        client_factory: Callable[[], Any] = make_client,
+    ) -> None:
+        if not options.topics:
+            raise exceptions.ConfigurationError("subscribe to at least one topic")
+        self.options = options
+        self.stats = Stats()
+        self._report = report or (lambda message, level: log.info(message))
+        self._client_factory = client_factory
+        self._stop = asyncio.Event()
+        self._slots = asyncio.Semaphore(max(1, options.concurrency))
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._key_tails: dict[str, asyncio.Task[None]] = {}
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max(1, options.concurrency), thread_name_prefix="ensign-handler"
+        )
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        """Take no new events; :meth:`run` returns once the events in hand are settled."""
+        self._stop.set()
+
+    async def run(self) -> Stats:
+        """Subscribe and handle events until stopped; returns the counts."""
+        client = self._client_factory()
+        subscriptions = [self._subscribe(client, topics, query) for topics, query in self._plan()]
+        readers = [asyncio.create_task(self._read(sub)) for sub in subscriptions]
+        stopper = asyncio.create_task(self._stop.wait())
+        try:
+            self._report(
+                f"Subscribed to {', '.join(self.options.topics)}"
+                + (f" in group {self.options.group!r}" if self.options.group else "")
+                + (" (handing events to Celery)" if self.options.celery else ""),
+                1,
+            )
+            await asyncio.wait([*readers, stopper], return_when=asyncio.FIRST_COMPLETED)
+            self._stop.set()
+            await self._drain()
+        finally:
+            stopper.cancel()
+            for reader in readers:
+                reader.cancel()
+            for reader in readers:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
+            for sub in subscriptions:
+                close = getattr(sub, "close", None)
+                if close is not None:
+                    with contextlib.suppress(Exception):
+                        await close()
+            with contextlib.suppress(Exception):
+                await client.close()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        for reader in readers:
+            if reader.done() and not reader.cancelled() and reader.exception() is not None:
+                raise reader.exception()  # type: ignore[misc]
+        return self.stats
+
+    def _plan(self) -> list[tuple[tuple[str, ...], str | None]]:
+        """(topics, query) per subscription: one with a group, one per topic for a replay."""
+        if self.options.group or self.options.start == "latest":
+            return [(self.options.topics, None)]
+        return [((topic,), f"SELECT * FROM {topic}") for topic in self.options.topics]
+
+    def _subscribe(self, client: Any, topics: tuple[str, ...], query: str | None) -> Any:
+        kwargs: dict[str, Any] = {}
+        if self.options.group:
+            kwargs["consumer_group"] = self.options.group
+        if query:
+            kwargs["query"] = query
+        if self.options.batch_size:
+            kwargs["batch_size"] = self.options.batch_size
+        return client.subscribe(*topics, **kwargs)
+
+    async def _drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _read(self, subscription: Any) -> None:
+        async for received in subscription:
+            if self.stopping:
+                await self._nack(received, NACK_DELIVER_AGAIN_ANY, "subscriber stopping")
+                continue
+            await self._slots.acquire()
+            if self.stopping:
+                self._slots.release()
+                await self._nack(received, NACK_DELIVER_AGAIN_ANY, "subscriber stopping")
+                continue
+            self.stats.received += 1
+            self._spawn(received)
+
+    def _spawn(self, received: Any) -> None:
+        key = str(dict(received.meta).get(ORDERING_KEY, ""))
+        before = self._key_tails.get(key) if key else None
+        task = asyncio.create_task(self._settle(received, before))
+        self._tasks.add(task)
+        if key:
+            self._key_tails[key] = task
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._tasks.discard(finished)
+            self._slots.release()
+            if key and self._key_tails.get(key) is finished:
+                del self._key_tails[key]
+
+        task.add_done_callback(done)
+
+    async def _settle(self, received: Any, before: asyncio.Task[None] | None) -> None:
+        """Handle one event and ack it, or nack it if it could not be settled."""
+        if before is not None:
+            # Events of one ordering key are handled in delivery order.
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(before)
+        try:
+            event = inbound_from(received)
+            settled = await (
+                self._enqueue(event, received)
+                if self.options.celery
+                else self._handle(event, received)
+            )
+        except Exception as exc:
+            log.exception("could not settle event %r", getattr(received, "id", b""))
+            await self._nack(received, NACK_UNPROCESSED, f"{type(exc).__name__}: {exc}"[:1000])
+            return
+        if settled:
+            with contextlib.suppress(Exception):
+                await received.ack()
+        else:
+            await self._nack(received, NACK_DELIVER_AGAIN_ANY, "subscriber stopping during retries")
+
+    async def _nack(self, received: Any, code: int, error: str) -> None:
+        self.stats.nacked += 1
+        with contextlib.suppress(Exception):
+            await received.nack(code, error)
+
+    async def _db(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        call = sync_to_async(func, thread_sensitive=False, executor=self._executor)
+        return await call(*args, **kwargs)
+
+    async def _refuse(self, event: InboundEvent, received: Any) -> bool:
+        """Dead-letter an event no handler can take; True if it was."""
+        error: exceptions.DeadLetterNow | None = None
+        if getattr(received, "decode_error", None):
+            error = exceptions.UndecodableEvent(
+                f"the event does not decode: {received.decode_error}"
+            )
+        else:
+            try:
+                dispatch.plan(event)
+            except exceptions.DeadLetterNow as exc:
+                error = exc
+        if error is None:
+            return False
+        await self._db(dispatch.dead_letter_unplannable, event, error)
+        self.stats.dead += 1
+        self._report(f"Dead-lettered {event.topic} {event.event_id}: {error}", 1)
+        return True
+
+    async def _handle(self, event: InboundEvent, received: Any) -> bool:
+        """Run the handlers with retries; True once settled (handled or dead-lettered)."""
+        if await self._refuse(event, received):
+            return True
+        pending = dispatch.plan(event)
+        limit = max(1, self.options.max_attempts)
+        for number in range(1, limit + 1):
+            results = await self._db(dispatch.attempt, event, pending)
+            final = number == limit
+            pending = await self._db(
+                dispatch.settle, event, results, attempt_number=number, final=final
+            )
+            self._count(event, results, pending, final)
+            if not pending:
+                return True
+            self.stats.retries += 1
+            delay = dispatch.backoff(number)
+            self._report(
+                f"Retrying {event.topic} {event.event_id} in {delay:.2f}s "
+                f"({', '.join(h.name for h in pending)} failed, attempt {number}/{limit})",
+                2,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            if self.stopping:
+                return False
+        return True
+
+    def _count(
+        self,
+        event: InboundEvent,
+        results: list[dispatch.HandlerResult],
+        pending: list[Any],
+        final: bool,
+    ) -> None:
+        retrying = {h.name for h in pending}
+        for result in results:
+            name = result.handler.name
+            if result.outcome is dispatch.Outcome.HANDLED:
+                self.stats.handled += 1
+                self._report(f"Handled {event.topic} {event.event_id} with {name}", 2)
+            elif result.outcome is dispatch.Outcome.DUPLICATE:
+                self.stats.duplicates += 1
+                self._report(
+                    f"Skipped {event.topic} {event.event_id} for {name}: already handled", 3
+                )
+            elif name not in retrying:
+                self.stats.dead += 1
+                self._report(
+                    f"Dead-lettered {event.topic} {event.event_id} for {name}: {result.error}", 1
+                )
+
+    async def _enqueue(self, event: InboundEvent, received: Any) -> bool:
+        """Hand the event to Celery; True once the broker accepted the task."""
+        if await self._refuse(event, received):
+            return True
+        from django_ensign import tasks
+
+        await self._db(tasks.enqueue_event, event)
+        self.stats.queued += 1
+        self._report(f"Queued {event.topic} {event.event_id} for Celery", 2)
+        return True
+
+
+def run(
+    options: SubscriberOptions,
+    *,
+    report: Reporter | None = None,
+    handle_signals: bool = True,
+) -> Stats:
+    """Run a subscriber until SIGTERM or SIGINT (when ``handle_signals``); returns its counts."""
+    import signal
+
+    async def main() -> Stats:
+        subscriber = Subscriber(options, report=report)
+        if handle_signals:
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, subscriber.stop)
+        return await subscriber.run()
+
+    return asyncio.run(main())
