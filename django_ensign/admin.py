@@ -132,4 +132,108 @@ class OutboxEventAdmin(_OutboxAdminBase):
 # === end outbox admin =======================================================
 
 # === inbox admin ============================================================
+# The sections of this shared file are owned separately, so imports sit in each section.
+from django.contrib import messages as _messages  # noqa: E402
+
+from django_ensign import dispatch as _dispatch  # noqa: E402
+from django_ensign.models import DeadLetter as _DeadLetter  # noqa: E402
+from django_ensign.models import DeadLetterReason as _DeadLetterReason  # noqa: E402
+from django_ensign.models import DeadLetterStatus as _DeadLetterStatus  # noqa: E402
+from django_ensign.models import InboxEvent as _InboxEvent  # noqa: E402
+
+if _TYPE_CHECKING:
+    _InboxAdminBase = admin.ModelAdmin[_InboxEvent]
+    _DeadLetterAdminBase = admin.ModelAdmin[_DeadLetter]
+else:
+    _InboxAdminBase = _DeadLetterAdminBase = admin.ModelAdmin
+
+
+class _ReadOnlyAdmin:
+    """Rows are written by the subscriber only."""
+
+    def has_add_permission(self, request: _HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: _HttpRequest, obj: _Any = None) -> bool:
+        return False
+
+
+@admin.register(_InboxEvent)
+class InboxEventAdmin(_ReadOnlyAdmin, _InboxAdminBase):
+    """Which handler applied which event, and when."""
+
+    list_display = ("event_id", "handler", "topic", "type_name", "committed_at", "handled_at")
+    list_filter = ("topic", "handler", "type_name", "handled_at")
+    search_fields = ("=event_id", "=server_id", "handler")
+    date_hierarchy = "handled_at"
+    ordering = ("-handled_at",)
+    show_facets = admin.ShowFacets.ALWAYS
+    list_per_page = 100
+
+
+_REASON_COLOURS = {
+    _DeadLetterReason.FAILED: "#dc3545",
+    _DeadLetterReason.UNDECODABLE: "#6f42c1",
+    _DeadLetterReason.UNKNOWN_TYPE: "#fd7e14",
+}
+
+
+@admin.register(_DeadLetter)
+class DeadLetterAdmin(_ReadOnlyAdmin, _DeadLetterAdminBase):
+    """Events no handler could apply; replay them once the cause is fixed."""
+
+    list_display = (
+        "id",
+        "topic",
+        "handler_or_none",
+        "reason_badge",
+        "status",
+        "attempts",
+        "error",
+        "last_failed_at",
+    )
+    list_filter = ("status", "reason", "topic", "handler")
+    search_fields = ("=event_id", "=server_id", "handler", "error")
+    date_hierarchy = "created"
+    ordering = ("-last_failed_at",)
+    show_facets = admin.ShowFacets.ALWAYS
+    actions = ("replay_selected",)
+    readonly_fields = ("data_preview",)
+    exclude = ("data",)
+
+    @admin.display(description="handler", ordering="handler")
+    def handler_or_none(self, obj: _DeadLetter) -> str:
+        return obj.handler or "(none wanted it)"
+
+    @admin.display(description="reason", ordering="reason")
+    def reason_badge(self, obj: _DeadLetter) -> str:
+        return _format_html(
+            '<span style="color:#fff;background:{};padding:1px 6px;border-radius:3px">{}</span>',
+            _REASON_COLOURS.get(_DeadLetterReason(obj.reason), "#6c757d"),
+            obj.get_reason_display(),
+        )
+
+    @admin.display(description="data")
+    def data_preview(self, obj: _DeadLetter) -> str:
+        raw = bytes(obj.data)
+        text = raw[:_PREVIEW_BYTES].decode("utf-8", errors="replace")
+        more = f" … ({len(raw)} bytes)" if len(raw) > _PREVIEW_BYTES else ""
+        return _format_html("<pre>{}{}</pre>", text, more)
+
+    @admin.action(description="Replay the selected dead letters")
+    def replay_selected(self, request: _HttpRequest, queryset: _QuerySet[_DeadLetter]) -> None:
+        rows = queryset.filter(status=_DeadLetterStatus.DEAD).order_by("pk")
+        replayed, failed = _dispatch.replay_all(rows)
+        if replayed:
+            self.message_user(request, f"Replayed {replayed} dead letter(s).", _messages.SUCCESS)
+        if failed:
+            self.message_user(
+                request,
+                f"{len(failed)} dead letter(s) still failing: {failed[0].error}",
+                _messages.WARNING,
+            )
+        if not replayed and not failed:
+            self.message_user(request, "Nothing to replay.", _messages.INFO)
+
+
 # === end inbox admin ========================================================

@@ -140,4 +140,109 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
 # === end outbox and connection checks =======================================
 
 # === subscriber checks ======================================================
+# Imports sit in each owner's section of this shared file.
+import re as _re  # noqa: E402
+from typing import Any as _SubAny  # noqa: E402
+
+from django.conf import settings as _django_settings  # noqa: E402
+from django.core import checks as _sub_checks  # noqa: E402
+
+from django_ensign.conf import settings as _sub_settings  # noqa: E402
+
+_TOPIC_NAME = _re.compile(r"^[a-zA-Z][a-zA-Z0-9.\-_]*$")
+#: The embedded server's default delivery timeout (PROTOCOL.md §4).
+_DELIVERY_TIMEOUT = 30.0
+
+
+@_sub_checks.register("django_ensign")
+def check_handlers(
+    app_configs: _SubAny = None, **kwargs: _SubAny
+) -> list[_sub_checks.CheckMessage]:
+    """E020 a handler's topic is not a valid Ensign topic name."""
+    from django_ensign.handlers import registry
+
+    return [
+        _sub_checks.Error(
+            f"Handler {entry.name} is registered for {entry.topic!r}, which is not a topic name.",
+            hint="Topic names start with a letter and use letters, digits, '.', '-' and '_'.",
+            obj=entry.name,
+            id="django_ensign.E020",
+        )
+        for entry in registry.all()
+        if not _TOPIC_NAME.match(entry.topic) or len(entry.topic.encode()) > 512
+    ]
+
+
+@_sub_checks.register("django_ensign")
+def check_subscriber_settings(
+    app_configs: _SubAny = None, **kwargs: _SubAny
+) -> list[_sub_checks.CheckMessage]:
+    """E021 concurrency, E022 attempts, E023 backoff; W020 retries outlast the delivery timeout."""
+    found: list[_sub_checks.CheckMessage] = []
+    try:
+        concurrency = _sub_settings.SUBSCRIBER_CONCURRENCY
+        attempts = _sub_settings.SUBSCRIBER_MAX_ATTEMPTS
+        base = _sub_settings.SUBSCRIBER_BACKOFF_BASE
+        cap = _sub_settings.SUBSCRIBER_BACKOFF_MAX
+    except (TypeError, ValueError) as err:
+        return [
+            _sub_checks.Error(
+                f"An ENSIGN_SUBSCRIBER_* setting is not a number: {err}",
+                id="django_ensign.E021",
+            )
+        ]
+    if concurrency < 1:
+        found.append(
+            _sub_checks.Error(
+                "ENSIGN_SUBSCRIBER_CONCURRENCY must be at least 1.", id="django_ensign.E021"
+            )
+        )
+    if attempts < 1:
+        found.append(
+            _sub_checks.Error(
+                "ENSIGN_SUBSCRIBER_MAX_ATTEMPTS must be at least 1.", id="django_ensign.E022"
+            )
+        )
+    if base < 0 or cap < 0:
+        found.append(
+            _sub_checks.Error(
+                "ENSIGN_SUBSCRIBER_BACKOFF_BASE and ENSIGN_SUBSCRIBER_BACKOFF_MAX must not be "
+                "negative.",
+                id="django_ensign.E023",
+            )
+        )
+    elif attempts > 1:
+        worst = sum(min(cap, base * 2 ** (n - 1)) for n in range(1, attempts))
+        if worst > _DELIVERY_TIMEOUT:
+            found.append(
+                _sub_checks.Warning(
+                    f"A failing event may be held for {worst:.0f}s of retries, longer than the "
+                    f"server's {_DELIVERY_TIMEOUT:.0f}s delivery timeout: it would be delivered "
+                    "again meanwhile.",
+                    hint="Lower ENSIGN_SUBSCRIBER_MAX_ATTEMPTS or ENSIGN_SUBSCRIBER_BACKOFF_MAX.",
+                    id="django_ensign.W020",
+                )
+            )
+    return found
+
+
+@_sub_checks.register("django_ensign")
+def check_celery_confirms(
+    app_configs: _SubAny = None, **kwargs: _SubAny
+) -> list[_sub_checks.CheckMessage]:
+    """W021 a RabbitMQ broker without publisher confirms (``--celery`` could ack too early)."""
+    url = str(getattr(_django_settings, "CELERY_BROKER_URL", "") or "")
+    options = getattr(_django_settings, "CELERY_BROKER_TRANSPORT_OPTIONS", None) or {}
+    if url.startswith(("amqp://", "amqps://", "pyamqp://")) and not options.get("confirm_publish"):
+        return [
+            _sub_checks.Warning(
+                "The Celery broker is AMQP without publisher confirms: `ensign_subscribe --celery` "
+                "acks an event once the task is sent, which is not yet durable.",
+                hint='Set CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}.',
+                id="django_ensign.W021",
+            )
+        ]
+    return []
+
+
 # === end subscriber checks ==================================================

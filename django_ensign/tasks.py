@@ -44,4 +44,56 @@ def publish_outbox(
 # === end outbox tasks =======================================================
 
 # === subscriber tasks =======================================================
+@_shared_task(  # type: ignore[untyped-decorator]
+    bind=True,
+    name="django_ensign.tasks.handle_event",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def handle_event(self: _Any, payload: dict[str, _Any], handlers: list[str] | None = None) -> None:
+    """Run the handlers of one event (``ensign_subscribe --celery``), retrying with backoff.
+
+    ``handlers`` names the ones still to run on a retry. The inbox makes a task that
+    runs twice (a worker lost after the commit, a redelivered event) a no-op.
+    """
+    from django_ensign import dispatch, exceptions
+    from django_ensign.conf import settings
+    from django_ensign.handlers import InboundEvent, registry
+
+    event = InboundEvent.from_payload(payload)
+    if handlers is None:
+        try:
+            entries = dispatch.plan(event)
+        except exceptions.DeadLetterNow as exc:
+            dispatch.dead_letter_unplannable(event, exc)
+            return
+    else:
+        entries = [entry for name in handlers if (entry := registry.get(name)) is not None]
+    limit = max(1, settings.SUBSCRIBER_MAX_ATTEMPTS)
+    number = int(self.request.retries) + 1
+    results = dispatch.attempt(event, entries)
+    retry = dispatch.settle(event, results, attempt_number=number, final=number >= limit)
+    if retry:
+        raise self.retry(
+            args=[payload, [entry.name for entry in retry]],
+            countdown=dispatch.backoff(number),
+            max_retries=limit - 1,
+        )
+
+
+def enqueue_event(event: _Any) -> None:
+    """Queue :func:`handle_event` for an ``InboundEvent``; returns once the broker took it.
+
+    With RabbitMQ set ``broker_transport_options = {"confirm_publish": True}`` so
+    "took it" means the broker confirmed it.
+    """
+    from django_ensign.conf import settings
+
+    options: dict[str, _Any] = {}
+    if settings.SUBSCRIBER_CELERY_QUEUE:
+        options["queue"] = settings.SUBSCRIBER_CELERY_QUEUE
+    handle_event.apply_async(args=[event.to_payload()], **options)
+
+
 # === end subscriber tasks ===================================================
