@@ -64,7 +64,7 @@ class RelayOptions:
     publish_timeout: float = 60.0
 
 
-def make_client(max_in_flight: int) -> Any:
+def make_client(max_in_flight: int, ack_timeout: float = 60.0) -> Any:
     """An SDK client configured from the ``ENSIGN_*`` settings."""
     from django_ensign.client import Ensign
 
@@ -76,6 +76,7 @@ def make_client(max_in_flight: int) -> Any:
         auth_url=settings.AUTH_URL,
         cred_path=settings.CREDENTIALS_FILE or "",
         max_in_flight=max_in_flight,
+        ack_timeout=ack_timeout,
     )
 
 
@@ -129,7 +130,7 @@ class Relay:
     async def run(self) -> RelayStats:
         """Run until :meth:`stop` (or drained, with ``once``); returns what was done."""
         if self._client is None:
-            self._client = make_client(self.options.max_in_flight)
+            self._client = make_client(self.options.max_in_flight, self.options.publish_timeout)
         helpers = [
             asyncio.create_task(self._record_loop(), name="ensign-relay-recorder"),
             asyncio.create_task(self._renew_loop(), name="ensign-relay-renewer"),
@@ -164,6 +165,9 @@ class Relay:
                 await self._sleep(opts.poll_seconds)
                 continue
             self._wake.clear()
+            # With ``once``, an empty claim means "drained" only if no outcome was still
+            # unrecorded when it started: those unblock the next rows of their keys.
+            settled_before = self._in_flight == 0
             try:
                 rows = await self._claims.run(
                     claims.claim,
@@ -179,7 +183,7 @@ class Relay:
                 self.stats.claimed += len(rows)
                 await self._publish(rows)
                 continue
-            if opts.once and self._in_flight == 0:
+            if opts.once and settled_before:
                 return
             await self._sleep(opts.poll_seconds)
 

@@ -1,0 +1,105 @@
+"""Reading back what reached the server, and running relays, for the outbox tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.db import connection
+from django.test import override_settings
+
+from django_ensign.client import Ensign, ReceivedEvent
+from django_ensign.wire import metadata
+from tests.support.server import EmbeddedServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def unique_topic(prefix: str = "outbox") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def client_for(server: EmbeddedServer) -> Ensign:
+    creds = server.credentials
+    return Ensign(
+        client_id=creds.client_id,
+        client_secret=creds.client_secret,
+        endpoint=server.endpoint,
+        insecure=True,
+        auth_url=server.auth_url,
+    )
+
+
+def server_events(server: EmbeddedServer, topic: str) -> list[ReceivedEvent]:
+    """Every event stored on ``topic``, in stored order (EnSQL)."""
+
+    async def read() -> list[ReceivedEvent]:
+        client = client_for(server)
+        try:
+            if not await client.topic_exists(topic):
+                return []
+            return await (await client.query(f"SELECT * FROM {topic}")).fetchall()
+        finally:
+            await client.close()
+
+    return asyncio.run(read())
+
+
+def stable_ids(events: list[ReceivedEvent]) -> list[str]:
+    return [e.meta[metadata.STABLE_ID_KEY] for e in events]
+
+
+def run_async(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+@contextmanager
+def ensign_settings(server: EmbeddedServer, **extra: Any) -> Iterator[None]:
+    """Point the app's ENSIGN_* settings at ``server``."""
+    env = server.client_env()
+    with override_settings(
+        ENSIGN_ENDPOINT=env["ENSIGN_ENDPOINT"],
+        ENSIGN_AUTH_URL=env["ENSIGN_AUTH_URL"],
+        ENSIGN_INSECURE=True,
+        ENSIGN_CLIENT_ID=env["ENSIGN_CLIENT_ID"],
+        ENSIGN_CLIENT_SECRET=env["ENSIGN_CLIENT_SECRET"],
+        **extra,
+    ):
+        yield
+
+
+def subprocess_env(server: EmbeddedServer, **extra: str) -> dict[str, str]:
+    """Environment for a ``manage.py`` subprocess that shares this test's database and server."""
+    db = connection.settings_dict
+    env = {**os.environ, **server.client_env(), "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    env["PYTHONPATH"] = str(ROOT)
+    if connection.vendor == "postgresql":
+        env["ENSIGN_TEST_DB"] = "postgres"
+        env["ENSIGN_TEST_PG_NAME"] = str(db["NAME"])
+    else:
+        env["ENSIGN_TEST_DB"] = "sqlite"
+    env.update(extra)
+    return env
+
+
+def relay_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "django", "ensign_publish_outbox", *args]
+
+
+def start_relay(server: EmbeddedServer, *args: str, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            relay_command(*args), cwd=ROOT, env=subprocess_env(server, **env), stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def django_settings_note() -> str:
+    return str(django_settings.DATABASES["default"]["NAME"])

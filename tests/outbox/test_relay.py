@@ -1,0 +1,76 @@
+"""The relay publishes outbox rows to the real server and records each outcome on its row."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.db import transaction
+
+from django_ensign import outbox, relay
+from django_ensign.models import OutboxEvent, OutboxStatus
+from django_ensign.wire import metadata
+from tests.outbox.support import ensign_settings, server_events, stable_ids, unique_topic
+from tests.support.server import EmbeddedServer
+from tests.testapp.models import Order
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def drain(**options: object) -> relay.RelayStats:
+    return relay.run(relay.RelayOptions(once=True, **options), handle_signals=False)  # type: ignore[arg-type]
+
+
+def test_once_publishes_every_pending_row_and_records_the_acks(ensign_server: EmbeddedServer) -> None:
+    topic = unique_topic()
+    with transaction.atomic():
+        rows = [outbox.publish(topic, {"n": n}, type_name="Counted", type_version="1.0.0", key=f"k{n % 3}") for n in range(30)]
+    with ensign_settings(ensign_server):
+        stats = drain(batch_size=7)
+    assert (stats.acked, stats.dead, stats.retrying) == (30, 0, 0)
+    assert OutboxEvent.objects.filter(status=OutboxStatus.ACKED, acked_at__isnull=False).count() == 30
+    events = server_events(ensign_server, topic)
+    assert sorted(stable_ids(events)) == sorted(r.event_id for r in rows)
+    first = next(e for e in events if e.meta[metadata.STABLE_ID_KEY] == rows[0].event_id)
+    assert json.loads(first.data) == {"n": 0}
+    assert (first.type_name, first.meta[metadata.ORDERING_KEY]) == ("Counted", "k0")
+    acked_at = OutboxEvent.objects.get(id=rows[0].id).acked_at
+    assert acked_at is not None
+    assert abs((acked_at - first.committed_at).total_seconds()) < 0.001
+
+
+def test_model_changes_reach_the_server_in_commit_order_per_key(ensign_server: EmbeddedServer) -> None:
+    with ensign_settings(ensign_server):
+        order = Order.objects.create(reference="R-1")
+        key = f"testapp.order:{order.pk}"
+        for total in range(1, 6):
+            order.total = total
+            order.save()
+        order.delete()
+        drain()
+    events = [e for e in server_events(ensign_server, "orders.events") if e.meta.get(metadata.ORDERING_KEY) == key]
+    assert [e.type_name for e in events] == ["OrderCreated"] + ["OrderUpdated"] * 5 + ["OrderCancelled"]
+    assert [float(json.loads(e.data)["total"]) for e in events[1:6]] == [1, 2, 3, 4, 5]
+
+
+def test_topics_are_created_on_first_use_unless_turned_off(ensign_server: EmbeddedServer) -> None:
+    topic = unique_topic("nocreate")
+    row = outbox.publish(topic, {"n": 1})
+    with ensign_settings(ensign_server, ENSIGN_OUTBOX_CREATE_TOPICS=False):
+        stats = drain()
+    assert stats.retrying == 1
+    db = OutboxEvent.objects.get(id=row.id)
+    assert db.status == OutboxStatus.RETRYING and "does not exist" in db.last_error
+    OutboxEvent.objects.update(next_attempt_at=db.created)
+    with ensign_settings(ensign_server):
+        assert drain().acked == 1
+    assert stable_ids(server_events(ensign_server, topic)) == [row.event_id]
+
+
+def test_topic_filter_publishes_only_those_topics(ensign_server: EmbeddedServer) -> None:
+    wanted, other = unique_topic(), unique_topic()
+    outbox.publish(wanted, {"n": 1})
+    skipped = outbox.publish(other, {"n": 1})
+    with ensign_settings(ensign_server):
+        assert drain(topics=[wanted]).acked == 1
+    assert OutboxEvent.objects.get(id=skipped.id).status == OutboxStatus.PENDING
