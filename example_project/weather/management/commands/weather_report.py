@@ -79,6 +79,6 @@ class Command(BaseCommand):
         for summary in StationSummary.objects.all():
             mean = "-" if summary.mean_celsius is None else f"{summary.mean_celsius:.1f}°C"
             out(
-                f"  {summary.station:<10} {summary.readings} readings, mean {mean}, "
-                f"{summary.events} events"
+                f"  {summary.station:<10} {summary.readings} current readings, mean {mean}, "
+                f"from {summary.events} events"
             )
