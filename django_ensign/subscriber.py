@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.db import connections as db_connections
 
 from django_ensign import dispatch, exceptions
 from django_ensign.conf import settings
@@ -35,6 +37,14 @@ T = TypeVar("T")
 #: Nack codes of the Ensign protocol a subscriber sends (PROTOCOL.md §4).
 NACK_UNPROCESSED = 100
 NACK_DELIVER_AGAIN_ANY = 104
+
+#: Errors that retrying cannot fix: the run ends with them.
+_FATAL = (
+    exceptions.ConfigurationError,
+    exceptions.AuthenticationError,
+    exceptions.PermissionDenied,
+    exceptions.InvalidArgument,
+)
 
 Reporter = Callable[[str, int], None]
 """Called with a progress line and the Django verbosity it belongs to (1, 2 or 3)."""
@@ -113,20 +123,32 @@ class Subscriber:
         *,
         report: Reporter | None = None,
         client_factory: Callable[[], Any] = make_client,
+        on_settled: Callable[[Any], None] | None = None,
     ) -> None:
+        """``on_settled`` is called with each SDK event once it is acked (tests, metrics)."""
         if not options.topics:
             raise exceptions.ConfigurationError("subscribe to at least one topic")
         self.options = options
         self.stats = Stats()
         self._report = report or (lambda message, level: log.info(message))
         self._client_factory = client_factory
+        self._on_settled = on_settled
         self._stop = asyncio.Event()
-        self._slots = asyncio.Semaphore(max(1, options.concurrency))
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._key_tails: dict[str, asyncio.Task[None]] = {}
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max(1, options.concurrency), thread_name_prefix="ensign-handler"
+        self._current: contextvars.ContextVar[concurrent.futures.ThreadPoolExecutor] = (
+            contextvars.ContextVar("ensign_handler_thread")
         )
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._subscriptions: set[Any] = set()
+        self._key_tails: dict[str, asyncio.Task[None]] = {}
+        # One thread per slot, each keeping its own database connection; an event holds
+        # a slot from delivery to ack, so concurrency bounds the events in hand.
+        self._threads = [
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"ensign-handler-{n}")
+            for n in range(max(1, options.concurrency))
+        ]
+        self._free: asyncio.Queue[concurrent.futures.ThreadPoolExecutor] = asyncio.Queue()
+        for thread in self._threads:
+            self._free.put_nowait(thread)
 
     @property
     def stopping(self) -> bool:
@@ -140,12 +162,13 @@ class Subscriber:
     async def run(self) -> Stats:
         """Subscribe and handle events until stopped; returns the counts."""
         client = self._client_factory()
-        subscriptions = [self._subscribe(client, topics, query) for topics, query in self._plan()]
-        readers = [asyncio.create_task(self._read(sub)) for sub in subscriptions]
+        readers = [
+            asyncio.create_task(self._read(client, topics, query)) for topics, query in self._plan()
+        ]
         stopper = asyncio.create_task(self._stop.wait())
         try:
             self._report(
-                f"Subscribed to {', '.join(self.options.topics)}"
+                f"Subscribing to {', '.join(self.options.topics)}"
                 + (f" in group {self.options.group!r}" if self.options.group else "")
                 + (" (handing events to Celery)" if self.options.celery else ""),
                 1,
@@ -155,19 +178,19 @@ class Subscriber:
             await self._drain()
         finally:
             stopper.cancel()
+            # Closing sends the acks still buffered, then ends the streams; only then
+            # are the readers cancelled (cancelling a pending read cancels the call).
+            for sub in list(self._subscriptions):
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await sub.close()
             for reader in readers:
                 reader.cancel()
             for reader in readers:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await reader
-            for sub in subscriptions:
-                close = getattr(sub, "close", None)
-                if close is not None:
-                    with contextlib.suppress(Exception):
-                        await close()
             with contextlib.suppress(Exception):
                 await client.close()
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            await self._close_threads()
         for reader in readers:
             if reader.done() and not reader.cancelled() and reader.exception() is not None:
                 raise reader.exception()  # type: ignore[misc]
@@ -189,45 +212,91 @@ class Subscriber:
             kwargs["batch_size"] = self.options.batch_size
         return client.subscribe(*topics, **kwargs)
 
+    async def _close_threads(self) -> None:
+        loop = asyncio.get_running_loop()
+        for thread in self._threads:
+            with contextlib.suppress(Exception):
+                await loop.run_in_executor(thread, db_connections.close_all)
+            thread.shutdown(wait=False, cancel_futures=True)
+
     async def _drain(self) -> None:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _read(self, subscription: Any) -> None:
+    async def _read(self, client: Any, topics: tuple[str, ...], query: str | None) -> None:
+        """Subscribe and take events until stopped, subscribing again after failures.
+
+        The SDK already reopens broken streams; this also outlasts a server that is
+        down at start or a topic that does not exist yet. Configuration and
+        permission errors end the run.
+        """
+        delay = 0.1
+        while not self.stopping:
+            subscription = self._subscribe(client, topics, query)
+            self._subscriptions.add(subscription)
+            try:
+                await subscription.open()
+                self._report(f"Subscribed to {', '.join(topics)}", 2)
+                delay = 0.1
+                await self._take(subscription)
+            except _FATAL:
+                raise
+            except exceptions.EnsignError as exc:
+                if self.stopping:
+                    return
+                self._report(f"Subscription to {', '.join(topics)} failed ({exc}); retrying", 1)
+            finally:
+                if not self.stopping:  # when stopping, run() closes it once the acks are out
+                    self._subscriptions.discard(subscription)
+                    with contextlib.suppress(Exception):
+                        await subscription.close()
+            if self.stopping:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            delay = min(delay * 2, settings.SUBSCRIBER_RECONNECT_MAX)
+
+    async def _take(self, subscription: Any) -> None:
         async for received in subscription:
             if self.stopping:
                 await self._nack(received, NACK_DELIVER_AGAIN_ANY, "subscriber stopping")
                 continue
-            await self._slots.acquire()
+            thread = await self._free.get()
             if self.stopping:
-                self._slots.release()
+                self._free.put_nowait(thread)
                 await self._nack(received, NACK_DELIVER_AGAIN_ANY, "subscriber stopping")
                 continue
             self.stats.received += 1
-            self._spawn(received)
+            self._spawn(received, thread)
 
-    def _spawn(self, received: Any) -> None:
+    def _spawn(self, received: Any, thread: concurrent.futures.ThreadPoolExecutor) -> None:
         key = str(dict(received.meta).get(ORDERING_KEY, ""))
         before = self._key_tails.get(key) if key else None
-        task = asyncio.create_task(self._settle(received, before))
+        task = asyncio.create_task(self._settle(received, thread, before))
         self._tasks.add(task)
         if key:
             self._key_tails[key] = task
 
         def done(finished: asyncio.Task[None]) -> None:
             self._tasks.discard(finished)
-            self._slots.release()
+            self._free.put_nowait(thread)
             if key and self._key_tails.get(key) is finished:
                 del self._key_tails[key]
 
         task.add_done_callback(done)
 
-    async def _settle(self, received: Any, before: asyncio.Task[None] | None) -> None:
+    async def _settle(
+        self,
+        received: Any,
+        thread: concurrent.futures.ThreadPoolExecutor,
+        before: asyncio.Task[None] | None,
+    ) -> None:
         """Handle one event and ack it, or nack it if it could not be settled."""
         if before is not None:
             # Events of one ordering key are handled in delivery order.
             with contextlib.suppress(BaseException):
                 await asyncio.shield(before)
+        self._current.set(thread)
         try:
             event = inbound_from(received)
             settled = await (
@@ -242,6 +311,8 @@ class Subscriber:
         if settled:
             with contextlib.suppress(Exception):
                 await received.ack()
+            if self._on_settled is not None:
+                self._on_settled(received)
         else:
             await self._nack(received, NACK_DELIVER_AGAIN_ANY, "subscriber stopping during retries")
 
@@ -251,7 +322,8 @@ class Subscriber:
             await received.nack(code, error)
 
     async def _db(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        call = sync_to_async(func, thread_sensitive=False, executor=self._executor)
+        """Run ``func`` in the thread of the event this task holds."""
+        call = sync_to_async(func, thread_sensitive=False, executor=self._current.get())
         return await call(*args, **kwargs)
 
     async def _refuse(self, event: InboundEvent, received: Any) -> bool:

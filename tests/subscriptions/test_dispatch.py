@@ -16,9 +16,13 @@ from tests.handlerapp.models import Applied, Switch
 pytestmark = pytest.mark.django_db
 
 
-def make_event(topic: str, event_id: str = "01J0000000000000000000000A", **kw: object) -> InboundEvent:
+def make_event(
+    topic: str, event_id: str = "01J0000000000000000000000A", **kw: object
+) -> InboundEvent:
     data = kw.pop("data", json.dumps({"level": "high"}).encode())
-    return InboundEvent(topic=topic, event_id=event_id, data=data, mimetype="application/json", **kw)  # type: ignore[arg-type]
+    return InboundEvent(
+        topic=topic, event_id=event_id, data=data, mimetype="application/json", **kw
+    )  # type: ignore[arg-type]
 
 
 def test_sync_and_async_handlers_of_a_topic_each_apply_the_event_once() -> None:
@@ -100,7 +104,9 @@ def test_a_failing_handler_is_retried_rolled_back_dead_lettered_then_replayed() 
 
 
 def test_an_async_handler_failure_rolls_back_its_writes() -> None:
-    results = dispatch.attempt(make_event("sub-async-fail"), dispatch.plan(make_event("sub-async-fail")))
+    results = dispatch.attempt(
+        make_event("sub-async-fail"), dispatch.plan(make_event("sub-async-fail"))
+    )
     assert [r.outcome for r in results] == [dispatch.Outcome.FAILED]
     assert not Applied.objects.exists()
     assert not InboxEvent.objects.exists()
@@ -118,7 +124,11 @@ def test_event_payload_round_trips() -> None:
     import datetime as dt
 
     event = make_event(
-        "t", data=b"\x00\xff", metadata={"a": "b"}, committed_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-        server_id="abc", offset=7,
+        "t",
+        data=b"\x00\xff",
+        metadata={"a": "b"},
+        committed_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        server_id="abc",
+        offset=7,
     )
     assert InboundEvent.from_payload(json.loads(json.dumps(event.to_payload()))) == event

@@ -1,0 +1,133 @@
+"""The subscriber loop against the real embedded server: routing, retries, duplicates, stop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from django_ensign.models import DeadLetter, DeadLetterReason, InboxEvent
+from django_ensign.subscriber import Stats, Subscriber, SubscriberOptions
+from django_ensign.wire.ids import new_ulid, ulid_to_str
+from tests.handlerapp.models import Applied, Switch
+from tests.subscriptions.conftest import client_for, publish
+from tests.support.server import EmbeddedServer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run_until(
+    server: EmbeddedServer,
+    topics: tuple[str, ...],
+    settled: int,
+    *,
+    before: Callable[[], Any] | None = None,
+    **options: Any,
+) -> Stats:
+    """Run a subscriber until ``settled`` events were acked; ``before`` publishes meanwhile."""
+
+    async def main() -> Stats:
+        done = asyncio.Event()
+        seen: list[Any] = []
+
+        def on_settled(event: Any) -> None:
+            seen.append(event)
+            if len(seen) >= settled:
+                done.set()
+
+        subscriber = Subscriber(
+            SubscriberOptions(topics=topics, group=options.pop("group", "tests"), **options),
+            client_factory=lambda: client_for(server),
+            on_settled=on_settled,
+        )
+        runner = asyncio.create_task(subscriber.run())
+        if before is not None:
+            await before()
+        waiter = asyncio.create_task(done.wait())
+        finished, _ = await asyncio.wait(
+            {runner, waiter}, timeout=60, return_when="FIRST_COMPLETED"
+        )
+        assert waiter in finished, f"only {len(seen)} of {settled} events settled"
+        subscriber.stop()
+        return await asyncio.wait_for(runner, 30)
+
+    return asyncio.run(main())
+
+
+def test_sync_and_async_handlers_of_one_topic_each_apply_every_event(
+    fresh_server: EmbeddedServer,
+) -> None:
+    asyncio.run(publish(fresh_server, "sub-multi", [{"n": n} for n in range(20)]))
+
+    stats = run_until(fresh_server, ("sub-multi",), 20, concurrency=4)
+
+    assert stats.handled == 40
+    assert Applied.objects.filter(handler="sync").count() == 20
+    assert Applied.objects.filter(handler="async").count() == 20
+    assert InboxEvent.objects.count() == 40
+
+
+def test_events_go_to_the_handler_of_their_type(fresh_server: EmbeddedServer) -> None:
+    async def both() -> None:
+        await publish(fresh_server, "sub-typed", [{"t": 1}], type_name="Reading")
+        await publish(fresh_server, "sub-typed", [{"level": "low"}], type_name="Alert")
+        await publish(fresh_server, "sub-typed", [{"x": 1}], type_name="Forecast")
+
+    asyncio.run(both())
+    run_until(fresh_server, ("sub-typed",), 3)
+
+    assert sorted(Applied.objects.values_list("handler", flat=True)) == ["alert:low", "reading"]
+    dead = DeadLetter.objects.get()
+    assert dead.reason == DeadLetterReason.UNKNOWN_TYPE
+    assert dead.type_name == "Forecast"
+
+
+def test_the_same_stable_id_published_twice_is_applied_once(fresh_server: EmbeddedServer) -> None:
+    stable = ulid_to_str(new_ulid())
+    asyncio.run(publish(fresh_server, "sub-multi", [{"n": 1}, {"n": 1}], stable_ids=[stable] * 2))
+
+    stats = run_until(fresh_server, ("sub-multi",), 2, concurrency=1)
+
+    assert stats.handled == 2
+    assert stats.duplicates == 2
+    assert list(Applied.objects.values_list("event_id", flat=True).distinct()) == [stable]
+    assert Applied.objects.count() == 2  # one per handler
+
+
+@override_settings(ENSIGN_SUBSCRIBER_BACKOFF_BASE=0.01, ENSIGN_SUBSCRIBER_BACKOFF_MAX=0.02)
+def test_a_failing_handler_is_retried_then_dead_lettered_and_the_stream_moves_on(
+    fresh_server: EmbeddedServer,
+) -> None:
+    Switch.objects.create(name="flaky", on=True)
+    asyncio.run(publish(fresh_server, "sub-flaky", [{"n": 1}]))
+    asyncio.run(publish(fresh_server, "sub-multi", [{"n": 2}]))
+
+    stats = run_until(fresh_server, ("sub-flaky", "sub-multi"), 2, max_attempts=3)
+
+    assert (stats.retries, stats.dead) == (2, 1)
+    dead = DeadLetter.objects.get()
+    assert (dead.reason, dead.attempts, dead.topic) == (DeadLetterReason.FAILED, 3, "sub-flaky")
+    assert not Applied.objects.filter(handler="flaky").exists()
+    assert Applied.objects.filter(topic="sub-multi").count() == 2
+
+
+def test_an_async_handler_failure_rolls_back_what_it_wrote(fresh_server: EmbeddedServer) -> None:
+    asyncio.run(publish(fresh_server, "sub-async-fail", [{"n": 1}]))
+    run_until(fresh_server, ("sub-async-fail",), 1, max_attempts=1)
+    assert not Applied.objects.exists()
+    assert DeadLetter.objects.get().handler == "tests.handlerapp.ensign_handlers.async_fail"
+
+
+def test_a_restarted_group_resumes_after_what_it_acked(fresh_server: EmbeddedServer) -> None:
+    asyncio.run(publish(fresh_server, "sub-multi", [{"n": n} for n in range(5)]))
+    run_until(fresh_server, ("sub-multi",), 5)
+    asyncio.run(publish(fresh_server, "sub-multi", [{"n": n} for n in range(5, 8)]))
+
+    stats = run_until(fresh_server, ("sub-multi",), 3)
+
+    assert stats.received == 3
+    assert stats.duplicates == 0
+    assert Applied.objects.filter(handler="sync").count() == 8
