@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from typing import Any
 
 import grpc
@@ -82,7 +81,13 @@ class Subscription:
         self._call: Any = None
         self._names: dict[bytes, str] = {}
         self._batch_acks = False
-        self._buffer: deque[ReceivedEvent] = deque()
+        # The stream is read by a task of its own: cancelling a caller's wait (wait_for,
+        # a timeout) must not cancel the gRPC read, which would end the whole call.
+        self._queue: asyncio.Queue[ReceivedEvent | BaseException | None] = asyncio.Queue(
+            max(2 * batch_size, 64)
+        )
+        self._pump: asyncio.Task[None] | None = None
+        self._finished = False
         self._pending_acks: list[bytes] = []
         self._ack_timer: asyncio.Task[None] | None = None
         self._write_lock: asyncio.Lock | None = None
@@ -101,53 +106,72 @@ class Subscription:
 
     async def open(self) -> None:
         """Open the stream now (iteration opens it otherwise); raises the server's refusal."""
-        if self._call is None:
+        if self._pump is not None or self._closed:
+            return
+        try:
             await self._open()
+        except (exceptions.Unavailable, exceptions.Aborted, exceptions.StreamError):
+            if not self._reconnect:
+                raise  # else the pump keeps trying
+        self._pump = asyncio.get_running_loop().create_task(self._run())
 
     async def __anext__(self) -> ReceivedEvent:
-        if self._buffer:
-            return self._buffer.popleft()
-        if self._closed:
+        if self._pump is None and not self._closed:
+            await self.open()
+        if self._finished and self._queue.empty():
             raise StopAsyncIteration
+        item = await self._queue.get()
+        if item is None:
+            self._finished = True
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            self._finished = True
+            raise item
+        return item
+
+    async def _run(self) -> None:
+        ending: BaseException | None = None
         backoff = 0.05
-        while True:
-            if self._call is None:
+        try:
+            while not self._closed:
+                if self._call is None:
+                    try:
+                        await self._open()
+                    except (exceptions.Unavailable, exceptions.Aborted, exceptions.StreamError):
+                        if not self._reconnect:
+                            raise
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, self._backoff_max)
+                        continue
+                    backoff = 0.05
                 try:
-                    await self._open()
-                except (exceptions.Unavailable, exceptions.Aborted, exceptions.StreamError):
-                    if not self._reconnect or self._closed:
-                        raise
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, self._backoff_max)
+                    reply = await self._call.read()
+                except grpc.aio.AioRpcError as err:
+                    self._call = None
+                    if self._closed or err.code() == grpc.StatusCode.CANCELLED:
+                        break
+                    if self._reconnect and is_retryable(err):
+                        logger.info("subscribe stream broke (%s); reopening", err.code().name)
+                        continue
+                    raise translate(err) from err
+                if reply is EOF:
+                    self._call = None
+                    if not self._reconnect:
+                        break
                     continue
-            await self._flush_acks()
-            call = self._call
-            try:
-                reply = await call.read()
-            except grpc.aio.AioRpcError as err:
-                self._call = None
-                if self._closed or err.code() == grpc.StatusCode.CANCELLED:
-                    raise StopAsyncIteration from None
-                if self._reconnect and is_retryable(err):
-                    logger.info("subscribe stream broke (%s); reopening", err.code().name)
-                    continue
-                raise translate(err) from err
-            except asyncio.CancelledError:
-                raise
-            if reply is EOF:
-                self._call = None
-                if self._closed or not self._reconnect:
-                    raise StopAsyncIteration
-                continue
-            kind = reply.WhichOneof("embed")
-            if kind == "event":
-                return self._received(reply.event)
-            if kind == "events":
-                self._buffer.extend(self._received(w) for w in reply.events.events)
-                if self._buffer:
-                    return self._buffer.popleft()
-            elif kind == "ready":
-                self._ready(reply.ready)
+                kind = reply.WhichOneof("embed")
+                if kind == "event":
+                    await self._queue.put(self._received(reply.event))
+                elif kind == "events":
+                    for wrapper in reply.events.events:
+                        await self._queue.put(self._received(wrapper))
+                elif kind == "ready":
+                    self._ready(reply.ready)
+        except exceptions.EnsignError as err:
+            ending = err
+        finally:
+            if not self._closed:
+                await self._queue.put(ending)
 
     def _received(self, wrapper: Any) -> ReceivedEvent:
         return ReceivedEvent(wrapper, self._names.get(wrapper.topic_id, ""), self)
@@ -234,18 +258,22 @@ class Subscription:
         self._closed = True
         if self._ack_timer is not None and not self._ack_timer.done():
             self._ack_timer.cancel()
-        call, self._call = self._call, None
+        call = self._call
         if call is not None:
             with contextlib.suppress(Exception):
                 await call.done_writing()
                 # Give the server a moment to read the last acks before the cancel resets
                 # the stream; it may end the call itself on half-close.
-                await asyncio.wait_for(_drain(call), CLOSE_GRACE)
+                if self._pump is not None:
+                    await asyncio.wait_for(asyncio.shield(self._pump), CLOSE_GRACE)
             call.cancel()
+        self._call = None
+        if self._pump is not None and not self._pump.done():
+            self._pump.cancel()
+            with contextlib.suppress(BaseException):
+                await self._pump
+        self._finished = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)  # wakes a reader blocked in __anext__
 
     aclose = close
-
-
-async def _drain(call: Any) -> None:
-    while await call.read() is not EOF:
-        pass

@@ -1,0 +1,167 @@
+"""Subscriptions against the real embedded server: live tail, groups, queries, odd events."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from django_ensign.client import Ensign, Event, NackCode, ReceivedEvent, exceptions
+from tests.client.conftest import make_client
+from tests.support.server import EmbeddedServer
+
+
+class RawEvent(Event):
+    """An event whose serialized payload is whatever the test says."""
+
+    def __init__(self, payload: bytes) -> None:
+        super().__init__(b"placeholder", "text/plain")
+        self.payload = payload
+
+    def serialize(self) -> bytes:
+        return self.payload
+
+
+async def take(subscription: object, n: int, timeout: float = 20) -> list[ReceivedEvent]:
+    """The next ``n`` events of a subscription."""
+
+    async def collect() -> list[ReceivedEvent]:
+        out: list[ReceivedEvent] = []
+        async for event in subscription:  # type: ignore[attr-defined]
+            out.append(event)
+            if len(out) == n:
+                break
+        return out
+
+    return await asyncio.wait_for(collect(), timeout)
+
+
+async def test_live_events_with_all_their_fields(
+    ensign_server: EmbeddedServer, topic_name: Callable[[], str], batch: bool
+) -> None:
+    topic = topic_name()
+    async with make_client(ensign_server, batch=batch) as client:
+        await client.create_topic(topic)
+        async with client.subscribe(topic) as subscription:
+            sent = [
+                Event(
+                    b'{"n": %d}' % i,
+                    "application/json",
+                    schema_name="Reading",
+                    schema_version="1.2.3",
+                    meta={"i": str(i)},
+                )
+                for i in range(5)
+            ]
+            await client.publish(topic, sent)
+            received = await take(subscription, 5)
+            for event in received:
+                assert await event.ack()
+                assert event.acked()
+    assert [e.data for e in received] == [e.data for e in sent]
+    assert [e.offset for e in received] == [1, 2, 3, 4, 5]
+    first = received[0]
+    assert (first.topic, first.type_name, first.type_version) == (topic, "Reading", "1.2.3")
+    assert (first.mimetype_name, first.meta) == ("application/json", {"i": "0"})
+    assert len(first.id) == 10
+    ack = await sent[0].wait_for_ack()
+    assert first.committed_at == ack.committed_at  # type: ignore[union-attr]
+
+
+async def test_one_subscription_over_several_topics(
+    client: Ensign, topic_name: Callable[[], str]
+) -> None:
+    topics = [topic_name() for _ in range(3)]
+    topic_ids = [await client.create_topic(t) for t in topics]
+    # One by name, the others by id.
+    async with client.subscribe(topics[0], *topic_ids[1:]) as subscription:
+        for topic in topics:
+            await client.publish(topic, Event(topic.encode(), "text/plain"))
+        received = await take(subscription, 3)
+    assert sorted((e.topic, e.data) for e in received) == sorted((t, t.encode()) for t in topics)
+
+
+async def test_odd_events_are_handed_over_and_the_subscription_goes_on(
+    client: Ensign, topic_name: Callable[[], str]
+) -> None:
+    topic = topic_name()
+    await client.create_topic(topic)
+    odd_mimetype = Event(b"strange", "text/plain")
+    odd_mimetype.mimetype = 777
+    async with client.subscribe(topic) as subscription:
+        await client.publish(topic, RawEvent(b"\xff\xfe\xfd"))
+        await client.publish(topic, RawEvent(b""))
+        await client.publish(topic, odd_mimetype)
+        await client.publish(topic, Event(b"fine", "text/plain"))
+        garbage, empty, strange, fine = await take(subscription, 4)
+    assert garbage.decode_error and garbage.raw == b"\xff\xfe\xfd"
+    assert empty.decode_error == "empty event"
+    assert (strange.mimetype, strange.known_mimetype, strange.data) == (777, False, b"strange")
+    assert fine.data == b"fine" and fine.decode_error is None
+
+
+async def test_consumer_group_resumes_after_the_last_ack(
+    ensign_server: EmbeddedServer, topic_name: Callable[[], str], batch: bool
+) -> None:
+    topic = topic_name()
+    group = f"g{uuid.uuid4().hex[:12]}"
+    async with make_client(ensign_server, batch=batch) as client:
+        await client.create_topic(topic)
+        await client.publish(topic, [Event(b"%d" % i, "text/plain") for i in range(10)])
+        await client.flush(timeout=10)
+        async with client.subscribe(topic, consumer_group=group) as first:
+            for event in await take(first, 4):
+                await event.ack()
+        async with client.subscribe(topic, consumer_group=group) as second:
+            rest = await take(second, 6)
+            for event in rest:
+                await event.ack()
+    assert [e.data for e in rest] == [b"%d" % i for i in range(4, 10)]
+
+
+async def test_nacked_event_is_delivered_again_to_the_group(
+    client: Ensign, topic_name: Callable[[], str]
+) -> None:
+    topic = topic_name()
+    await client.create_topic(topic)
+    await client.publish(topic, Event(b"retry me", "text/plain"))
+    await client.flush(timeout=10)
+    async with client.subscribe(topic, consumer_group=f"g{uuid.uuid4().hex[:12]}") as sub:
+        (first,) = await take(sub, 1)
+        assert await first.nack(NackCode.UNPROCESSED, "handler failed")
+        assert first.nacked() and not await first.ack()
+        (again,) = await take(sub, 1)
+        await again.ack()
+    assert again.id == first.id and again.data == b"retry me"
+
+
+async def test_query_subscription_replays_matching_events_then_goes_live(
+    client: Ensign, topic_name: Callable[[], str]
+) -> None:
+    topic = topic_name()
+    await client.create_topic(topic)
+    await client.publish(
+        topic,
+        [Event(b"%d" % i, "text/plain", meta={"color": c}) for i, c in enumerate("rgr")],
+    )
+    await client.flush(timeout=10)
+    query = f"SELECT * FROM {topic} WHERE color = 'r'"
+    async with client.subscribe(topic, query=query) as sub:
+        replayed = await take(sub, 2)
+        await client.publish(topic, Event(b"live", "text/plain", meta={"color": "r"}))
+        (live,) = await take(sub, 1)
+    assert [e.data for e in replayed] == [b"0", b"2"]
+    assert live.data == b"live"
+
+
+async def test_subscribe_to_an_unknown_topic_is_refused(client: Ensign) -> None:
+    await client.ensure_topic_exists("client-tests-anchor")
+    with pytest.raises(exceptions.FailedPrecondition, match="no topics available"):
+        await client.subscribe("no-such-topic-here").open()
+
+
+async def test_subscribe_needs_a_topic(client: Ensign) -> None:
+    with pytest.raises(exceptions.InvalidTopicName):
+        client.subscribe()

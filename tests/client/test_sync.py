@@ -1,0 +1,69 @@
+"""The blocking facade, from plain code and from inside a running event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from django_ensign.client import Ack, Event
+from django_ensign.client.sync import SyncEnsign
+from tests.support.server import EmbeddedServer
+
+
+@pytest.fixture
+def sync_client(ensign_server: EmbeddedServer) -> Iterator[SyncEnsign]:
+    creds = ensign_server.credentials
+    client = SyncEnsign(
+        client_id=creds.client_id,
+        client_secret=creds.client_secret,
+        endpoint=ensign_server.endpoint,
+        auth_url=ensign_server.auth_url,
+    )
+    yield client
+    client.close()
+
+
+def test_publish_flush_and_query(sync_client: SyncEnsign, topic_name: Callable[[], str]) -> None:
+    topic = topic_name()
+    acked: list[Ack] = []
+    events = [Event(b"%d" % i, "text/plain") for i in range(20)]
+    sync_client.publish(topic, events, on_ack=acked.append, ensure_exists=True)
+    sync_client.flush(timeout=10)
+    assert isinstance(sync_client.wait_for_ack(events[0]), Ack)
+    assert [e.data for e in sync_client.query(f"SELECT * FROM {topic}")] == [e.data for e in events]
+    sync_client.close()
+    assert len(acked) == 20
+
+
+async def test_works_inside_a_running_loop(
+    sync_client: SyncEnsign, topic_name: Callable[[], str]
+) -> None:
+    # As in a Django async view calling sync code without sync_to_async: this thread's
+    # loop is blocked, the facade's own loop does the work.
+    topic = topic_name()
+    sync_client.create_topic(topic)
+    event = Event(b"from a view", "text/plain")
+    sync_client.publish(topic, event)
+    assert isinstance(sync_client.wait_for_ack(event, timeout=10), Ack)
+    assert sync_client.topic_exists(topic)
+    await asyncio.sleep(0)
+
+
+def test_subscribe_and_ack(sync_client: SyncEnsign, topic_name: Callable[[], str]) -> None:
+    topic = topic_name()
+    sync_client.create_topic(topic)
+    with sync_client.subscribe(topic) as subscription:
+        sync_client.client  # the async client stays reachable for advanced use
+        subscription_ready = subscription.next(timeout=0.2)
+        assert subscription_ready is None
+        sync_client.publish(topic, Event(b"hello", "text/plain"))
+        received = subscription.next(timeout=10)
+        assert received is not None and received.data == b"hello"
+        assert subscription.ack(received)
+
+
+def test_status_and_info(sync_client: SyncEnsign) -> None:
+    assert sync_client.status().version
+    assert sync_client.info().num_topics >= 0
