@@ -53,9 +53,8 @@ async def test_tokens_are_renewed_in_the_background(ensign_server: EmbeddedServe
     # and a renewal runs off the loop.
     tokens = source._tokens
     assert tokens is not None
-    source._tokens = type(tokens)(
-        tokens.access, time.time() + RENEW_AHEAD / 2, "", 0.0, 0.0
-    )
+    source._tokens = type(tokens)(tokens.access, time.time() + RENEW_AHEAD / 2, "", 0.0, 0.0)
     assert await source.access_token() == first
     await asyncio.gather(*source._tasks)
-    assert source._tokens is not None and source._tokens.access_exp > time.time() + RENEW_AHEAD
+    assert source._tokens is not None
+    assert source._tokens.access_exp > time.time() + RENEW_AHEAD

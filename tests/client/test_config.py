@@ -40,7 +40,9 @@ def test_credentials_file_in_the_ensign_ui_format(tmp_path: Path) -> None:
     assert (config.client_id, config.client_secret) == ("file-id", "file-secret")
 
 
-def test_missing_credentials_name_the_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_credentials_name_the_environment_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("ENSIGN_CLIENT_ID", raising=False)
     monkeypatch.delenv("ENSIGN_CLIENT_SECRET", raising=False)
     with pytest.raises(MissingCredentials, match="ENSIGN_CLIENT_ID and ENSIGN_CLIENT_SECRET"):

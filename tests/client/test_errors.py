@@ -11,7 +11,9 @@ from django_ensign.client.errors import is_retryable, translate
 
 
 def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
+    return grpc.aio.AioRpcError(
+        code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details, debug_error_string=None
+    )
 
 
 @pytest.mark.parametrize(
@@ -57,4 +59,5 @@ def test_every_sdk_error_derives_from_the_root_and_documents_itself() -> None:
     for name in exceptions.__all__:
         cls = getattr(exceptions, name)
         assert issubclass(cls, exceptions.EnsignError)
-        assert cls.__doc__ and str(cls()) == cls.__doc__.strip()
+        assert cls.__doc__
+        assert str(cls()) == cls.__doc__.strip()

@@ -7,8 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from django_ensign.client import Ack, Event, EventState, Nack, NackCode, ReceivedEvent
-from django_ensign.client import exceptions
+from django_ensign.client import Ack, Event, EventState, Nack, NackCode, ReceivedEvent, exceptions
 from django_ensign.proto.api.v1beta1 import event_pb2
 
 
@@ -23,17 +22,28 @@ def test_event_keeps_data_mimetype_schema_and_meta() -> None:
     proto = event_pb2.Event.FromString(event.serialize())
     assert proto.data == b'{"temp": 72}'
     assert proto.mimetype == 50
-    assert (proto.type.name, proto.type.major_version, proto.type.minor_version) == ("Reading", 1, 2)
+    assert (proto.type.name, proto.type.major_version, proto.type.minor_version) == (
+        "Reading",
+        1,
+        2,
+    )
     assert dict(proto.metadata) == {"k": "v"}
     assert proto.created.seconds > 0
     assert event.mimetype_name == "application/json"
     assert event.state == EventState.INITIALIZED
-    assert not event.published() and not event.acked() and not event.nacked()
+    assert not event.published()
+    assert not event.acked()
+    assert not event.nacked()
 
 
 @pytest.mark.parametrize(
     ("mimetype", "value"),
-    [("text/plain", 1), ("application/vnd.acme.reading+json", 50), ("APPLICATION_MSGPACK", 252), (514, 514)],
+    [
+        ("text/plain", 1),
+        ("application/vnd.acme.reading+json", 50),
+        ("APPLICATION_MSGPACK", 252),
+        (514, 514),
+    ],
 )
 def test_mimetype_strings_names_and_numbers(mimetype: str | int, value: int) -> None:
     assert Event(b"x", mimetype).mimetype == value
@@ -88,7 +98,11 @@ def test_nack_exposes_id_code_and_error() -> None:
 
 def _wrapper(event: bytes) -> event_pb2.EventWrapper:
     return event_pb2.EventWrapper(
-        id=b"\x00" * 10, topic_id=b"\x01" * 16, event=event, offset=7, committed=Timestamp(seconds=5)
+        id=b"\x00" * 10,
+        topic_id=b"\x01" * 16,
+        event=event,
+        offset=7,
+        committed=Timestamp(seconds=5),
     )
 
 
@@ -100,8 +114,17 @@ def test_received_event_decodes_fields() -> None:
         type=event_pb2.Type(name="Reading", major_version=1, minor_version=0, patch_version=2),
     ).SerializeToString()
     event = ReceivedEvent(_wrapper(payload), "weather")
-    assert (event.topic, event.offset, event.data, event.meta) == ("weather", 7, b'{"a": 1}', {"k": "v"})
-    assert (event.type_name, event.type_version, event.mimetype_name) == ("Reading", "1.0.2", "application/json")
+    assert (event.topic, event.offset, event.data, event.meta) == (
+        "weather",
+        7,
+        b'{"a": 1}',
+        {"k": "v"},
+    )
+    assert (event.type_name, event.type_version, event.mimetype_name) == (
+        "Reading",
+        "1.0.2",
+        "application/json",
+    )
     assert event.committed_at == datetime(1970, 1, 1, 0, 0, 5, tzinfo=UTC)
     assert event.decode() == {"a": 1}
     assert event.decode_error is None
@@ -109,8 +132,10 @@ def test_received_event_decodes_fields() -> None:
 
 def test_undecodable_empty_and_unknown_mimetype_events_are_handed_over() -> None:
     garbage = ReceivedEvent(_wrapper(b"\xff\xff\xff"))
-    assert garbage.data == b"" and garbage.raw == b"\xff\xff\xff"
-    assert garbage.decode_error and "undecodable" in garbage.decode_error
+    assert garbage.data == b""
+    assert garbage.raw == b"\xff\xff\xff"
+    assert garbage.decode_error
+    assert "undecodable" in garbage.decode_error
     empty = ReceivedEvent(_wrapper(b""))
     assert empty.decode_error == "empty event"
     odd = ReceivedEvent(_wrapper(event_pb2.Event(data=b"x", mimetype=777).SerializeToString()))  # type: ignore[arg-type]

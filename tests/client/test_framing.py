@@ -14,7 +14,9 @@ from django_ensign.proto.api.v1beta1 import ensign_pb2, event_pb2
     event=st.binary(max_size=3000),
     local_id=st.binary(min_size=16, max_size=16),
 )
-def test_single_frame_parses_as_publisher_request(topic_id: bytes, event: bytes, local_id: bytes) -> None:
+def test_single_frame_parses_as_publisher_request(
+    topic_id: bytes, event: bytes, local_id: bytes
+) -> None:
     request = ensign_pb2.PublisherRequest.FromString(
         framing.single_request(framing.wrapper(topic_id, event, local_id))
     )

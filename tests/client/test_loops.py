@@ -11,7 +11,9 @@ from tests.client.conftest import make_client
 from tests.support.server import EmbeddedServer
 
 
-def test_one_client_across_loops(ensign_server: EmbeddedServer, topic_name: Callable[[], str]) -> None:
+def test_one_client_across_loops(
+    ensign_server: EmbeddedServer, topic_name: Callable[[], str]
+) -> None:
     topic = topic_name()
     client = make_client(ensign_server)
 
@@ -34,7 +36,8 @@ def test_one_client_across_loops(ensign_server: EmbeddedServer, topic_name: Call
         thread.start()
     for thread in threads:
         thread.join(30)
-    assert len(results) == 2 and all(isinstance(r, Ack) for r in results)
+    assert len(results) == 2
+    assert all(isinstance(r, Ack) for r in results)
 
     async def stored() -> list[bytes]:
         cursor = await client.query(f"SELECT * FROM {topic}")

@@ -25,5 +25,7 @@ def test_sdk_and_sync_facade_import_without_django() -> None:
         "import sys, django_ensign.client, django_ensign.client.sync; "
         "assert 'django' not in sys.modules, sorted(m for m in sys.modules if 'django' in m)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr

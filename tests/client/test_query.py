@@ -14,7 +14,10 @@ async def stored_topic(client: Ensign, topic_name: Callable[[], str]) -> str:
     topic = topic_name()
     await client.publish(
         topic,
-        [Event(b"%d" % i, "text/plain", meta={"parity": "odd" if i % 2 else "even"}) for i in range(6)],
+        [
+            Event(b"%d" % i, "text/plain", meta={"parity": "odd" if i % 2 else "even"})
+            for i in range(6)
+        ],
         ensure_exists=True,
     )
     await client.flush(timeout=10)
@@ -29,7 +32,9 @@ async def test_async_for_over_a_query(client: Ensign, stored_topic: str) -> None
 async def test_cursor_fetch_methods(client: Ensign, stored_topic: str) -> None:
     cursor = await client.query(f"SELECT * FROM {stored_topic} WHERE parity = 'odd'")
     first = await cursor.fetchone()
-    assert first is not None and first.data == b"1" and first.topic == stored_topic
+    assert first is not None
+    assert first.data == b"1"
+    assert first.topic == stored_topic
     assert [e.data for e in await cursor.fetchmany(1)] == [b"3"]
     assert [e.data for e in await cursor.fetchall()] == [b"5"]
     assert await cursor.fetchone() is None
@@ -46,7 +51,9 @@ async def test_empty_result_is_an_empty_iteration(client: Ensign, stored_topic: 
 
 
 @pytest.mark.parametrize("query", ["SELEKT nothing", "SELECT * FROM no_such_topic_xyz"])
-async def test_bad_queries_raise_invalid_query(client: Ensign, stored_topic: str, query: str) -> None:
+async def test_bad_queries_raise_invalid_query(
+    client: Ensign, stored_topic: str, query: str
+) -> None:
     with pytest.raises(exceptions.InvalidQuery):
         await client.query(query)
 

@@ -24,7 +24,7 @@ class RawEvent(Event):
         return self.payload
 
 
-async def take(subscription: object, n: int, timeout: float = 20) -> list[ReceivedEvent]:
+async def take(subscription: object, n: int, within: float = 20) -> list[ReceivedEvent]:
     """The next ``n`` events of a subscription."""
 
     async def collect() -> list[ReceivedEvent]:
@@ -35,7 +35,7 @@ async def take(subscription: object, n: int, timeout: float = 20) -> list[Receiv
                 break
         return out
 
-    return await asyncio.wait_for(collect(), timeout)
+    return await asyncio.wait_for(collect(), within)
 
 
 async def test_live_events_with_all_their_fields(
@@ -96,10 +96,12 @@ async def test_odd_events_are_handed_over_and_the_subscription_goes_on(
         await client.publish(topic, odd_mimetype)
         await client.publish(topic, Event(b"fine", "text/plain"))
         garbage, empty, strange, fine = await take(subscription, 4)
-    assert garbage.decode_error and garbage.raw == b"\xff\xfe\xfd"
+    assert garbage.decode_error
+    assert garbage.raw == b"\xff\xfe\xfd"
     assert empty.decode_error == "empty event"
     assert (strange.mimetype, strange.known_mimetype, strange.data) == (777, False, b"strange")
-    assert fine.data == b"fine" and fine.decode_error is None
+    assert fine.data == b"fine"
+    assert fine.decode_error is None
 
 
 async def test_consumer_group_resumes_after_the_last_ack(
@@ -131,10 +133,12 @@ async def test_nacked_event_is_delivered_again_to_the_group(
     async with client.subscribe(topic, consumer_group=f"g{uuid.uuid4().hex[:12]}") as sub:
         (first,) = await take(sub, 1)
         assert await first.nack(NackCode.UNPROCESSED, "handler failed")
-        assert first.nacked() and not await first.ack()
+        assert first.nacked()
+        assert not await first.ack()
         (again,) = await take(sub, 1)
         await again.ack()
-    assert again.id == first.id and again.data == b"retry me"
+    assert again.id == first.id
+    assert again.data == b"retry me"
 
 
 async def test_query_subscription_replays_matching_events_then_goes_live(

@@ -55,12 +55,12 @@ def test_subscribe_and_ack(sync_client: SyncEnsign, topic_name: Callable[[], str
     topic = topic_name()
     sync_client.create_topic(topic)
     with sync_client.subscribe(topic) as subscription:
-        sync_client.client  # the async client stays reachable for advanced use
         subscription_ready = subscription.next(timeout=0.2)
         assert subscription_ready is None
         sync_client.publish(topic, Event(b"hello", "text/plain"))
         received = subscription.next(timeout=10)
-        assert received is not None and received.data == b"hello"
+        assert received is not None
+        assert received.data == b"hello"
         assert subscription.ack(received)
 
 

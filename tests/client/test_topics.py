@@ -9,7 +9,9 @@ import pytest
 from django_ensign.client import DeduplicationStrategy, Ensign, TopicState, exceptions
 
 
-async def test_create_list_exists_and_id_by_name(client: Ensign, topic_name: Callable[[], str]) -> None:
+async def test_create_list_exists_and_id_by_name(
+    client: Ensign, topic_name: Callable[[], str]
+) -> None:
     name = topic_name()
     assert not await client.topic_exists(name)
     topic_id = await client.create_topic(name)
@@ -23,7 +25,9 @@ async def test_create_list_exists_and_id_by_name(client: Ensign, topic_name: Cal
     assert (retrieved.id, retrieved.name) == (topic_id, name)
 
 
-async def test_ensure_topic_exists_is_idempotent(client: Ensign, topic_name: Callable[[], str]) -> None:
+async def test_ensure_topic_exists_is_idempotent(
+    client: Ensign, topic_name: Callable[[], str]
+) -> None:
     name = topic_name()
     first = await client.ensure_topic_exists(name)
     assert await client.ensure_topic_exists(name) == first
@@ -45,7 +49,9 @@ async def test_unknown_topic_id_lookup(client: Ensign, topic_name: Callable[[], 
         await client.topic_id(topic_name())
 
 
-async def test_archive_makes_a_topic_read_only(client: Ensign, topic_name: Callable[[], str]) -> None:
+async def test_archive_makes_a_topic_read_only(
+    client: Ensign, topic_name: Callable[[], str]
+) -> None:
     name = topic_name()
     await client.create_topic(name)
     assert await client.archive_topic(name) == TopicState.READONLY
