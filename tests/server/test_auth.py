@@ -217,12 +217,16 @@ async def test_status_needs_no_credentials(ensign_server: EmbeddedServer) -> Non
 
 # ---- permissions --------------------------------------------------------------------------
 
-def _calls(topic: topic_pb2.Topic) -> dict[str, Callable[[Conn], Any]]:
+def _calls(topic: topic_pb2.Topic, expect_ok: bool) -> dict[str, Callable[[Conn], Any]]:
     tid = ids.ulid_to_str(topic.id)
 
     async def stream(c: Conn, method: str, first: Any) -> Any:
         call = getattr(c.stub, method)(metadata=c.md)
-        await call.write(first)
+        # A rejected stream ends before the server reads anything; a write racing that
+        # end can fail locally in grpc's client ("Internal error from Core"), so only
+        # write when the call is expected to be accepted.
+        if expect_ok:
+            await call.write(first)
         return await call.read()
 
     return {
@@ -269,6 +273,8 @@ ALL = ["publisher", "subscriber", "topics:create", "topics:edit", "topics:destro
        "topics:read", "metrics:read"]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
 async def test_every_rpc_checks_its_permission(fresh_server: EmbeddedServer) -> None:
     admin = await connect(fresh_server)
     conns: dict[str, Conn] = {}
@@ -281,12 +287,11 @@ async def test_every_rpc_checks_its_permission(fresh_server: EmbeddedServer) -> 
             conns[perms] = await connect(fresh_server, token=token)
         for rpc, allowed in ALLOWED.items():
             topic = await admin.create_topic()
-            calls = _calls(topic)
             for perms, c in conns.items():
                 granted = set(perms.split(","))
                 ok = any(need <= granted for need in allowed)
                 try:
-                    await calls[rpc](c)
+                    await _calls(topic, ok)[rpc](c)
                 except grpc.aio.AioRpcError as err:
                     if ok:
                         assert err.code() != Code.PERMISSION_DENIED, (rpc, perms)
