@@ -1,0 +1,1 @@
+"""Tests of the example project and of the admin as a user sees it."""
