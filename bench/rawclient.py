@@ -1,0 +1,77 @@
+"""Talk to the embedded server with the generated stubs only: auth, topics, a publish stream."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from django_ensign.proto.api.v1beta1 import ensign_pb2, ensign_pb2_grpc, topic_pb2
+from tests.support.server import EmbeddedServer
+
+PUBLISH = "/ensign.v1beta1.Ensign/Publish"
+_servers = itertools.count(1)
+
+
+def start_server(workdir: Path) -> EmbeddedServer:
+    """A fresh embedded server process with its own data directory under ``workdir``."""
+    return EmbeddedServer(data_dir=workdir / f"server-{next(_servers)}").start()
+
+
+def authenticate(server: EmbeddedServer) -> str:
+    """POST the server's own credentials to ``/v1/authenticate``; the access token."""
+    creds = server.credentials
+    body = json.dumps({"client_id": creds.client_id, "client_secret": creds.client_secret})
+    request = urllib.request.Request(
+        f"{server.auth_url}/v1/authenticate",
+        data=body.encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        token: str = json.load(response)["access_token"]
+    return token
+
+
+@dataclass
+class Session:
+    """An authenticated channel to one server."""
+
+    channel: Any  # grpc.aio.Channel; grpc-stubs mistype its raw-bytes calls
+    token: str
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """Call metadata carrying the bearer token."""
+        return (("authorization", f"Bearer {self.token}"),)
+
+    async def create_topic(self, name: str) -> bytes:
+        """Create topic ``name``; its 16-byte id."""
+        stub = ensign_pb2_grpc.EnsignStub(self.channel)
+        topic = await stub.CreateTopic(topic_pb2.Topic(name=name), metadata=self.metadata)
+        topic_id: bytes = topic.id
+        return topic_id
+
+    async def open_publish(self, topic: str) -> tuple[Any, ensign_pb2.StreamReady]:
+        """A raw-bytes Publish call past its handshake, and the server's StreamReady."""
+        call = self.channel.stream_stream(PUBLISH)(metadata=self.metadata)
+        opening = ensign_pb2.PublisherRequest(
+            open_stream=ensign_pb2.OpenStream(client_id="bench", topics=[topic])
+        )
+        await call.write(opening.SerializeToString())
+        first: bytes = await call.read()
+        reply = ensign_pb2.PublisherReply.FromString(first)
+        if reply.WhichOneof("embed") != "ready":
+            raise RuntimeError(f"expected StreamReady, got {reply}")
+        return call, reply.ready
+
+
+def connect(server: EmbeddedServer) -> Session:
+    """An insecure channel to ``server`` and a fresh access token."""
+    channel = grpc.aio.insecure_channel(server.endpoint)
+    return Session(channel=channel, token=authenticate(server))

@@ -1,0 +1,42 @@
+"""The benchmarks by name, and the ones ``python -m bench`` runs when given none."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bench import report
+from bench.context import Context
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A named benchmark: its module under ``bench.suites`` and a one-line description."""
+
+    name: str
+    module: str
+    summary: str
+    default: bool = True
+    needs_postgres: bool = False
+    needs_pyensign: bool = False
+
+    def runner(self) -> Callable[[Context], report.Result]:
+        """The module's ``run`` function (imported on demand)."""
+        module = importlib.import_module(f"bench.suites.{self.module}")
+        runner: Callable[[Context], report.Result] = module.run
+        return runner
+
+
+BENCHMARKS = {
+    b.name: b
+    for b in [
+        Benchmark(
+            "ceilings",
+            "ceilings",
+            "bare gRPC echo, SQLite insert, PostgreSQL claim loop",
+            needs_postgres=True,
+        ),
+        Benchmark("server-ingest", "server_ingest", "publish to the embedded server (issue 2)"),
+    ]
+}

@@ -1,0 +1,1 @@
+"""The benchmarks ``python -m bench`` runs; each module has ``run(ctx) -> Result``."""
