@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings as django_settings
 from django.db import connection
 from django.test import override_settings
 
@@ -79,7 +80,11 @@ def ensign_settings(server: EmbeddedServer, **extra: Any) -> Iterator[None]:
 def subprocess_env(server: EmbeddedServer, **extra: str) -> dict[str, str]:
     """Environment for a ``manage.py`` subprocess that shares this test's database and server."""
     db = connection.settings_dict
-    env = {**os.environ, **server.client_env(), "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    env = {
+        **os.environ,
+        **server.client_env(),
+        "DJANGO_SETTINGS_MODULE": "tests.outbox.relay_settings",
+    }
     env["PYTHONPATH"] = str(ROOT)
     if connection.vendor == "postgresql":
         env["ENSIGN_TEST_DB"] = "postgres"
@@ -101,5 +106,22 @@ def start_relay(server: EmbeddedServer, *args: str, log: Path, **env: str) -> su
         )
 
 
-def django_settings_note() -> str:
-    return str(django_settings.DATABASES["default"]["NAME"])
+def wait_until(condition: Any, timeout: float, what: str, every: float = 0.1) -> None:
+    """Poll ``condition()`` (a database query, say) until true; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """SIGTERM and wait; returns the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise

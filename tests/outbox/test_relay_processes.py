@@ -1,0 +1,210 @@
+"""Relays as real processes against the real server: several at once, crashes, outages, SIGTERM.
+
+PostgreSQL only: the relay subprocesses must share the test's database.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from django_ensign import outbox
+from django_ensign.models import OutboxEvent, OutboxStatus
+from django_ensign.wire import metadata
+from tests.outbox.support import (
+    client_for,
+    run_async,
+    server_events,
+    stable_ids,
+    start_relay,
+    stop,
+    unique_topic,
+    wait_until,
+)
+from tests.support.server import EmbeddedServer
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("postgres_only"),
+    pytest.mark.slow,
+    pytest.mark.timeout(180),
+]
+
+
+def write(topic: str, count: int, keys: int, start: int = 0) -> list[OutboxEvent]:
+    return [
+        outbox.publish(topic, {"n": n}, type_name="Counted", key=f"key-{n % keys}")
+        for n in range(start, start + count)
+    ]
+
+
+def acked() -> int:
+    return OutboxEvent.objects.filter(status=OutboxStatus.ACKED).count()
+
+
+def assert_key_order_on_server(topic: str, server: EmbeddedServer, rows: list[OutboxEvent]) -> None:
+    """Per key, the first copy of each event on the server comes in outbox (commit) order."""
+    position = {row.event_id: row.id for row in rows}
+    seen: set[str] = set()
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for event in server_events(server, topic):
+        stable = event.meta[metadata.STABLE_ID_KEY]
+        if stable in seen:
+            continue  # a re-publish after a crash; consumers deduplicate on the stable id
+        seen.add(stable)
+        by_key[event.meta[metadata.ORDERING_KEY]].append(position[stable])
+    for key, ids in by_key.items():
+        assert ids == sorted(ids), f"key {key} out of order"
+
+
+def test_several_relays_publish_every_row_exactly_once(
+    ensign_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    topic = unique_topic("many")
+    rows = write(topic, 300, keys=30)
+    relays = [start_relay(ensign_server, "--batch-size", "16", log=tmp_path / f"relay{i}.log") for i in range(3)]
+    try:
+        rows += write(topic, 300, keys=30, start=300)  # more rows while they run
+        wait_until(lambda: acked() == 600, 90, "600 acked rows")
+    finally:
+        codes = [stop(p) for p in relays]
+    assert codes == [0, 0, 0], [(tmp_path / f"relay{i}.log").read_text() for i in range(3)]
+    counts = Counter(stable_ids(server_events(ensign_server, topic)))
+    assert set(counts) == {r.event_id for r in rows}
+    assert set(counts.values()) == {1}
+    assert_key_order_on_server(topic, ensign_server, rows)
+
+
+def test_killing_relays_at_random_points_loses_nothing(
+    ensign_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    topic = unique_topic("kill")
+    rng = random.Random(2026)
+    rows = write(topic, 400, keys=40)
+    log = tmp_path / "relays.log"
+    env = {"TEST_RELAY_LEASE": "1.5"}
+    relays = [start_relay(ensign_server, "--batch-size", "8", log=log, **env) for _ in range(2)]
+    try:
+        for round_ in range(6):
+            time.sleep(rng.uniform(0.1, 0.6))  # a random point in the relay's work
+            victim = relays.pop(rng.randrange(len(relays)))
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            relays.append(start_relay(ensign_server, "--batch-size", "8", log=log, **env))
+            rows += write(topic, 20, keys=40, start=400 + 20 * round_)
+        wait_until(lambda: acked() == len(rows), 90, "every row acked after the kills")
+    finally:
+        for process in relays:
+            stop(process)
+    on_server = set(stable_ids(server_events(ensign_server, topic)))
+    assert on_server == {r.event_id for r in rows}  # at least once each, nothing lost
+    assert_key_order_on_server(topic, ensign_server, rows)
+
+
+def test_per_key_order_holds_under_four_relays_with_nacks_and_retries(
+    ensign_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    main, late, archived = unique_topic("main"), unique_topic("late"), unique_topic("archived")
+
+    async def archive() -> None:
+        client = client_for(ensign_server)
+        try:
+            await client.create_topic(main)
+            await client.create_topic(archived)
+            await client.archive_topic(archived)
+        finally:
+            await client.close()
+
+    run_async(archive())
+    rows: list[OutboxEvent] = []
+    for n in range(240):
+        key = f"key-{n % 12}"
+        # Every 10th event of a key goes to a topic that does not exist yet (it retries,
+        # holding back its key), every 15th to an archived topic (nacked, dead at once).
+        topic = late if n % 10 == 3 else archived if n % 15 == 7 else main
+        rows.append(outbox.publish(topic, {"n": n}, type_name="Counted", key=key))
+    log = tmp_path / "relays.log"
+    env = {"TEST_RELAY_CREATE_TOPICS": "0"}
+    relays = [start_relay(ensign_server, "--batch-size", "5", log=log, **env) for _ in range(4)]
+    try:
+        wait_until(
+            lambda: OutboxEvent.objects.filter(status=OutboxStatus.RETRYING).exists(),
+            60,
+            "rows for the missing topic to retry",
+        )
+        run_async(_create(ensign_server, late))
+        wait_until(
+            lambda: OutboxEvent.objects.filter(status__in=["pending", "in_flight", "retrying"]).count() == 0,
+            90,
+            "every row settled",
+        )
+    finally:
+        codes = [stop(p) for p in relays]
+    assert codes == [0, 0, 0, 0], log.read_text()
+    dead = OutboxEvent.objects.filter(status=OutboxStatus.DEAD)
+    assert {r.topic for r in dead} == {archived}
+    assert {(r.nack_code, r.nack_error) for r in dead} == {(3, "topic is archived")}
+    assert acked() == sum(1 for r in rows if r.topic != archived)
+    # Across topics, each key's events were committed on the server in outbox order.
+    for key in {r.ordering_key for r in rows}:
+        times = list(
+            OutboxEvent.objects.filter(ordering_key=key, status=OutboxStatus.ACKED)
+            .order_by("id")
+            .values_list("acked_at", flat=True)
+        )
+        assert times == sorted(times), f"key {key} acked out of order"
+    assert_key_order_on_server(main, ensign_server, [r for r in rows if r.topic == main])
+    assert_key_order_on_server(late, ensign_server, [r for r in rows if r.topic == late])
+
+
+async def _create(server: EmbeddedServer, topic: str) -> None:
+    client = client_for(server)
+    try:
+        await client.create_topic(topic)
+    finally:
+        await client.close()
+
+
+def test_relay_recovers_by_itself_after_a_server_outage(
+    fresh_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    topic = unique_topic("outage")
+    rows = write(topic, 50, keys=5)
+    relay = start_relay(fresh_server, log=tmp_path / "relay.log")
+    try:
+        wait_until(lambda: acked() == 50, 60, "the first rows acked")
+        fresh_server.kill()
+        rows += write(topic, 50, keys=5, start=50)  # written while the server is down
+        time.sleep(10)  # the outage itself
+        assert relay.poll() is None, "the relay must ride out the outage"
+        fresh_server.start()
+        wait_until(lambda: acked() == 100, 90, "every row acked after the outage")
+    finally:
+        code = stop(relay)
+    assert code == 0, (tmp_path / "relay.log").read_text()
+    assert set(stable_ids(server_events(fresh_server, topic))) == {r.event_id for r in rows}
+
+
+def test_sigterm_finishes_in_flight_events_and_exits(
+    ensign_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    topic = unique_topic("term")
+    relay = start_relay(ensign_server, "--batch-size", "50", log=tmp_path / "relay.log")
+    try:
+        write(topic, 200, keys=200)
+        wait_until(lambda: acked() > 0, 60, "publishing to start")
+    finally:
+        code = stop(relay)
+    assert code == 0
+    output = (tmp_path / "relay.log").read_text()
+    assert "claimed" in output
+    assert not OutboxEvent.objects.filter(status=OutboxStatus.IN_FLIGHT).exists()
+    # Whatever was acked is on the server; the rest is still pending for the next relay.
+    acked_ids = set(OutboxEvent.objects.filter(status=OutboxStatus.ACKED).values_list("event_id", flat=True))
+    assert acked_ids <= set(stable_ids(server_events(ensign_server, topic)))
