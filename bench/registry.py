@@ -38,5 +38,11 @@ BENCHMARKS = {
             needs_postgres=True,
         ),
         Benchmark("server-ingest", "server_ingest", "publish to the embedded server (issue 2)"),
+        Benchmark(
+            "sdk-publish",
+            "sdk_publish",
+            "django_ensign.client vs the official pyensign SDK (issue 3)",
+            needs_pyensign=True,
+        ),
     ]
 }
