@@ -1,0 +1,1 @@
+"""Fault tests: kill -9, read-only disk, outages, database restarts, clock skew, slow readers."""
