@@ -1,0 +1,67 @@
+"""System checks of the subscriber: one test per id."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.core import checks
+from django.test import override_settings
+
+import django_ensign
+from django_ensign.handlers import InboundEvent, registry
+
+
+def ids() -> list[str]:
+    return [message.id or "" for message in checks.run_checks(tags=["django_ensign"])]
+
+
+@pytest.fixture
+def bad_topic_handler() -> Iterator[None]:
+    @django_ensign.handler("9 not a topic", name="checks.bad")
+    def bad(event: InboundEvent) -> None:
+        pass
+
+    yield
+    registry.unregister("checks.bad")
+
+
+def test_the_test_settings_pass_the_subscriber_checks() -> None:
+    assert not [i for i in ids() if i[-3:-1] in {"02", "03"}]
+
+
+def test_e020_a_handler_topic_that_is_not_a_topic_name(bad_topic_handler: None) -> None:
+    assert "django_ensign.E020" in ids()
+
+
+@override_settings(ENSIGN_SUBSCRIBER_CONCURRENCY=0)
+def test_e021_concurrency_below_one() -> None:
+    assert "django_ensign.E021" in ids()
+
+
+@override_settings(ENSIGN_SUBSCRIBER_MAX_ATTEMPTS=0)
+def test_e022_no_attempts() -> None:
+    assert "django_ensign.E022" in ids()
+
+
+@override_settings(ENSIGN_SUBSCRIBER_BACKOFF_BASE=-1)
+def test_e023_negative_backoff() -> None:
+    assert "django_ensign.E023" in ids()
+
+
+@override_settings(ENSIGN_SUBSCRIBER_MAX_ATTEMPTS=10, ENSIGN_SUBSCRIBER_BACKOFF_MAX=60)
+def test_w020_retries_outlast_the_delivery_timeout() -> None:
+    assert "django_ensign.W020" in ids()
+
+
+@override_settings(CELERY_BROKER_URL="amqp://guest@localhost//")
+def test_w021_amqp_broker_without_publisher_confirms() -> None:
+    assert "django_ensign.W021" in ids()
+
+
+@override_settings(
+    CELERY_BROKER_URL="amqp://guest@localhost//",
+    CELERY_BROKER_TRANSPORT_OPTIONS={"confirm_publish": True},
+)
+def test_w021_is_quiet_with_confirms() -> None:
+    assert "django_ensign.W021" not in ids()

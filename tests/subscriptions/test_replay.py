@@ -1,0 +1,100 @@
+"""Replaying dead letters: ``manage.py ensign_replay_dead`` and the admin's action and lists."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.test import Client, override_settings
+from django.urls import reverse
+
+from django_ensign import dispatch
+from django_ensign.handlers import InboundEvent
+from django_ensign.models import DeadLetter, DeadLetterStatus, InboxEvent
+from tests.handlerapp.models import Applied, Switch
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def dead() -> DeadLetter:
+    """A flaky-handler event dead-lettered after one attempt, its handler still failing."""
+    Switch.objects.create(name="flaky", on=True)
+    event = InboundEvent(
+        topic="sub-flaky", event_id="01J00000000000000000000DED", data=json.dumps({"n": 1}).encode()
+    )
+    with override_settings(ENSIGN_SUBSCRIBER_MAX_ATTEMPTS=1):
+        dispatch.handle_now(event)
+    return DeadLetter.objects.get()
+
+
+def replay(*args: str) -> str:
+    out, err = StringIO(), StringIO()
+    call_command("ensign_replay_dead", *args, stdout=out, stderr=err)
+    return out.getvalue() + err.getvalue()
+
+
+def test_replay_reruns_the_handler_once_it_is_fixed(dead: DeadLetter) -> None:
+    assert "Replayed 0, still dead 1" in replay()
+    assert "failing on purpose" in replay()
+
+    Switch.objects.filter(name="flaky").update(on=False)
+    assert "Replayed 1, still dead 0" in replay()
+
+    dead.refresh_from_db()
+    assert dead.status == DeadLetterStatus.REPLAYED
+    assert Applied.objects.get().event_id == dead.event_id
+    assert "Replayed 0, still dead 0" in replay()  # replayed rows are not run again
+
+
+def test_replay_filters_and_dry_run(dead: DeadLetter) -> None:
+    Switch.objects.filter(name="flaky").update(on=False)
+    assert f"{dead.pk}: " in replay("--dry-run")
+    assert "Replayed 0, still dead 0" in replay("--topic", "elsewhere")
+    assert "Replayed 0, still dead 0" in replay("--reason", "undecodable")
+    assert "Replayed 1" in replay(str(dead.pk), "--handler", dead.handler)
+
+
+def test_replaying_an_event_already_applied_marks_it_replayed(dead: DeadLetter) -> None:
+    InboxEvent.objects.create(handler=dead.handler, event_id=dead.event_id, topic=dead.topic)
+    assert "Replayed 1" in replay()
+    assert not Applied.objects.exists()  # the inbox says it was applied: not applied again
+
+
+@pytest.fixture
+def staff() -> Client:
+    client = Client()
+    client.force_login(User.objects.create_superuser("admin", "a@example.com", "pw"))
+    return client
+
+
+def test_admin_lists_dead_letters_with_counts_and_replays_them(
+    dead: DeadLetter, staff: Client
+) -> None:
+    url = reverse("admin:django_ensign_deadletter_changelist")
+    page = staff.get(url).content.decode()
+    assert "handler kept failing" in page
+    assert "failing on purpose" in page
+    assert "(1)" in page  # facet counts next to the filters
+
+    detail = staff.get(reverse("admin:django_ensign_deadletter_change", args=[dead.pk]))
+    assert "{&quot;n&quot;: 1}" in detail.content.decode()
+
+    Switch.objects.filter(name="flaky").update(on=False)
+    response = staff.post(
+        url, {"action": "replay_selected", "_selected_action": [dead.pk]}, follow=True
+    )
+    assert "Replayed 1 dead letter(s)." in response.content.decode()
+    dead.refresh_from_db()
+    assert dead.status == DeadLetterStatus.REPLAYED
+
+
+def test_admin_lists_the_inbox(staff: Client) -> None:
+    InboxEvent.objects.create(handler="h.one", event_id="E-1", topic="weather")
+    page = staff.get(reverse("admin:django_ensign_inboxevent_changelist") + "?q=E-1")
+    assert page.status_code == 200
+    assert "h.one" in page.content.decode()
+    assert staff.get(reverse("admin:django_ensign_inboxevent_add")).status_code == 403

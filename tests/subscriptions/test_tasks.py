@@ -1,0 +1,54 @@
+"""The ``--celery`` mode's task, run by Celery in this process (eagerly)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.test import override_settings
+
+from django_ensign import tasks
+from django_ensign.handlers import InboundEvent
+from django_ensign.models import DeadLetter, DeadLetterReason, InboxEvent
+from tests.handlerapp import ensign_handlers
+from tests.handlerapp.models import Applied, Switch
+
+pytestmark = pytest.mark.django_db
+
+
+def payload(topic: str, **kw: str) -> dict[str, object]:
+    event = InboundEvent(
+        topic=topic,
+        event_id="01J0000000000000000000TASK",
+        data=b'{"n": 1}',
+        mimetype="application/json",
+        **kw,
+    )  # type: ignore[arg-type]
+    return json.loads(json.dumps(event.to_payload()))  # what the broker carries
+
+
+def test_the_task_applies_an_event_once_however_often_it_runs() -> None:
+    tasks.handle_event.apply(args=[payload("sub-multi")])
+    tasks.handle_event.apply(args=[payload("sub-multi")])
+    assert sorted(Applied.objects.values_list("handler", flat=True)) == ["async", "sync"]
+    assert InboxEvent.objects.count() == 2
+
+
+@override_settings(
+    ENSIGN_SUBSCRIBER_MAX_ATTEMPTS=3,
+    ENSIGN_SUBSCRIBER_BACKOFF_BASE=0.001,
+    ENSIGN_SUBSCRIBER_BACKOFF_MAX=0.001,
+)
+def test_the_task_retries_then_dead_letters() -> None:
+    Switch.objects.create(name="flaky", on=True)
+    ensign_handlers.flaky_tries.clear()
+    tasks.handle_event.apply(args=[payload("sub-flaky")])
+    assert len(ensign_handlers.flaky_tries) == 3
+    dead = DeadLetter.objects.get()
+    assert (dead.reason, dead.attempts) == (DeadLetterReason.FAILED, 3)
+    assert not Applied.objects.exists()
+
+
+def test_the_task_dead_letters_an_unknown_type() -> None:
+    tasks.handle_event.apply(args=[payload("sub-typed", type_name="Nope")])
+    assert DeadLetter.objects.get().reason == DeadLetterReason.UNKNOWN_TYPE
