@@ -92,6 +92,7 @@ class Ensign:
         self.topics = TopicCache()
         self._admin = TopicAdmin(self._connection, self.topics)
         self._closed = False
+        self._last_publisher: tuple[asyncio.AbstractEventLoop, Publisher] | None = None
 
     # -- publishing --------------------------------------------------------------
 
@@ -150,11 +151,16 @@ class Ensign:
         return found
 
     def _publisher(self) -> Publisher:
+        loop = asyncio.get_running_loop()
+        last = self._last_publisher
+        if last is not None and last[0] is loop:
+            return last[1]
         extras = self._connection.resources().extras
         publisher = extras.get(_PUBLISHER)
         if publisher is None:
             publisher = extras[_PUBLISHER] = Publisher(self._connection, self.topics, self._options)
         assert isinstance(publisher, Publisher)
+        self._last_publisher = (loop, publisher)
         return publisher
 
     # -- subscribing and querying -------------------------------------------------
@@ -304,6 +310,7 @@ class Ensign:
                         asyncio.run_coroutine_threadsafe(_close_loop(other), loop)
                     )
         self._closed = True
+        self._last_publisher = None
         await self._connection.close_current()
         self._connection.close_others()
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from django_ensign.client import exceptions
+from django_ensign.client import exceptions, framing
 from django_ensign.proto.api.v1beta1 import ensign_pb2, event_pb2
 from django_ensign.wire import mimetypes
 
@@ -44,18 +44,42 @@ def timestamp_to_datetime(ts: Timestamp) -> datetime:
 
 def parse_version(version: str) -> tuple[int, int, int]:
     """``"1.2.0"`` → ``(1, 2, 0)``; pre-release and build suffixes are ignored."""
+    if not isinstance(version, str):
+        raise exceptions.InvalidEvent(f"schema_version must be a string, got {version!r}")
     match = _SEMVER.match(version.strip())
     if match is None:
         raise exceptions.InvalidEvent(f"schema_version {version!r} is not a semantic version")
-    return int(match[1]), int(match[2]), int(match[3])
+    parsed = int(match[1]), int(match[2]), int(match[3])
+    if len(_VERSION_CACHE) < 256:
+        _VERSION_CACHE[version] = parsed
+    return parsed
+
+
+_TYPE_FIELDS: dict[tuple[str, tuple[int, int, int]], bytes] = {}
+# Most programs use a handful of mimetypes and versions; parsing each once is enough.
+_MIME_CACHE: dict[str | int, int] = {}
+_VERSION_CACHE: dict[str, tuple[int, int, int]] = {}
+
+
+def _type_field(name: str, version: tuple[int, int, int]) -> bytes:
+    key = (name, version)
+    found = _TYPE_FIELDS.get(key)
+    if found is None:
+        found = framing.event_type(name, version)
+        if len(_TYPE_FIELDS) < 4096:
+            _TYPE_FIELDS[key] = found
+    return found
 
 
 def parse_mimetype(mimetype: str | int) -> int:
     """The ``mimetype.v1beta1.MIME`` value of a mimetype string, enum name or number."""
     try:
-        return mimetypes.parse(mimetype)
+        value = mimetypes.parse(mimetype)
     except mimetypes.UnknownMimetype as err:
         raise exceptions.UnknownMimetypeError(str(err)) from None
+    if len(_MIME_CACHE) < 256 and not isinstance(mimetype, bool):
+        _MIME_CACHE[mimetype] = value
+    return value
 
 
 class EventState(enum.IntEnum):
@@ -116,17 +140,18 @@ class Event:
     """An event to publish: bytes ``data`` of a ``mimetype``, an optional schema and metadata."""
 
     __slots__ = (
+        "_created_ns",
         "_failure",
         "_outcome",
         "_state",
+        "_type_field",
+        "_type_name",
+        "_version",
         "_waiter",
-        "created",
         "data",
         "local_id",
         "meta",
         "mimetype",
-        "type_name",
-        "type_version",
     )
 
     def __init__(
@@ -138,12 +163,13 @@ class Event:
         meta: Mapping[str, str] | None = None,
         created: datetime | None = None,
     ) -> None:
-        if isinstance(data, bytearray | memoryview):
-            data = bytes(data)
-        if not isinstance(data, bytes):
-            raise exceptions.EventDataTypeError(
-                f"event data must be bytes, got {type(data).__name__}"
-            )
+        if type(data) is not bytes:
+            if isinstance(data, bytearray | memoryview):
+                data = bytes(data)
+            else:
+                raise exceptions.EventDataTypeError(
+                    f"event data must be bytes, got {type(data).__name__}"
+                )
         if not data:
             raise exceptions.InvalidEvent("event data is empty")
         if mimetype is None or mimetype == "":
@@ -151,45 +177,72 @@ class Event:
         if not isinstance(schema_name, str) or not schema_name.strip():
             raise exceptions.InvalidEvent("schema_name must be a non-empty string")
         self.data: bytes = data
-        self.mimetype: int = parse_mimetype(mimetype)
-        self.type_name: str = schema_name.strip()
-        self.type_version: str = "{}.{}.{}".format(*parse_version(schema_version))
+        cached = _MIME_CACHE.get(mimetype) if type(mimetype) is not bool else None
+        self.mimetype: int = cached if cached is not None else parse_mimetype(mimetype)
+        self._type_name = schema_name.strip()
+        version = _VERSION_CACHE.get(schema_version) if type(schema_version) is str else None
+        self._version = version or parse_version(schema_version)
+        self._type_field: bytes | None = None
         self.meta: dict[str, str] = dict(meta) if meta else {}
         for key, value in self.meta.items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise exceptions.InvalidEvent("meta keys and values must be strings")
-        self.created: Timestamp = Timestamp()
-        if created is None:
-            self.created.GetCurrentTime()
-        else:
-            self.created.FromDatetime(created)
+        self._created_ns = (
+            time.time_ns() if created is None else int(created.timestamp() * 1_000_000_000)
+        )
         self.local_id: bytes = new_local_id()
         self._state = EventState.INITIALIZED
         self._outcome: Outcome | None = None
         self._failure: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
 
+    # -- fields ----------------------------------------------------------------
+
+    @property
+    def type_name(self) -> str:
+        """The schema name."""
+        return self._type_name
+
+    @type_name.setter
+    def type_name(self, name: str) -> None:
+        self._type_name = name
+        self._type_field = None
+
+    @property
+    def type_version(self) -> str:
+        """The schema's semantic version, e.g. ``"1.2.0"``."""
+        return "{}.{}.{}".format(*self._version)
+
+    @type_version.setter
+    def type_version(self, version: str) -> None:
+        self._version = parse_version(version)
+        self._type_field = None
+
+    @property
+    def created(self) -> Timestamp:
+        """When the event was created, as a protobuf Timestamp."""
+        seconds, nanos = divmod(self._created_ns, 1_000_000_000)
+        return Timestamp(seconds=seconds, nanos=nanos)
+
+    @created.setter
+    def created(self, value: Timestamp | datetime) -> None:
+        if isinstance(value, datetime):
+            self._created_ns = int(value.timestamp() * 1_000_000_000)
+        else:
+            self._created_ns = value.seconds * 1_000_000_000 + value.nanos
+
     # -- encoding ------------------------------------------------------------
 
     def proto(self) -> event_pb2.Event:
         """The ``ensign.v1beta1.Event`` message of this event."""
-        major, minor, patch = parse_version(self.type_version)
-        return event_pb2.Event(
-            data=self.data,
-            metadata=self.meta,
-            mimetype=self.mimetype,  # type: ignore[arg-type]
-            type=event_pb2.Type(
-                name=self.type_name,
-                major_version=major,
-                minor_version=minor,
-                patch_version=patch,
-            ),
-            created=self.created,
-        )
+        return event_pb2.Event.FromString(self.serialize())
 
     def serialize(self) -> bytes:
         """The serialized ``Event`` carried in ``EventWrapper.event``."""
-        return self.proto().SerializeToString()
+        type_field = self._type_field
+        if type_field is None:
+            type_field = self._type_field = _type_field(self._type_name, self._version)
+        return framing.event(self.data, self.meta, self.mimetype, type_field, self._created_ns)
 
     # -- state ---------------------------------------------------------------
 

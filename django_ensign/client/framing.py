@@ -67,3 +67,47 @@ def batch_request(wrapped: Iterable[bytes]) -> bytes:
         parts.append(item)
     batch = b"".join(parts)
     return _REQUEST_EVENTS + varint(len(batch)) + batch
+
+
+_EVENT_DATA = b"\x12"  # Event.data = 2
+_EVENT_METADATA = b"\x1a"  # Event.metadata = 3 (map entries: key = 1, value = 2)
+_EVENT_MIMETYPE = b"\x20"  # Event.mimetype = 4 (varint)
+_EVENT_TYPE = b"\x2a"  # Event.type = 5
+_EVENT_CREATED = b"\x7a"  # Event.created = 15
+_TYPE_VERSIONS = (b"\x10", b"\x18", b"\x20")  # Type.major/minor/patch_version = 2, 3, 4
+
+
+def _string(tag: bytes, value: bytes) -> bytes:
+    return tag + varint(len(value)) + value
+
+
+def event_type(name: str, version: tuple[int, int, int]) -> bytes:
+    """The length-prefixed ``Event.type`` field for a schema name and version."""
+    body = _string(b"\x0a", name.encode()) if name else b""
+    for tag, number in zip(_TYPE_VERSIONS, version, strict=True):
+        if number:
+            body += tag + varint(number)
+    return _string(_EVENT_TYPE, body)
+
+
+def event(
+    data: bytes,
+    meta: dict[str, str],
+    mimetype: int,
+    type_field: bytes,
+    created_ns: int,
+) -> bytes:
+    """A serialized ``Event``; ``type_field`` comes from :func:`event_type`."""
+    parts = [_EVENT_DATA, varint(len(data)), data]
+    for key, value in meta.items():
+        entry = _string(b"\x0a", key.encode()) + _string(b"\x12", value.encode())
+        parts.append(_string(_EVENT_METADATA, entry))
+    if mimetype:
+        parts.append(_EVENT_MIMETYPE + varint(mimetype))
+    parts.append(type_field)
+    seconds, nanos = divmod(created_ns, 1_000_000_000)
+    stamp = (b"\x08" + varint(seconds) if seconds else b"") + (
+        b"\x10" + varint(nanos) if nanos else b""
+    )
+    parts.append(_string(_EVENT_CREATED, stamp))
+    return b"".join(parts)

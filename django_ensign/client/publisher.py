@@ -207,7 +207,9 @@ class Publisher:
             try:
                 stream = await self._current_stream()
             except (grpc.aio.AioRpcError, exceptions.StreamError, OSError) as err:
-                logger.info("publish stream could not open (%s); retrying in %.2fs", err, backoff)
+                logger.info(
+                    "publish stream could not open (%s); retrying in %.2fs", _describe(err), backoff
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._options.backoff_max)
                 continue
@@ -433,3 +435,9 @@ async def _guard(result: Awaitable[Any], callback: Callback) -> None:
         await result
     except Exception:
         logger.exception("publish callback %r failed", callback)
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, grpc.aio.AioRpcError):
+        return f"{err.code().name}: {err.details()}"
+    return str(err)

@@ -44,3 +44,31 @@ def test_batch_frame_parses_as_event_batch(events: list[bytes]) -> None:
 @given(value=st.integers(min_value=1, max_value=2**63))
 def test_varint_matches_protobuf(value: int) -> None:
     assert framing.varint(value) == event_pb2.EventWrapper(offset=value).SerializeToString()[1:]
+
+
+@given(
+    data=st.binary(min_size=1, max_size=500),
+    meta=st.dictionaries(st.text(max_size=20), st.text(max_size=40), max_size=5),
+    mimetype=st.sampled_from([0, 1, 50, 252, 1009]),
+    name=st.text(min_size=1, max_size=30).filter(str.strip),
+    version=st.tuples(*(st.integers(0, 2**31) for _ in range(3))),
+    created_ns=st.integers(0, 2**62),
+)
+def test_event_payload_parses_as_event(
+    data: bytes,
+    meta: dict[str, str],
+    mimetype: int,
+    name: str,
+    version: tuple[int, int, int],
+    created_ns: int,
+) -> None:
+    raw = framing.event(data, meta, mimetype, framing.event_type(name, version), created_ns)
+    parsed = event_pb2.Event.FromString(raw)
+    assert parsed.data == data
+    assert dict(parsed.metadata) == meta
+    assert parsed.mimetype == mimetype
+    assert parsed.type.name == name
+    assert (parsed.type.major_version, parsed.type.minor_version, parsed.type.patch_version) == (
+        version
+    )
+    assert parsed.created.seconds * 1_000_000_000 + parsed.created.nanos == created_ns
