@@ -25,7 +25,12 @@ export DJANGO_SETTINGS_MODULE=example_project.settings PYTHONUNBUFFERED=1
 # The demo talks to its own embedded server, whatever this shell points Ensign at.
 unset ENSIGN_CLIENT_ID ENSIGN_CLIENT_SECRET ENSIGN_INSECURE ENSIGN_CREDENTIALS_FILE
 
-DATA_DIR=$(pwd)/example_project/ensign-data
+# DEMO_DIR moves the demo's state (server data, logs, SQLite file) elsewhere (the tests do).
+DEMO_DIR=$(cd "${DEMO_DIR:-example_project}" && pwd)
+DATA_DIR=$DEMO_DIR/ensign-data
+if [ -z "${DATABASE_URL:-}" ] && [ "$DEMO_DIR" != "$(pwd)/example_project" ]; then
+  export DATABASE_URL=sqlite:///$DEMO_DIR/db.sqlite3
+fi
 LOG_DIR=$DATA_DIR/logs
 mkdir -p "$LOG_DIR"
 export ENSIGN_SERVER_DATA_DIR=$DATA_DIR
