@@ -25,6 +25,7 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from django.db import connection
 from django.db.models import Count
 
@@ -409,7 +410,9 @@ class SkewedIssuer:
 
     def __init__(self, server: EmbeddedServer, real_access_token: str) -> None:
         pem = (server.data_dir / "signing-key.pem").read_bytes()
-        self._key = serialization.load_pem_private_key(pem, password=None)
+        key = serialization.load_pem_private_key(pem, password=None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        self._key = key
         header = jwt.get_unverified_header(real_access_token)
         self._kid = str(header["kid"])
         self._claims = jwt.decode(real_access_token, options={"verify_signature": False})
@@ -435,7 +438,7 @@ class SkewedIssuer:
         return jwt.encode(
             claims,
             self._key,
-            algorithm="RS256",  # type: ignore[arg-type]
+            algorithm="RS256",
             headers={"kid": self._kid},
         )
 

@@ -9,6 +9,7 @@ applied exactly once.
 
 from __future__ import annotations
 
+import functools
 import random
 import subprocess
 import time
@@ -101,10 +102,13 @@ class Pipeline:
         )
 
 
-def random_point(rng: random.Random, victim: str, done_before: int, total: int) -> int:
-    """How much progress (acked rows or applied events) to wait for before the kill."""
-    del victim
-    return rng.randint(done_before, max(done_before, total - 1))
+def progress(victim: str) -> int:
+    """The work the victim's death can interrupt: events applied, or rows acked."""
+    return applied_count() if victim == "subscriber" else acked_count(APPLIED_TOPIC)
+
+
+def reached(victim: str, target: int) -> bool:
+    return progress(victim) >= target
 
 
 def test_kill_9_anywhere_in_the_pipeline_loses_and_duplicates_nothing(
@@ -119,14 +123,11 @@ def test_kill_9_anywhere_in_the_pipeline_loses_and_duplicates_nothing(
         victims = fault_rng.sample(VICTIMS * (ITERATIONS // len(VICTIMS)), ITERATIONS)
         for iteration, victim in enumerate(victims):
             began = time.monotonic()
-            acked_before, applied_before = acked_count(APPLIED_TOPIC), applied_count()
+            done_before = progress(victim)
             rows += write_rows(APPLIED_TOPIC, ROWS_PER_ITERATION, start=len(rows))
-            if victim == "subscriber":
-                target = random_point(fault_rng, victim, applied_before, len(rows))
-                wait_for(lambda: applied_count() >= target, 60, f"{target} applied")
-            else:
-                target = random_point(fault_rng, victim, acked_before, len(rows))
-                wait_for(lambda: acked_count(APPLIED_TOPIC) >= target, 60, f"{target} acked")
+            # A random point between what was done and the end of this iteration's work.
+            target = fault_rng.randint(done_before, max(done_before, len(rows) - 1))
+            wait_for(functools.partial(reached, victim, target), 60, f"{victim} at {target}")
             pipeline.kill(victim)
             ledger.fault(f"kill -9 {victim}")
             print(
