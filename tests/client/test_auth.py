@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 
-from django_ensign.client import Ensign, exceptions
+from django_ensign.client import Ensign, Event, exceptions
 from django_ensign.client.auth import RENEW_AHEAD, TokenSource, jwt_claims
 from tests.support.server import EmbeddedServer, free_port
 
@@ -58,3 +59,20 @@ async def test_tokens_are_renewed_in_the_background(ensign_server: EmbeddedServe
     await asyncio.gather(*source._tasks)
     assert source._tokens is not None
     assert source._tokens.access_exp > time.time() + RENEW_AHEAD
+
+
+async def test_publish_with_refused_credentials_fails_each_event(
+    ensign_server: EmbeddedServer, client: Ensign, topic_name: Callable[[], str]
+) -> None:
+    topic_id = await client.create_topic(topic_name())
+    refused = Ensign(
+        client_id=ensign_server.credentials.client_id,
+        client_secret="x" * 64,
+        endpoint=ensign_server.endpoint,
+        auth_url=ensign_server.auth_url,
+    )
+    event = Event(b"never stored", "text/plain")
+    await refused.publish(topic_id, event)
+    with pytest.raises(exceptions.AuthenticationError):
+        await event.wait_for_ack(timeout=10)
+    await refused.close()

@@ -48,3 +48,32 @@ async def test_server_restart_mid_run_loses_no_event(
         stored = await (await reader.query(f"SELECT * FROM {topic}")).fetchall()
     # At-least-once: a resent event may be stored twice, none is missing.
     assert {e.meta["n"] for e in stored} == {str(i) for i in range(total)}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_group_subscription_survives_a_server_restart(
+    fresh_server: EmbeddedServer, topic_name: Callable[[], str]
+) -> None:
+    topic = topic_name()
+    client = make_client(fresh_server)
+    await client.create_topic(topic)
+    seen: list[bytes] = []
+    async with client.subscribe(topic, consumer_group="survivors") as subscription:
+        await client.publish(topic, [Event(b"before-%d" % i, "text/plain") for i in range(5)])
+        async for event in subscription:
+            seen.append(event.data)
+            await event.ack()
+            if len(seen) == 5:
+                break
+        await asyncio.to_thread(fresh_server.restart)
+        later = [Event(b"after-%d" % i, "text/plain") for i in range(5)]
+        await client.publish(topic, later)
+        await client.flush(timeout=60)
+        async for event in subscription:
+            seen.append(event.data)
+            await event.ack()
+            if all(e.data in seen for e in later):
+                break
+    await client.close()
+    assert {b"before-%d" % i for i in range(5)} | {b"after-%d" % i for i in range(5)} == set(seen)
