@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import grpc
 import pytest
 
 from django_ensign.models import OutboxEvent, OutboxStatus
-from django_ensign.proto.api.v1beta1 import ensign_pb2, query_pb2
+from django_ensign.proto.api.v1beta1 import ensign_pb2, event_pb2, query_pb2
 from tests.faults.support import (
     Ext4Volume,
     Ledger,
@@ -63,16 +63,14 @@ def disk_server(volume: Ext4Volume) -> Iterator[EmbeddedServer]:
         server.kill()
 
 
-async def publish(call: object, topic_id: bytes, label: str, count: int) -> list[object]:
+async def publish(call: Any, topic_id: bytes, label: str, count: int) -> list[Any]:
     """Send ``count`` events whose data is ``label-i`` and read one reply for each."""
     for n in range(count):
-        await call.write(event_req(wrapper(topic_id, make_event(f"{label}-{n}".encode()))))  # type: ignore[attr-defined]
-    return [await call.read() for _ in range(count)]  # type: ignore[attr-defined]
+        await call.write(event_req(wrapper(topic_id, make_event(f"{label}-{n}".encode()))))
+    return [await call.read() for _ in range(count)]
 
 
 async def stored_data(c: Conn, topic: str) -> list[bytes]:
-    from django_ensign.proto.api.v1beta1 import event_pb2
-
     query = query_pb2.Query(query=f"SELECT * FROM {topic}")
     return [
         event_pb2.Event.FromString(w.event).data async for w in c.stub.EnSQL(query, metadata=c.md)
@@ -89,13 +87,13 @@ async def test_writes_on_a_read_only_disk_are_nacked_internal_and_nothing_unstor
         await call.write(open_req())
         topic_id = (await call.read()).ready.topics["disk"]
         before = await publish(call, topic_id, "before", 20)
-        assert [r.WhichOneof("embed") for r in before] == ["ack"] * 20  # type: ignore[attr-defined]
+        assert [r.WhichOneof("embed") for r in before] == ["ack"] * 20
 
         volume.fail()
         ledger.fault("read-only disk")
         assert volume.is_read_only()
         after = await publish(call, topic_id, "after", 20)
-        assert {(r.nack.code, r.nack.error) for r in after} == {(INTERNAL, INTERNAL_ERROR)}  # type: ignore[attr-defined]
+        assert {(r.nack.code, r.nack.error) for r in after} == {(INTERNAL, INTERNAL_ERROR)}
         # The stream survives the failure and the server still answers reads.
         await call.done_writing()
         close = await call.read()
@@ -121,7 +119,7 @@ async def test_writes_on_a_read_only_disk_are_nacked_internal_and_nothing_unstor
         await call.write(open_req())
         await call.read()
         again = await publish(call, topic_id, "again", 1)
-        assert again[0].WhichOneof("embed") == "ack"  # type: ignore[attr-defined]
+        assert again[0].WhichOneof("embed") == "ack"
         call.cancel()
     finally:
         await c.channel.close()
