@@ -12,6 +12,7 @@ through asgiref's ``sync_to_async`` so ORM code in them never runs on the client
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -59,7 +60,7 @@ class _LoopThread:
 
 
 def _async_callback(callback: Callback | None) -> Callback | None:
-    if callback is None or asyncio.iscoroutinefunction(callback):
+    if callback is None or inspect.iscoroutinefunction(callback):
         return callback
     return sync_to_async(callback, thread_sensitive=False)
 
