@@ -131,7 +131,10 @@ async def serve(data_dir: Path, host: str, port: int, auth_port: int,
     finally:
         await health_servicer.enter_graceful_shutdown()
         await auth.stop()
-        await server.stop(SHUTDOWN_GRACE)
+        stopping = asyncio.ensure_future(server.stop(SHUTDOWN_GRACE))
+        await asyncio.sleep(0)
+        await asyncio.gather(*(s.shutdown() for s in list(state.streams)))
+        await stopping
         with contextlib.suppress(Exception):
             await groups.close()
         storage.close()

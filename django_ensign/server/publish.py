@@ -24,6 +24,11 @@ OPEN_FIRST = "an open stream message must be sent immediately after opening the 
 NO_TOPICS = "no topics available"
 
 Context = grpc.aio.ServicerContext[Any, Any]
+SHUTTING_DOWN = "server is shutting down"
+STORAGE_FAILED = "internal error, please wait and try again"
+_CLOSING = (Code.INTERNAL, STORAGE_FAILED)
+#: Longest a shutdown waits for a stream's pending replies to be written.
+SHUTDOWN_FLUSH = 5.0
 
 
 def peer_host(context: Context) -> str:
@@ -66,8 +71,35 @@ class PublishStream:
         self.events = self.acks = self.nacks = 0
         self.topics_seen: set[bytes] = set()
         self.allowed: dict[bytes, Any] = {}
+        self.closing = False
+        self.task: asyncio.Task[Any] | None = None
+
+    async def shutdown(self) -> None:
+        """Refuse new events, send every pending reply, then end the call."""
+        self.closing = True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._flush(), SHUTDOWN_FLUSH)
+        if self.task is not None:
+            self.task.cancel()
+
+    async def _flush(self) -> None:
+        await self.drained.wait()
+        await self.out.join()
 
     async def run(self, requests: Any) -> None:
+        """Serve the call until the client half-closes, cancels, or breaks a rule."""
+        self.task = asyncio.current_task()
+        self.state.streams.add(self)
+        try:
+            await self._run(requests)
+        except asyncio.CancelledError:
+            if not self.closing:
+                raise
+            await self.context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+        finally:
+            self.state.streams.discard(self)
+
+    async def _run(self, requests: Any) -> None:
         state, context = self.state, self.context
         claims = await state.guard.check(context, any_of=("publisher",))
         if not state.registry.of_project(claims.project_id):
@@ -208,7 +240,7 @@ class PublishStream:
     def _publish_one(self, wrapper: event_pb2.EventWrapper) -> None:
         self.events += 1
         local_id = wrapper.local_id
-        problem = self._check(wrapper)
+        problem = self._check(wrapper) if not self.closing else _CLOSING
         if problem is not None:
             self.out.put_nowait(ensign_pb2.PublisherReply(nack=self._nack(local_id, *problem)))
             return
@@ -220,8 +252,7 @@ class PublishStream:
             result = outcomes[0]
             if result is None:
                 reply: Any = ensign_pb2.PublisherReply(
-                    nack=self._nack(local_id, Code.INTERNAL,
-                                    "internal error, please wait and try again")
+                    nack=self._nack(local_id, Code.INTERNAL, STORAGE_FAILED)
                 )
             else:
                 self.acks += 1
@@ -237,7 +268,7 @@ class PublishStream:
         nacks: list[ensign_pb2.Nack] = []
         for wrapper in wrappers:
             self.events += 1
-            problem = self._check(wrapper)
+            problem = self._check(wrapper) if not self.closing else _CLOSING
             if problem is not None:
                 nacks.append(self._nack(wrapper.local_id, *problem))
                 continue
@@ -258,7 +289,7 @@ class PublishStream:
             for local_id, result in zip(local_ids, outcomes, strict=True):
                 if result is None:
                     failed.append(self._nack(local_id, Code.INTERNAL,
-                                             "internal error, please wait and try again"))
+                                             STORAGE_FAILED))
                 else:
                     acks.append(wirefmt.field_bytes(
                         1, wirefmt.ack_body(local_id, result.committed_ns)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from django_ensign.server.broker import Broker
 from django_ensign.server.guard import Guard
@@ -21,6 +22,13 @@ BATCH_MAX_EVENTS = 1000
 BATCH_MAX_BYTES = 8 * 1024 * 1024
 
 
+class Stoppable(Protocol):
+    """A stream the server can ask to finish before it stops."""
+
+    async def shutdown(self) -> None:
+        """Finish what is in flight and end the call."""
+
+
 @dataclass
 class ServerState:
     """Shared server state; created once by the app and passed to every handler."""
@@ -35,6 +43,8 @@ class ServerState:
     rlids: ids.RLIDSequence = field(default_factory=ids.RLIDSequence)
     started_ns: int = field(default_factory=time.time_ns)
     started_mono: float = field(default_factory=time.monotonic)
+    #: Open streams, each able to end itself cleanly when the server shuts down.
+    streams: set[Stoppable] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.guard = Guard(self.issuer)

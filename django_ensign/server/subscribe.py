@@ -14,7 +14,7 @@ import grpc
 from django_ensign.proto.api.v1beta1 import ensign_pb2
 from django_ensign.server import ensql, wirefmt
 from django_ensign.server.groups import Group, GroupManager
-from django_ensign.server.publish import Context, next_request
+from django_ensign.server.publish import SHUTTING_DOWN, Context, next_request
 from django_ensign.server.state import BATCH_MAX_BYTES, BATCH_MAX_EVENTS, ServerState
 from django_ensign.server.storage import StoredEvent, read_offsets, read_range
 
@@ -46,8 +46,29 @@ class SubscribeStream:
         self.query_topic: bytes | None = None
         self.group: Group | None = None
         self.topic_ids: list[bytes] = []
+        self.task: asyncio.Task[Any] | None = None
+        self.closing = False
+
+    async def shutdown(self) -> None:
+        """End the call; unacked group events are delivered again after the restart."""
+        self.closing = True
+        if self.task is not None:
+            self.task.cancel()
 
     async def run(self, requests: Any) -> None:
+        """Serve the call until the client cancels or half-closes."""
+        self.task = asyncio.current_task()
+        self.state.streams.add(self)
+        try:
+            await self._run(requests)
+        except asyncio.CancelledError:
+            if not self.closing:
+                raise
+            await self.context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+        finally:
+            self.state.streams.discard(self)
+
+    async def _run(self, requests: Any) -> None:
         state, context = self.state, self.context
         claims = await state.guard.check(context, any_of=("subscriber",))
         if not state.registry.of_project(claims.project_id):
