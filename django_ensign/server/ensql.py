@@ -9,11 +9,11 @@ both sides parse as numbers. Keywords are whole words, so a topic may be called 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from django_ensign.proto.api.v1beta1 import event_pb2
 from django_ensign.wire import mimetypes
 
 KEYWORDS = {"SELECT", "FROM", "WHERE", "AND", "OR", "OFFSET", "LIMIT", "LIKE", "ILIKE", "NOT"}
@@ -306,6 +306,17 @@ def parse(text: str) -> Query:
     return _Parser(tokens).query()
 
 
-def row_from_columns(type_name: str, type_version: str, mimetype: int, metadata: str) -> EventRow:
-    """An EventRow from the stored columns."""
-    return EventRow(type_name, type_version, mimetype, json.loads(metadata) if metadata else {})
+def row_from_event(event: event_pb2.Event) -> EventRow:
+    """The queryable columns of an Event."""
+    ty = event.type
+    version = f"{ty.major_version}.{ty.minor_version}.{ty.patch_version}"
+    return EventRow(ty.name, version, int(event.mimetype), dict(event.metadata))
+
+
+def row_from_wrapper(wrapper: bytes) -> EventRow:
+    """The queryable columns of a stored EventWrapper (an unparseable event has none)."""
+    try:
+        event = event_pb2.Event.FromString(event_pb2.EventWrapper.FromString(wrapper).event)
+    except Exception:
+        event = event_pb2.Event()
+    return row_from_event(event)

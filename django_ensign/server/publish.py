@@ -115,11 +115,15 @@ class PublishStream:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, NO_TOPICS)
         self.allowed = {t.id: t for t in topics}
         client_id = opened.client_id or claims.subject
-        self.publisher = event_pb2.Publisher(
+        publisher = event_pb2.Publisher(
             publisher_id=claims.subject,
             ipaddr=peer_host(context),
             client_id=opened.client_id,
             user_agent=user_agent(context),
+        )
+        # publisher (6), then local_id (16) explicitly empty.
+        self.server_fields = (
+            wirefmt.field_bytes(6, publisher.SerializeToString()) + b"\x82\x01\x00"
         )
         ready = ensign_pb2.PublisherReply(
             ready=ensign_pb2.StreamReady(
@@ -219,19 +223,24 @@ class PublishStream:
             return Code.TOPIC_ARCHIVED, "topic is archived"
         return None
 
-    def _prepare(self, wrapper: event_pb2.EventWrapper) -> PendingEvent:
-        rlid = self.state.rlids.next()
-        event = wrapper.event
-        wrapper.id = rlid
-        wrapper.publisher.CopyFrom(self.publisher)
-        wrapper.local_id = b""
-        wrapper.offset = 0
-        wrapper.epoch = 0
-        wrapper.is_duplicate = False
-        wrapper.duplicate_id = b""
-        wrapper.ClearField("committed")
-        self.topics_seen.add(wrapper.topic_id)
-        return PendingEvent(wrapper.topic_id, rlid, wrapper.SerializeToString(), event)
+    def _prepare(self, wrapper: event_pb2.EventWrapper, rlid: bytes) -> PendingEvent:
+        """The stored form: the client's wrapper with the server's fields appended.
+
+        A later occurrence of a field replaces an earlier one, so appending ``id``,
+        ``publisher`` and an empty ``local_id`` is the same as setting them, without
+        rebuilding the message. Fields the server owns and that merge rather than
+        replace (``publisher``, ``committed``) or that we must zero are cleared first,
+        in the rare case a client set them.
+        """
+        topic_id = wrapper.topic_id
+        self.topics_seen.add(topic_id)
+        if (wrapper.offset or wrapper.epoch or wrapper.is_duplicate or wrapper.duplicate_id
+                or wrapper.HasField("publisher") or wrapper.HasField("committed")):
+            for name in ("publisher", "offset", "epoch", "is_duplicate", "duplicate_id",
+                         "committed"):
+                wrapper.ClearField(name)
+        stored = wrapper.SerializeToString() + b"\x0a\x0a" + rlid + self.server_fields
+        return PendingEvent(topic_id, rlid, stored, wrapper.event)
 
     def _nack(self, local_id: bytes, code: int, error: str) -> ensign_pb2.Nack:
         self.nacks += 1
@@ -244,7 +253,7 @@ class PublishStream:
         if problem is not None:
             self.out.put_nowait(ensign_pb2.PublisherReply(nack=self._nack(local_id, *problem)))
             return
-        item = self._prepare(wrapper)
+        item = self._prepare(wrapper, self.state.rlids.take(1)[0])
         self.pending += 1
         self.drained.clear()
 
@@ -266,14 +275,16 @@ class PublishStream:
         items: list[PendingEvent] = []
         local_ids: list[bytes] = []
         nacks: list[ensign_pb2.Nack] = []
-        for wrapper in wrappers:
-            self.events += 1
-            problem = self._check(wrapper) if not self.closing else _CLOSING
+        rlids = self.state.rlids.take(len(wrappers))
+        self.events += len(wrappers)
+        closing = self.closing
+        for wrapper, rlid in zip(wrappers, rlids, strict=True):
+            problem = self._check(wrapper) if not closing else _CLOSING
             if problem is not None:
                 nacks.append(self._nack(wrapper.local_id, *problem))
                 continue
             local_ids.append(wrapper.local_id)
-            items.append(self._prepare(wrapper))
+            items.append(self._prepare(wrapper, rlid))
         if nacks:
             self.out.put_nowait(
                 ensign_pb2.PublisherReply(replies=ensign_pb2.ReplyBatch(nacks=nacks))
@@ -284,17 +295,19 @@ class PublishStream:
         self.drained.clear()
 
         def done(outcomes: list[Outcome]) -> None:
-            acks: list[bytes] = []
             failed: list[ensign_pb2.Nack] = []
-            for local_id, result in zip(local_ids, outcomes, strict=True):
-                if result is None:
-                    failed.append(self._nack(local_id, Code.INTERNAL,
-                                             STORAGE_FAILED))
-                else:
-                    acks.append(wirefmt.field_bytes(
-                        1, wirefmt.ack_body(local_id, result.committed_ns)))
-            self.acks += len(acks)
-            body = b"".join(acks)
+            committed = next((r.committed_ns for r in outcomes if r is not None), 0)
+            if committed and None not in outcomes:
+                acked = local_ids
+            else:
+                acked = []
+                for local_id, result in zip(local_ids, outcomes, strict=True):
+                    if result is None:
+                        failed.append(self._nack(local_id, Code.INTERNAL, STORAGE_FAILED))
+                    else:
+                        acked.append(local_id)
+            self.acks += len(acked)
+            body = wirefmt.ack_entries(acked, committed, 1)
             if failed:
                 body += ensign_pb2.ReplyBatch(nacks=failed).SerializeToString()
             self.out.put_nowait(wirefmt.field_bytes(100, body))

@@ -11,7 +11,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import dataclass
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -68,6 +68,48 @@ def _decode_page(token: str) -> bytes | None:
     except (ValueError, KeyError, TypeError, binascii.Error):
         return None
     return after if len(after) == 16 else None
+
+
+@dataclass
+class _Tally:
+    events: int = 0
+    duplicates: int = 0
+    size: int = 0
+    committed: int = 0
+    last: bytes = b""
+
+
+TypeKey = tuple[bytes, str, tuple[int, int, int], int]
+
+
+def _type_counts(conn: sqlite3.Connection, topic_ids: list[bytes]) -> dict[TypeKey, _Tally]:
+    """Exact per-(topic, type, version, mimetype) counts, read from every stored event."""
+    tallies: dict[TypeKey, _Tally] = {}
+    parse_wrapper = event_pb2.EventWrapper.FromString
+    parse_event = event_pb2.Event.FromString
+    for topic_id in topic_ids:
+        cursor = conn.execute(
+            "SELECT wrapper, size, is_duplicate, committed, rlid FROM events"
+            " WHERE topic_id = ? ORDER BY offset",
+            (topic_id,),
+        )
+        for wrapper, size, is_dup, committed, rlid in cursor:
+            try:
+                event = parse_event(parse_wrapper(wrapper).event)
+            except Exception:
+                event = event_pb2.Event()
+            ty = event.type
+            key = (topic_id, ty.name, (ty.major_version, ty.minor_version, ty.patch_version),
+                   int(event.mimetype))
+            tally = tallies.get(key)
+            if tally is None:
+                tally = tallies[key] = _Tally()
+            tally.events += 1
+            tally.duplicates += is_dup
+            tally.size += size
+            tally.committed = max(tally.committed, committed)
+            tally.last = max(tally.last, bytes(rlid))
+    return tallies
 
 
 class Rpcs:
@@ -289,46 +331,33 @@ class Rpcs:
             wanted = set(request.topics)
             topics = [t for t in topics if t.id in wanted]
         topic_ids = [t.id for t in topics]
-
-        def count(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            rows: list[tuple[Any, ...]] = []
-            for topic_id in topic_ids:
-                rows.extend(
-                    conn.execute(
-                        "SELECT topic_id, type_name, type_version, mimetype, COUNT(*),"
-                        " SUM(is_duplicate), SUM(size), MAX(committed), MAX(rlid) FROM events"
-                        " WHERE topic_id = ? GROUP BY type_name, type_version, mimetype",
-                        (topic_id,),
-                    ).fetchall()
-                )
-            return rows
-
-        rows = await self.state.storage.read(count)
+        rows = await self.state.storage.read(functools.partial(_type_counts,
+                                                               topic_ids=topic_ids))
         infos: dict[bytes, topic_pb2.TopicInfo] = {}
         for topic in topics:
             infos[topic.id] = topic_pb2.TopicInfo(
                 topic_id=topic.id, project_id=topic.project_id,
                 modified=_timestamp(topic.modified_ns),
             )
-        for tid, name, version, mime, events, dups, size, committed, last in rows:
-            info = infos[bytes(tid)]
-            major, minor, patch = (int(p) for p in version.split("."))
+        for (tid, name, version, mime), tally in rows.items():
+            info = infos[tid]
+            major, minor, patch = version
             info.types.append(
                 topic_pb2.EventTypeInfo(
                     type=event_pb2.Type(name=name, major_version=major, minor_version=minor,
                                         patch_version=patch),
-                    mimetype=mime,
-                    events=events,
-                    duplicates=dups or 0,
-                    data_size_bytes=size or 0,
-                    modified=_timestamp(committed),
+                    mimetype=mime,  # type: ignore[arg-type]
+                    events=tally.events,
+                    duplicates=tally.duplicates,
+                    data_size_bytes=tally.size,
+                    modified=_timestamp(tally.committed),
                 )
             )
-            info.events += events
-            info.duplicates += dups or 0
-            info.data_size_bytes += size or 0
-            if bytes(last) > info.event_offset_id:
-                info.event_offset_id = bytes(last)
+            info.events += tally.events
+            info.duplicates += tally.duplicates
+            info.data_size_bytes += tally.size
+            if tally.last > info.event_offset_id:
+                info.event_offset_id = tally.last
         project = ensign_pb2.ProjectInfo(
             project_id=claims.project_id,
             num_topics=len(topics),
@@ -383,8 +412,7 @@ class Rpcs:
                 if row.is_duplicate and not request.include_duplicates:
                     continue
                 if query.where is not None and not query.matches(
-                    ensql.row_from_columns(row.type_name, row.type_version, row.mimetype,
-                                           row.metadata)
+                    ensql.row_from_wrapper(row.wrapper)
                 ):
                     continue
                 if skip:

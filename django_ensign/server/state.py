@@ -8,10 +8,10 @@ from typing import Protocol
 
 from django_ensign.server.broker import Broker
 from django_ensign.server.guard import Guard
+from django_ensign.server.rlids import RlidAllocator
 from django_ensign.server.storage import Storage
 from django_ensign.server.tokens import TokenIssuer
 from django_ensign.server.topics import TopicRegistry
-from django_ensign.wire import ids
 
 #: Largest serialized Event accepted in one EventWrapper (PROTOCOL.md §3).
 MAX_EVENT_SIZE = 5_243_000
@@ -40,7 +40,7 @@ class ServerState:
     server_id: str
     version: str
     guard: Guard = field(init=False)
-    rlids: ids.RLIDSequence = field(default_factory=ids.RLIDSequence)
+    rlids: RlidAllocator = field(default_factory=RlidAllocator)
     started_ns: int = field(default_factory=time.time_ns)
     started_mono: float = field(default_factory=time.monotonic)
     #: Open streams, each able to end itself cleanly when the server shuts down.

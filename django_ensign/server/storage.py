@@ -56,10 +56,6 @@ CREATE TABLE IF NOT EXISTS events (
     rlid BLOB NOT NULL,
     wrapper BLOB NOT NULL,
     committed INTEGER NOT NULL,
-    type_name TEXT NOT NULL,
-    type_version TEXT NOT NULL,
-    mimetype INTEGER NOT NULL,
-    metadata TEXT NOT NULL,
     size INTEGER NOT NULL,
     is_duplicate INTEGER NOT NULL,
     dedup_key BLOB
@@ -105,7 +101,7 @@ class TopicRecord:
     offset: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class PendingEvent:
     """An accepted event waiting for the writer: the wrapper without offset and commit time."""
 
@@ -115,7 +111,7 @@ class PendingEvent:
     event: bytes
 
 
-@dataclass
+@dataclass(slots=True)
 class Committed:
     """A stored event: its offset, commit time and the full wrapper bytes as stored."""
 
@@ -323,13 +319,15 @@ class Storage:
 
     def _commit_events(self, jobs: list[_AppendJob]) -> None:
         now = time.time_ns()
+        stamp = wirefmt.field_bytes(15, wirefmt.timestamp_explicit(now))
+        varint = wirefmt.varint
         offsets = self._offsets
+        dedup = self._dedup
         saved: dict[bytes, int] = {}
         rows: list[tuple[Any, ...]] = []
         outcomes: list[list[Outcome]] = []
         committed: list[Committed] = []
         seen_keys: dict[tuple[bytes, bytes], bytes] = {}
-        parse = event_pb2.Event.FromString
         try:
             for job in jobs:
                 results: list[Outcome] = []
@@ -343,46 +341,17 @@ class Storage:
                         saved[topic_id] = last
                     offset = last + 1
                     offsets[topic_id] = offset
-                    try:
-                        event = parse(item.event)
-                    except Exception:
-                        event = event_pb2.Event()
-                    wrapper = item.wrapper + wirefmt.committed_suffix(offset, now)
+                    wrapper = item.wrapper + b"\x18" + varint(offset) + stamp
                     dedup_key: bytes | None = None
                     is_dup = 0
-                    rule = self._dedup.get(topic_id)
+                    rule = dedup.get(topic_id) if dedup else None
                     if rule is not None:
-                        dedup_key = _dedup_key(rule, event)
-                        original = seen_keys.get((topic_id, dedup_key))
-                        if original is None:
-                            row = self._conn.execute(
-                                "SELECT rlid FROM events WHERE topic_id = ? AND dedup_key = ?"
-                                " AND is_duplicate = 0 LIMIT 1",
-                                (topic_id, dedup_key),
-                            ).fetchone()
-                            original = row[0] if row else None
+                        dedup_key, original = self._find_duplicate(rule, item, seen_keys)
                         if original is not None:
                             is_dup = 1
                             wrapper += wirefmt.duplicate_suffix(original)
-                        else:
-                            seen_keys[(topic_id, dedup_key)] = item.rlid
-                    ty = event.type
-                    rows.append(
-                        (
-                            topic_id,
-                            offset,
-                            item.rlid,
-                            wrapper,
-                            now,
-                            ty.name,
-                            f"{ty.major_version}.{ty.minor_version}.{ty.patch_version}",
-                            int(event.mimetype),
-                            json.dumps(dict(event.metadata)) if event.metadata else "{}",
-                            len(item.event),
-                            is_dup,
-                            dedup_key,
-                        )
-                    )
+                    rows.append((topic_id, offset, item.rlid, wrapper, now, len(item.event),
+                                 is_dup, dedup_key))
                     done = Committed(topic_id, offset, now, wrapper, item.rlid)
                     results.append(done)
                     committed.append(done)
@@ -391,9 +360,8 @@ class Storage:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(
-                    "INSERT INTO events (topic_id, offset, rlid, wrapper, committed, type_name,"
-                    " type_version, mimetype, metadata, size, is_duplicate, dedup_key)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO events (topic_id, offset, rlid, wrapper, committed, size,"
+                    " is_duplicate, dedup_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
                 conn.execute("COMMIT")
@@ -410,6 +378,27 @@ class Storage:
                 self._loop.call_soon_threadsafe(self._deliver, jobs, outcomes, committed)
             except RuntimeError:
                 log.warning("event loop closed before %d outcomes were delivered", len(jobs))
+
+    def _find_duplicate(
+        self, rule: _DedupRule, item: PendingEvent, seen: dict[tuple[bytes, bytes], bytes]
+    ) -> tuple[bytes, bytes | None]:
+        """The event's dedup key and the RLID of an earlier equal event, if any."""
+        try:
+            event = event_pb2.Event.FromString(item.event)
+        except Exception:
+            event = event_pb2.Event()
+        key = _dedup_key(rule, event)
+        original = seen.get((item.topic_id, key))
+        if original is None:
+            row = self._conn.execute(
+                "SELECT rlid FROM events WHERE topic_id = ? AND dedup_key = ?"
+                " AND is_duplicate = 0 LIMIT 1",
+                (item.topic_id, key),
+            ).fetchone()
+            original = bytes(row[0]) if row else None
+        if original is None:
+            seen[(item.topic_id, key)] = item.rlid
+        return key, original
 
     def _deliver(
         self, jobs: list[_AppendJob], outcomes: list[list[Outcome]], committed: list[Committed]
@@ -431,21 +420,14 @@ class StoredEvent:
     offset: int
     rlid: bytes
     wrapper: bytes
-    type_name: str
-    type_version: str
-    mimetype: int
-    metadata: str
     is_duplicate: bool
 
 
-_EVENT_COLUMNS = (
-    "offset, rlid, wrapper, type_name, type_version, mimetype, metadata, is_duplicate"
-)
+_EVENT_COLUMNS = "offset, rlid, wrapper, is_duplicate"
 
 
 def _stored(row: tuple[Any, ...]) -> StoredEvent:
-    return StoredEvent(row[0], bytes(row[1]), bytes(row[2]), row[3], row[4], row[5], row[6],
-                       bool(row[7]))
+    return StoredEvent(row[0], bytes(row[1]), bytes(row[2]), bool(row[3]))
 
 
 def read_range(conn: sqlite3.Connection, topic_id: bytes, after: int, limit: int,

@@ -311,5 +311,4 @@ class SubscribeStream:
 
 
 def _row(event: StoredEvent) -> ensql.EventRow:
-    return ensql.row_from_columns(event.type_name, event.type_version, event.mimetype,
-                                  event.metadata)
+    return ensql.row_from_wrapper(event.wrapper)

@@ -37,6 +37,16 @@ def timestamp(ns: int) -> bytes:
     return field_varint(1, seconds) + field_varint(2, nanos)
 
 
+def timestamp_explicit(ns: int) -> bytes:
+    """A Timestamp body with both fields present even when zero.
+
+    Appended after a client's bytes, explicit fields replace whatever the client sent
+    (protobuf merges repeated occurrences of a message field).
+    """
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    return b"\x08" + varint(seconds) + b"\x10" + varint(nanos)
+
+
 def committed_suffix(offset: int, committed_ns: int) -> bytes:
     """EventWrapper fields ``offset`` (3) and ``committed`` (15), appended to a wrapper."""
     return field_varint(3, offset) + field_bytes(15, timestamp(committed_ns))
@@ -50,6 +60,19 @@ def duplicate_suffix(duplicate_id: bytes) -> bytes:
 def ack_body(local_id: bytes, committed_ns: int) -> bytes:
     """An Ack message body."""
     return field_bytes(1, local_id) + field_bytes(2, timestamp(committed_ns))
+
+
+def ack_entries(local_ids: list[bytes], committed_ns: int, number: int) -> bytes:
+    """Field ``number`` repeated: one Ack per local id, all with the same commit time."""
+    stamp = field_bytes(2, timestamp(committed_ns))
+    tag = varint((number << 3) | 2)
+    out = []
+    for local_id in local_ids:
+        size = len(local_id)
+        body = (bytes((10, size)) if size < 128 else b"\x0a" + varint(size)) + local_id + stamp
+        size = len(body)
+        out.append(tag + (bytes((size,)) if size < 128 else varint(size)) + body)
+    return b"".join(out)
 
 
 def publisher_ack(local_id: bytes, committed_ns: int) -> bytes:
