@@ -89,7 +89,6 @@ SYNCDB=()
 # Until django_ensign ships its migrations, create its tables directly.
 [ -d django_ensign/migrations ] || SYNCDB=(--run-syncdb)
 manage migrate --noinput -v 0 "${SYNCDB[@]}"
-"$PY" -c 'import django; django.setup(); from django.db import connection as c; print("database:", c.vendor, c.settings_dict["NAME"])'
 
 step "superuser admin / admin (a local demo account: never use it anywhere else)"
 manage shell -v 0 -c '
@@ -130,6 +129,7 @@ manage weather_report
 
 WEB_PORT=$(pick_port "${DEMO_WEB_PORT:-8000}")
 ADMIN_URL="http://127.0.0.1:$WEB_PORT/admin/"
+echo "(the demo took ${SECONDS}s)"
 if [ "$SERVE" = 0 ]; then
   echo
   echo "Admin: $ADMIN_URL (user admin, password admin; local demo only)"

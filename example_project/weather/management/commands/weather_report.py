@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
 
 from django_ensign.models import InboxEvent, OutboxEvent, OutboxStatus
 from example_project.weather.models import TOPIC, ReceivedReading, StationSummary
@@ -69,6 +70,7 @@ class Command(BaseCommand):
         """Write the report to stdout."""
         state = counts()
         out = self.stdout.write
+        out(f"database: {connection.vendor} {connection.settings_dict['NAME']}")
         out(f"events published to {TOPIC!r}: {state['published']}")
         out(f"acked by the server: {state['acked']} (dead: {state['dead']})")
         for row in OutboxEvent.objects.filter(topic=TOPIC).order_by("id"):
