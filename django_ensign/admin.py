@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from django.contrib import admin  # noqa: F401
-
 # === outbox admin ===========================================================
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
+from django.contrib import admin
 from django.db.models import QuerySet as _QuerySet
 from django.http import HttpRequest as _HttpRequest
 from django.template.response import TemplateResponse as _TemplateResponse
@@ -29,8 +28,8 @@ _PREVIEW_BYTES = 2000
 
 if _TYPE_CHECKING:
     _OutboxAdminBase = admin.ModelAdmin[_OutboxEvent]
-else:
-    _OutboxAdminBase = admin.ModelAdmin
+else:  # django-stubs makes ModelAdmin generic; Django's class is not subscriptable
+    _OutboxAdminBase = admin.ModelAdmin  # type: ignore[misc]
 
 
 @admin.register(_OutboxEvent)
@@ -120,7 +119,8 @@ class OutboxEventAdmin(_OutboxAdminBase):
         context = {
             **(extra_context or {}),
             "ensign_status_counts": [
-                (value, label, health.counts.get(value, 0)) for value, label in _OutboxStatus.choices
+                (value, label, health.counts.get(value, 0))
+                for value, label in _OutboxStatus.choices
             ],
             "ensign_total": health.total,
             "ensign_oldest_pending_age": health.oldest_pending_age,

@@ -13,7 +13,7 @@ FINAL_CODES = frozenset({MAX_EVENT_SIZE_EXCEEDED, TOPIC_ARCHIVED, TOPIC_DELETED,
 
 
 def is_retryable(code: int | None) -> bool:
-    """Whether a nack with ``code`` (None: no reply, e.g. the connection broke) may succeed later."""
+    """Whether a nack with ``code`` (None: no reply, e.g. a broken connection) may succeed later."""
     return code not in FINAL_CODES
 
 

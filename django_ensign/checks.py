@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 # Ids E001–E019 and W001–W019: connection and outbox; E020–E039 and W020–W039: subscriber.
-
 # === outbox and connection checks ===========================================
 from typing import Any as _Any
 
@@ -72,7 +71,7 @@ def check_connection(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.C
     if host and _settings.INSECURE and not config.is_loopback(host):
         found.append(
             _checks.Warning(
-                f"ENSIGN_INSECURE sends credentials in plain text to {host}, which is not loopback.",
+                f"ENSIGN_INSECURE sends credentials in plain text to {host}, not a loopback host.",
                 hint="Use TLS for any server off this machine.",
                 id="django_ensign.W001",
             )
@@ -115,7 +114,11 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
                     id="django_ensign.E007",
                 )
             )
-    topics = {str(o["topic"]): label for label, o in published.items() if isinstance(o, dict) and "topic" in o}
+    topics = {
+        str(o["topic"]): label
+        for label, o in published.items()
+        if isinstance(o, dict) and "topic" in o
+    }
     topics.update({p.topic: p.model._meta.label for p in registry.publications()})
     for topic, label in sorted(topics.items()):
         try:

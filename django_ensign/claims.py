@@ -32,6 +32,7 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Cast, Now
 
 from django_ensign import backoff
@@ -90,7 +91,7 @@ class Recorded:
     dead_ids: list[int] = field(default_factory=list)
 
 
-def _later(seconds: float) -> ExpressionWrapper:
+def _later(seconds: float) -> ExpressionWrapper[CombinedExpression]:
     return ExpressionWrapper(
         Now() + Value(dt.timedelta(seconds=seconds), output_field=DurationField()),
         output_field=DateTimeField(),
@@ -104,7 +105,8 @@ def claimable() -> Q:
     earlier_open = OutboxEvent.objects.filter(
         ordering_key=OuterRef("ordering_key"), id__lt=OuterRef("id"), status__in=OUTBOX_UNFINISHED
     )
-    return (due | expired) & (Q(ordering_key="") | ~Exists(earlier_open))
+    first_of_key = Q(ordering_key="") | Q(~Exists(earlier_open))
+    return (due | expired) & first_of_key
 
 
 def claim(
@@ -200,9 +202,7 @@ def record(
         dead_rows = {o.row.id for o in dead}
         retry = [o for o in failures if o.row.id not in dead_rows]
         if dead:
-            result.dead_ids = list(
-                _held([o.row for o in dead], using).values_list("id", flat=True)
-            )
+            result.dead_ids = list(_held([o.row for o in dead], using).values_list("id", flat=True))
             result.dead = _held([o.row for o in dead], using).update(
                 status=OutboxStatus.DEAD,
                 lease_token=None,

@@ -28,7 +28,9 @@ class Settings:
 
     @property
     def AUTH_URL(self) -> str:
-        return str(self._get("AUTH_URL", os.environ.get("ENSIGN_AUTH_URL", "http://127.0.0.1:8088")))
+        return str(
+            self._get("AUTH_URL", os.environ.get("ENSIGN_AUTH_URL", "http://127.0.0.1:8088"))
+        )
 
     @property
     def INSECURE(self) -> bool | None:
@@ -128,7 +130,7 @@ class Settings:
 
     @property
     def OUTBOX_CELERY_ON_COMMIT(self) -> bool:
-        """Queue ``django_ensign.tasks.publish_outbox`` when a transaction that wrote rows commits."""
+        """Queue ``tasks.publish_outbox`` when a transaction that wrote rows commits."""
         return bool(self._get("OUTBOX_CELERY_ON_COMMIT", False))
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django_ensign.client.exceptions import *  # noqa: F403  (the SDK's errors are ours too)
 from django_ensign.client.exceptions import EnsignError
 
+
 # === outbox errors ==========================================================
 class OutboxError(EnsignError):
     """The outbox could not record or publish an event."""
@@ -27,6 +28,7 @@ class NotRegistered(OutboxError):
 
 
 # === end outbox errors ======================================================
+
 
 # === subscriber errors ======================================================
 class DeadLetterNow(EnsignError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+
 # === outbox models (owned by the outbox work) ===============================
 class OutboxStatus(models.TextChoices):
     """Where an outbox row is on its way to the server."""
@@ -26,7 +27,9 @@ class OutboxEvent(models.Model):
     """One event to publish, written in the same transaction as the change it describes."""
 
     event_id = models.CharField(
-        max_length=26, unique=True, help_text="Stable ULID sent as metadata; consumers deduplicate on it."
+        max_length=26,
+        unique=True,
+        help_text="Stable ULID sent as metadata; consumers deduplicate on it.",
     )
     topic = models.CharField(max_length=512)
     data = models.BinaryField()
@@ -35,7 +38,10 @@ class OutboxEvent(models.Model):
     type_version = models.CharField(max_length=32, blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
     ordering_key = models.CharField(
-        max_length=255, blank=True, default="", help_text="Rows sharing a key are published in order."
+        max_length=255,
+        blank=True,
+        default="",
+        help_text="Rows sharing a key are published in order.",
     )
     created = models.DateTimeField(default=timezone.now)
     status = models.CharField(
@@ -82,6 +88,7 @@ class OutboxEvent(models.Model):
 
 
 # === end outbox models ======================================================
+
 
 # === inbox models (owned by the subscriber work) ============================
 class InboxEvent(models.Model):

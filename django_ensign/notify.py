@@ -18,8 +18,15 @@ from django.db import connections
 logger = logging.getLogger(__name__)
 
 # Connection options psycopg accepts that are not libpq parameters.
-_NOT_LIBPQ = {"isolation_level", "assume_role", "server_side_binding", "pool", "cursor_factory",
-              "prepare_threshold", "context"}
+_NOT_LIBPQ = {
+    "isolation_level",
+    "assume_role",
+    "server_side_binding",
+    "pool",
+    "cursor_factory",
+    "prepare_threshold",
+    "context",
+}
 
 
 def conninfo(using: str) -> dict[str, Any]:

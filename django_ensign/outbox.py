@@ -16,11 +16,11 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections, router, transaction
-from django.db.utils import ConnectionDoesNotExist
+from django.utils.connection import ConnectionDoesNotExist
 
 from django_ensign import exceptions, models
-from django_ensign.conf import settings
 from django_ensign.client import events
+from django_ensign.conf import settings
 from django_ensign.wire import ids, mimetypes
 
 TOPIC_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9.\-_]*$")
@@ -31,7 +31,7 @@ def validate_topic(topic: str) -> str:
     """Return ``topic`` if Ensign accepts it as a name, else raise :class:`InvalidTopicName`."""
     if not isinstance(topic, str) or not TOPIC_NAME.match(topic):
         raise exceptions.InvalidTopicName(
-            f"invalid topic name {topic!r}: start with a letter, then letters, digits, '.', '-', '_'"
+            f"invalid topic name {topic!r}: a letter, then letters, digits, '.', '-' or '_'"
         )
     if len(topic.encode()) > TOPIC_MAX_BYTES:
         raise exceptions.InvalidTopicName(
@@ -192,7 +192,7 @@ def wake_on_commit(using: str) -> None:
     ):
         return
     if connection.in_atomic_block and any(
-        isinstance(callback, _Wake) for _, callback, _ in connection.run_on_commit
+        isinstance(entry[1], _Wake) for entry in connection.run_on_commit
     ):
         return  # rolled-back savepoints drop their callbacks, so this stays exact
     transaction.on_commit(_Wake(using), using=using, robust=True)

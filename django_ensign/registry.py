@@ -30,7 +30,7 @@ CREATED, UPDATED, DELETED = "created", "updated", "deleted"
 
 
 def model_fields(instance: models.Model) -> dict[str, Any]:
-    """The default serializer: every concrete field by attribute name (``author_id``, not ``author``)."""
+    """The default serializer: every concrete field by attribute name (``author_id``)."""
     return {f.attname: getattr(instance, f.attname) for f in instance._meta.concrete_fields}
 
 
@@ -82,9 +82,9 @@ def register(
     model: type[models.Model],
     *,
     topic: str,
-    on_create: str | None | bool = True,
-    on_update: str | None | bool = True,
-    on_delete: str | None | bool = True,
+    on_create: str | bool | None = True,
+    on_update: str | bool | None = True,
+    on_delete: str | bool | None = True,
     version: str = "1.0.0",
     serializer: Serializer | None = None,
     key: KeyFunc | None = None,
@@ -100,7 +100,7 @@ def register(
     """
     outbox.validate_topic(topic)
 
-    def name(value: str | None | bool, suffix: str) -> str | None:
+    def name(value: str | bool | None, suffix: str) -> str | None:
         if value is True:
             return _default_name(model, suffix)
         return value or None
@@ -184,15 +184,22 @@ def _write(instance: models.Model, action: str, using: str) -> None:
         outbox.publish_many([message], using=using)
 
 
-def _on_save(sender: type[models.Model], instance: models.Model, created: bool, raw: bool,
-             using: str, **kwargs: Any) -> None:
+def _on_save(
+    sender: type[models.Model],
+    instance: models.Model,
+    created: bool,
+    raw: bool,
+    using: str,
+    **kwargs: Any,
+) -> None:
     if raw:
         return  # fixtures being loaded are not business changes
     _write(instance, CREATED if created else UPDATED, using)
 
 
-def _on_delete(sender: type[models.Model], instance: models.Model, using: str,
-               **kwargs: Any) -> None:
+def _on_delete(
+    sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any
+) -> None:
     _write(instance, DELETED, using)
 
 

@@ -137,7 +137,9 @@ class Relay:
         ]
         if self.options.listen and not self.options.once and self._is_postgres():
             channel = settings.OUTBOX_NOTIFY_CHANNEL
-            helpers.append(asyncio.create_task(notify.listen(self.options.using, channel, self._wake_up)))
+            helpers.append(
+                asyncio.create_task(notify.listen(self.options.using, channel, self._wake_up))
+            )
         try:
             await self._claim_loop()
             await self._finish()
@@ -269,7 +271,9 @@ class Relay:
                 )
                 break
             except DatabaseError as err:  # keep the outcomes; the leases are renewed meanwhile
-                logger.warning("recording %d outbox outcomes failed (%s); retrying", len(batch), err)
+                logger.warning(
+                    "recording %d outbox outcomes failed (%s); retrying", len(batch), err
+                )
                 await asyncio.sleep(min(opts.poll_seconds, 1.0))
         self.stats.acked += result.acked
         self.stats.retrying += result.retrying
@@ -292,7 +296,9 @@ class Relay:
                 continue
             try:
                 await self._records.run(
-                    claims.renew, tokens=list(self._leases), lease_seconds=self.options.lease_seconds
+                    claims.renew,
+                    tokens=list(self._leases),
+                    lease_seconds=self.options.lease_seconds,
                 )
             except DatabaseError as err:
                 logger.warning("renewing outbox leases failed (%s)", err)

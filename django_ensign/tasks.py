@@ -21,7 +21,7 @@ OUTBOX_BEAT_SCHEDULE: dict[str, dict[str, _Any]] = {
 }
 
 
-@_shared_task(name="django_ensign.tasks.publish_outbox", ignore_result=False)  # type: ignore[misc]
+@_shared_task(name="django_ensign.tasks.publish_outbox", ignore_result=False)  # type: ignore[untyped-decorator]
 def publish_outbox(
     batch_size: int | None = None, topics: list[str] | None = None, using: str = "default"
 ) -> dict[str, int]:
@@ -42,6 +42,7 @@ def publish_outbox(
 
 
 # === end outbox tasks =======================================================
+
 
 # === subscriber tasks =======================================================
 @_shared_task(  # type: ignore[untyped-decorator]

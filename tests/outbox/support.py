@@ -99,10 +99,16 @@ def relay_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "django", "ensign_publish_outbox", *args]
 
 
-def start_relay(server: EmbeddedServer, *args: str, log: Path, **env: str) -> subprocess.Popen[bytes]:
+def start_relay(
+    server: EmbeddedServer, *args: str, log: Path, **env: str
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            relay_command(*args), cwd=ROOT, env=subprocess_env(server, **env), stdout=out, stderr=subprocess.STDOUT
+            relay_command(*args),
+            cwd=ROOT,
+            env=subprocess_env(server, **env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
 

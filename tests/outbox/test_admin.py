@@ -29,7 +29,9 @@ def staff() -> Client:
 def rows() -> dict[str, OutboxEvent]:
     made = {}
     for status in ["pending", "pending", "acked", "retrying", "dead"]:
-        row = outbox.publish("orders.events", {"s": status}, type_name="OrderCreated", key=f"k-{status}")
+        row = outbox.publish(
+            "orders.events", {"s": status}, type_name="OrderCreated", key=f"k-{status}"
+        )
         OutboxEvent.objects.filter(id=row.id).update(status=status)
         made[status] = row
     OutboxEvent.objects.filter(status="dead").update(nack_code=3, nack_error="topic is archived")
@@ -50,8 +52,12 @@ def test_changelist_shows_counts_per_status_and_oldest_waiting_age(
     assert counts == {"pending": 2, "in_flight": 0, "acked": 1, "retrying": 1, "dead": 1}
     assert response.context["ensign_oldest_pending_age"] >= dt.timedelta(hours=2)
     html = response.content.decode()
-    assert '<li class="ensign-count-pending"><strong>pending</strong>: <span class="count">2</span>' in html
-    assert "ensign-status-dead" in html and "topic is archived" in html
+    assert (
+        '<li class="ensign-count-pending"><strong>pending</strong>: <span class="count">2</span>'
+        in html
+    )
+    assert "ensign-status-dead" in html
+    assert "topic is archived" in html
     assert "Oldest waiting event: 2" in html
 
 

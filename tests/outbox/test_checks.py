@@ -84,7 +84,8 @@ def test_e007_malformed_published_model_entry() -> None:
 
 
 @pytest.mark.parametrize(
-    "setting", ["ENSIGN_OUTBOX_BATCH_SIZE", "ENSIGN_OUTBOX_MAX_IN_FLIGHT", "ENSIGN_OUTBOX_LEASE_SECONDS"]
+    "setting",
+    ["ENSIGN_OUTBOX_BATCH_SIZE", "ENSIGN_OUTBOX_MAX_IN_FLIGHT", "ENSIGN_OUTBOX_LEASE_SECONDS"],
 )
 def test_e008_non_positive_relay_settings(setting: str) -> None:
     assert ids(**{setting: 0}) == ["django_ensign.E008"]
@@ -96,8 +97,9 @@ def test_w001_plain_text_to_a_remote_server() -> None:
 
 
 def test_manage_py_check_fails_with_the_named_id() -> None:
-    with override_settings(**{**GOOD, "ENSIGN_ENDPOINT": "nowhere"}), pytest.raises(
-        SystemCheckError, match=r"django_ensign\.E001"
+    with (
+        override_settings(**{**GOOD, "ENSIGN_ENDPOINT": "nowhere"}),
+        pytest.raises(SystemCheckError, match=r"django_ensign\.E001"),
     ):
         call_command("check")
 
@@ -115,7 +117,7 @@ def test_each_outbox_check_id_is_used_for_one_problem_only() -> None:
     section = source.split("# === outbox and connection checks")[1].split("# === end outbox")[0]
     used = re.findall(r'id="(django_ensign\.[EW]\d{3})"', section)
     numbers = {int(i[-3:]) for i in used}
-    assert all(1 <= n <= 19 for n in numbers), "outbox ids live in 001–019"
+    assert all(1 <= n <= 19 for n in numbers), "outbox ids live in 001-019"
     # E003 is raised from two branches of the same problem (an unusable credentials file).
     assert sorted(set(used)) == [
         "django_ensign.E001", "django_ensign.E002", "django_ensign.E003", "django_ensign.E004",

@@ -25,7 +25,11 @@ def claim(limit: int = 100, **kwargs: object) -> list[claims.Claimed]:
 
 def record(*outcomes: claims.Outcome, max_attempts: int = 5) -> claims.Recorded:
     return claims.record(
-        outcomes, max_attempts=max_attempts, backoff_base=1.0, backoff_max=60.0, rng=random.Random(1)
+        outcomes,
+        max_attempts=max_attempts,
+        backoff_base=1.0,
+        backoff_max=60.0,
+        rng=random.Random(1),
     )
 
 
@@ -44,19 +48,35 @@ def test_claim_leases_the_oldest_due_rows() -> None:
     assert len({c.token for c in claimed}) == 1
     db = OutboxEvent.objects.get(id=rows[0].id)
     assert (db.status, db.attempts, db.lease_token) == (OutboxStatus.IN_FLIGHT, 1, claimed[0].token)
-    assert db.lease_expires_at is not None and db.lease_expires_at > timezone.now()
+    assert db.lease_expires_at is not None
+    assert db.lease_expires_at > timezone.now()
     assert [c.id for c in claim()] == [rows[2].id]  # leased rows are not claimed twice
     assert claim() == []
 
 
 def test_claim_returns_what_the_relay_publishes() -> None:
-    row = outbox.publish("t", b"\x01", mimetype="application/octet-stream", type_name="T",
-                         type_version="1.2.3", meta={"m": "v"}, key="k")
+    row = outbox.publish(
+        "t",
+        b"\x01",
+        mimetype="application/octet-stream",
+        type_name="T",
+        type_version="1.2.3",
+        meta={"m": "v"},
+        key="k",
+    )
     [claimed] = claim()
     assert (claimed.event_id, claimed.topic, claimed.data, claimed.mimetype) == (
-        row.event_id, "t", b"\x01", "application/octet-stream")
+        row.event_id,
+        "t",
+        b"\x01",
+        "application/octet-stream",
+    )
     assert (claimed.type_name, claimed.type_version, claimed.metadata, claimed.ordering_key) == (
-        "T", "1.2.3", {"m": "v"}, "k")
+        "T",
+        "1.2.3",
+        {"m": "v"},
+        "k",
+    )
 
 
 def test_only_the_first_unfinished_row_of_a_key_is_claimable() -> None:
@@ -106,9 +126,12 @@ def test_a_dead_row_no_longer_holds_back_its_key() -> None:
 def test_expired_leases_are_reclaimed_with_a_new_token() -> None:
     row = outbox.publish("t", {"n": 1})
     [first] = claim()
-    OutboxEvent.objects.filter(id=row.id).update(lease_expires_at=timezone.now() - dt.timedelta(seconds=1))
+    OutboxEvent.objects.filter(id=row.id).update(
+        lease_expires_at=timezone.now() - dt.timedelta(seconds=1)
+    )
     [again] = claim()
-    assert again.id == row.id and again.token != first.token and again.attempts == 2
+    assert (again.id, again.attempts) == (row.id, 2)
+    assert again.token != first.token
     # The relay that lost the lease can no longer record anything on the row.
     assert record(ack(first)).stale == 1
     assert status(row) == OutboxStatus.IN_FLIGHT
@@ -134,7 +157,13 @@ def test_a_late_nack_cannot_undo_an_ack() -> None:
 
 
 @pytest.mark.parametrize(
-    "code", [backoff.MAX_EVENT_SIZE_EXCEEDED, backoff.TOPIC_ARCHIVED, backoff.TOPIC_DELETED, backoff.PERMISSION_DENIED]
+    "code",
+    [
+        backoff.MAX_EVENT_SIZE_EXCEEDED,
+        backoff.TOPIC_ARCHIVED,
+        backoff.TOPIC_DELETED,
+        backoff.PERMISSION_DENIED,
+    ],
 )
 def test_final_nacks_go_straight_to_dead_with_code_and_error(code: int) -> None:
     outbox.publish("t", {"n": 1})
@@ -152,10 +181,12 @@ def test_retryable_failures_back_off_on_the_database_clock() -> None:
     record(claims.Failed(claimed, "ConnectionError: server unavailable"))
     db = OutboxEvent.objects.get(id=claimed.id)
     assert db.status == OutboxStatus.RETRYING
-    assert db.nack_code is None and db.nack_error == ""
+    assert (db.nack_code, db.nack_error) == (None, "")
     assert db.last_error == "ConnectionError: server unavailable"
     # attempt 1: full jitter over [0, base=1s]
-    assert before - dt.timedelta(seconds=1) <= db.next_attempt_at <= before + dt.timedelta(seconds=2)
+    assert (
+        before - dt.timedelta(seconds=1) <= db.next_attempt_at <= before + dt.timedelta(seconds=2)
+    )
 
 
 def test_rows_past_max_attempts_are_dead() -> None:
@@ -228,4 +259,6 @@ def test_backoff_is_full_jitter_under_a_doubling_cap() -> None:
         delays = [backoff.delay(attempts, base=0.5, cap=10.0, rng=rng) for _ in range(200)]
         assert all(0 <= d <= ceiling for d in delays)
         assert max(delays) > ceiling / 2  # spread over the whole range, not a fixed step
-    assert backoff.is_retryable(None) and backoff.is_retryable(9) and not backoff.is_retryable(3)
+    assert backoff.is_retryable(None)
+    assert backoff.is_retryable(9)
+    assert not backoff.is_retryable(3)

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.django_db
 
 def make(status: str, acked_days_ago: float | None) -> OutboxEvent:
     row = outbox.publish("t", {"s": status})
-    acked_at = timezone.now() - dt.timedelta(days=acked_days_ago) if acked_days_ago is not None else None
+    acked_at = (
+        timezone.now() - dt.timedelta(days=acked_days_ago) if acked_days_ago is not None else None
+    )
     OutboxEvent.objects.filter(id=row.id).update(status=status, acked_at=acked_at)
     return row
 
@@ -36,7 +38,9 @@ def test_prune_deletes_only_acked_rows_older_than_the_age_in_batches() -> None:
     assert not remaining & {r.id for r in old}
 
 
-@pytest.mark.parametrize(("age", "days"), [("12h", 0.5), ("2w", 14), ("90m", 90 / 1440), ("30s", 30 / 86400)])
+@pytest.mark.parametrize(
+    ("age", "days"), [("12h", 0.5), ("2w", 14), ("90m", 90 / 1440), ("30s", 30 / 86400)]
+)
 def test_prune_understands_units(age: str, days: float) -> None:
     older = make(OutboxStatus.ACKED, days * 1.5)
     newer = make(OutboxStatus.ACKED, days * 0.5)

@@ -21,14 +21,23 @@ def drain(**options: object) -> relay.RelayStats:
     return relay.run(relay.RelayOptions(once=True, **options), handle_signals=False)  # type: ignore[arg-type]
 
 
-def test_once_publishes_every_pending_row_and_records_the_acks(ensign_server: EmbeddedServer) -> None:
+def test_once_publishes_every_pending_row_and_records_the_acks(
+    ensign_server: EmbeddedServer,
+) -> None:
     topic = unique_topic()
     with transaction.atomic():
-        rows = [outbox.publish(topic, {"n": n}, type_name="Counted", type_version="1.0.0", key=f"k{n % 3}") for n in range(30)]
+        rows = [
+            outbox.publish(
+                topic, {"n": n}, type_name="Counted", type_version="1.0.0", key=f"k{n % 3}"
+            )
+            for n in range(30)
+        ]
     with ensign_settings(ensign_server):
         stats = drain(batch_size=7)
     assert (stats.acked, stats.dead, stats.retrying) == (30, 0, 0)
-    assert OutboxEvent.objects.filter(status=OutboxStatus.ACKED, acked_at__isnull=False).count() == 30
+    assert (
+        OutboxEvent.objects.filter(status=OutboxStatus.ACKED, acked_at__isnull=False).count() == 30
+    )
     events = server_events(ensign_server, topic)
     assert sorted(stable_ids(events)) == sorted(r.event_id for r in rows)
     first = next(e for e in events if e.meta[metadata.STABLE_ID_KEY] == rows[0].event_id)
@@ -39,7 +48,9 @@ def test_once_publishes_every_pending_row_and_records_the_acks(ensign_server: Em
     assert abs((acked_at - first.committed_at).total_seconds()) < 0.001
 
 
-def test_model_changes_reach_the_server_in_commit_order_per_key(ensign_server: EmbeddedServer) -> None:
+def test_model_changes_reach_the_server_in_commit_order_per_key(
+    ensign_server: EmbeddedServer,
+) -> None:
     with ensign_settings(ensign_server):
         order = Order.objects.create(reference="R-1")
         key = f"testapp.order:{order.pk}"
@@ -48,19 +59,28 @@ def test_model_changes_reach_the_server_in_commit_order_per_key(ensign_server: E
             order.save()
         order.delete()
         drain()
-    events = [e for e in server_events(ensign_server, "orders.events") if e.meta.get(metadata.ORDERING_KEY) == key]
-    assert [e.type_name for e in events] == ["OrderCreated"] + ["OrderUpdated"] * 5 + ["OrderCancelled"]
+    events = [
+        e
+        for e in server_events(ensign_server, "orders.events")
+        if e.meta.get(metadata.ORDERING_KEY) == key
+    ]
+    assert [e.type_name for e in events] == ["OrderCreated"] + ["OrderUpdated"] * 5 + [
+        "OrderCancelled"
+    ]
     assert [float(json.loads(e.data)["total"]) for e in events[1:6]] == [1, 2, 3, 4, 5]
 
 
 def test_topics_are_created_on_first_use_unless_turned_off(ensign_server: EmbeddedServer) -> None:
     topic = unique_topic("nocreate")
     row = outbox.publish(topic, {"n": 1})
-    with ensign_settings(ensign_server, ENSIGN_OUTBOX_CREATE_TOPICS=False):
+    # A long backoff, so this drain tries once and leaves the row retrying.
+    off = {"ENSIGN_OUTBOX_CREATE_TOPICS": False, "ENSIGN_OUTBOX_BACKOFF_BASE": 60.0}
+    with ensign_settings(ensign_server, **off):
         stats = drain()
     assert stats.retrying == 1
     db = OutboxEvent.objects.get(id=row.id)
-    assert db.status == OutboxStatus.RETRYING and "does not exist" in db.last_error
+    assert db.status == OutboxStatus.RETRYING
+    assert "does not exist" in db.last_error
     OutboxEvent.objects.update(next_attempt_at=db.created)
     with ensign_settings(ensign_server):
         assert drain().acked == 1
@@ -74,3 +94,63 @@ def test_topic_filter_publishes_only_those_topics(ensign_server: EmbeddedServer)
     with ensign_settings(ensign_server):
         assert drain(topics=[wanted]).acked == 1
     assert OutboxEvent.objects.get(id=skipped.id).status == OutboxStatus.PENDING
+
+
+def test_events_the_server_refuses_are_dead_with_its_nack_code(
+    ensign_server: EmbeddedServer,
+) -> None:
+    topic = unique_topic("big")
+    small = outbox.publish(topic, {"n": 1}, key="k")
+    big = outbox.publish(topic, b"x" * 5_300_000, key="k")
+    after = outbox.publish(topic, {"n": 2}, key="k")
+    with ensign_settings(ensign_server):
+        stats = drain()
+    assert (stats.acked, stats.dead) == (2, 1)
+    dead = OutboxEvent.objects.get(id=big.id)
+    assert (dead.status, dead.nack_code) == (OutboxStatus.DEAD, 1)  # MAX_EVENT_SIZE_EXCEEDED
+    assert dead.nack_error == "maximum event size has been exceeded"
+    assert dead.attempts == 1  # never retried
+    # The dead event does not hold back the rest of its key.
+    assert stable_ids(server_events(ensign_server, topic)) == [small.event_id, after.event_id]
+
+
+def test_dead_rows_can_be_requeued_and_then_published(ensign_server: EmbeddedServer) -> None:
+    from django_ensign import housekeeping
+
+    topic = unique_topic("requeue")
+    row = outbox.publish(topic, {"n": 1})
+    with ensign_settings(
+        ensign_server, ENSIGN_OUTBOX_CREATE_TOPICS=False, ENSIGN_OUTBOX_MAX_ATTEMPTS=1
+    ):
+        assert drain().dead == 1
+    db = OutboxEvent.objects.get(id=row.id)
+    assert db.status == OutboxStatus.DEAD
+    assert "UnknownTopic" in db.last_error
+    assert housekeeping.requeue_dead(OutboxEvent.objects.all()) == 1
+    with ensign_settings(ensign_server):
+        assert drain().acked == 1
+    assert stable_ids(server_events(ensign_server, topic)) == [row.event_id]
+
+
+def test_publish_outbox_command_once_reports_what_it_did(ensign_server: EmbeddedServer) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    topic = unique_topic("cmd")
+    for n in range(5):
+        outbox.publish(topic, {"n": n})
+    out = StringIO()
+    with ensign_settings(ensign_server):
+        call_command(
+            "ensign_publish_outbox",
+            "--once",
+            "--batch-size",
+            "2",
+            "--max-in-flight",
+            "3",
+            "--topic",
+            topic,
+            stdout=out,
+        )
+    assert out.getvalue().strip() == "claimed 5, acked 5, retrying 0, dead 0, released 0"

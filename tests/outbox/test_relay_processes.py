@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -68,7 +67,10 @@ def test_several_relays_publish_every_row_exactly_once(
 ) -> None:
     topic = unique_topic("many")
     rows = write(topic, 300, keys=30)
-    relays = [start_relay(ensign_server, "--batch-size", "16", log=tmp_path / f"relay{i}.log") for i in range(3)]
+    relays = [
+        start_relay(ensign_server, "--batch-size", "16", log=tmp_path / f"relay{i}.log")
+        for i in range(3)
+    ]
     try:
         rows += write(topic, 300, keys=30, start=300)  # more rows while they run
         wait_until(lambda: acked() == 600, 90, "600 acked rows")
@@ -140,7 +142,10 @@ def test_per_key_order_holds_under_four_relays_with_nacks_and_retries(
         )
         run_async(_create(ensign_server, late))
         wait_until(
-            lambda: OutboxEvent.objects.filter(status__in=["pending", "in_flight", "retrying"]).count() == 0,
+            lambda: (
+                OutboxEvent.objects.filter(status__in=["pending", "in_flight", "retrying"]).count()
+                == 0
+            ),
             90,
             "every row settled",
         )
@@ -206,5 +211,24 @@ def test_sigterm_finishes_in_flight_events_and_exits(
     assert "claimed" in output
     assert not OutboxEvent.objects.filter(status=OutboxStatus.IN_FLIGHT).exists()
     # Whatever was acked is on the server; the rest is still pending for the next relay.
-    acked_ids = set(OutboxEvent.objects.filter(status=OutboxStatus.ACKED).values_list("event_id", flat=True))
+    acked_ids = set(
+        OutboxEvent.objects.filter(status=OutboxStatus.ACKED).values_list("event_id", flat=True)
+    )
     assert acked_ids <= set(stable_ids(server_events(ensign_server, topic)))
+
+
+def test_a_commit_wakes_a_sleeping_relay_through_notify(
+    ensign_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    topic = unique_topic("wake")
+    # A polling floor far beyond the wait below: only the NOTIFY can wake the relay in time.
+    relay = start_relay(ensign_server, log=tmp_path / "relay.log", TEST_RELAY_POLL="120")
+    try:
+        first = outbox.publish(topic, {"n": 0})  # also waits for the relay to be up
+        wait_until(lambda: acked() == 1, 60, "the relay to start")
+        for n in range(1, 4):
+            outbox.publish(topic, {"n": n})
+            wait_until(lambda n=n: acked() == n + 1, 20, f"row {n} acked after its commit")
+    finally:
+        assert stop(relay) == 0
+    assert stable_ids(server_events(ensign_server, topic))[0] == first.event_id

@@ -36,10 +36,15 @@ def test_saving_a_registered_model_writes_its_event_in_the_same_transaction() ->
     assert ids.is_ulid_str(row.event_id)
 
 
-def test_rolled_back_transaction_writes_no_row() -> None:
-    with pytest.raises(RuntimeError), transaction.atomic():
-        Order.objects.create(reference="A-2")
+def create_then_fail(reference: str) -> None:
+    with transaction.atomic():
+        Order.objects.create(reference=reference)
         raise RuntimeError("business rule failed")
+
+
+def test_rolled_back_transaction_writes_no_row() -> None:
+    with pytest.raises(RuntimeError):
+        create_then_fail("A-2")
     assert not Order.objects.exists()
     assert not OutboxEvent.objects.exists()
 
@@ -47,9 +52,8 @@ def test_rolled_back_transaction_writes_no_row() -> None:
 def test_rolled_back_savepoint_drops_only_its_rows() -> None:
     with transaction.atomic():
         Order.objects.create(reference="kept")
-        with pytest.raises(RuntimeError), transaction.atomic():
-            Order.objects.create(reference="dropped")
-            raise RuntimeError
+        with pytest.raises(RuntimeError):
+            create_then_fail("dropped")
     assert [json.loads(bytes(r.data))["reference"] for r in OutboxEvent.objects.all()] == ["kept"]
 
 
@@ -87,7 +91,12 @@ def test_bulk_paths_send_no_signals_so_the_explicit_api_covers_them() -> None:
         assert not OutboxEvent.objects.exists()
         outbox.publish_many(
             [
-                outbox.Message("orders.events", {"reference": o.reference}, type_name="OrderCreated", key=o.reference)
+                outbox.Message(
+                    "orders.events",
+                    {"reference": o.reference},
+                    type_name="OrderCreated",
+                    key=o.reference,
+                )
                 for o in orders
             ]
         )
@@ -129,10 +138,20 @@ def test_explicit_publish_encodes_data(
 
 
 def test_explicit_publish_takes_an_sdk_event() -> None:
-    event = Event(b'{"t": 21.5}', "application/json", schema_name="Reading", schema_version="1.2.0", meta={"station": "x"})
+    event = Event(
+        b'{"t": 21.5}',
+        "application/json",
+        schema_name="Reading",
+        schema_version="1.2.0",
+        meta={"station": "x"},
+    )
     row = outbox.publish("weather", event, key="station-x")
     row.refresh_from_db()
-    assert (row.type_name, row.type_version, row.mimetype) == ("Reading", "1.2.0", "application/json")
+    assert (row.type_name, row.type_version, row.mimetype) == (
+        "Reading",
+        "1.2.0",
+        "application/json",
+    )
     assert row.metadata == {"station": "x"}
     assert row.ordering_key == "station-x"
 
@@ -160,7 +179,9 @@ def test_an_unknown_database_alias_is_refused() -> None:
 
 
 class _OutboxLivesElsewhere:
-    def allow_migrate(self, db: str, app_label: str, model_name: str | None = None, **hints: Any) -> bool | None:
+    def allow_migrate(
+        self, db: str, app_label: str, model_name: str | None = None, **hints: Any
+    ) -> bool | None:
         if app_label == "django_ensign":
             return db == "other"
         return None
@@ -168,7 +189,9 @@ class _OutboxLivesElsewhere:
 
 def test_a_database_the_outbox_table_is_not_routed_to_is_refused() -> None:
     with override_settings(DATABASE_ROUTERS=[_OutboxLivesElsewhere()]):
-        with pytest.raises(exceptions.OutboxDatabaseError, match="does not live on database 'default'") as info:
+        with pytest.raises(
+            exceptions.OutboxDatabaseError, match="does not live on database 'default'"
+        ) as info:
             Order.objects.create(reference="A-4")
         assert info.value.using == "default"
 

@@ -18,7 +18,10 @@ class Command(BaseCommand):
             "--once", action="store_true", help="Publish what is due now, wait for the acks, exit."
         )
         parser.add_argument(
-            "--batch-size", type=int, default=None, help="Rows per claim (ENSIGN_OUTBOX_BATCH_SIZE)."
+            "--batch-size",
+            type=int,
+            default=None,
+            help="Rows per claim (ENSIGN_OUTBOX_BATCH_SIZE).",
         )
         parser.add_argument(
             "--max-in-flight",

@@ -1,0 +1,57 @@
+"""The Celery task drains the outbox through a real Redis broker, and skips while a relay runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+
+from django_ensign import locks, outbox, tasks
+from django_ensign.models import OutboxEvent, OutboxStatus
+from tests.outbox.support import ensign_settings, server_events, stable_ids, unique_topic
+from tests.support.server import EmbeddedServer
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis, pytest.mark.slow]
+
+
+@pytest.fixture
+def celery_app(redis_url: str) -> Iterator[Celery]:
+    app = Celery("django_ensign_tests", broker=redis_url, backend=redis_url, set_as_current=True)
+    app.conf.update(task_default_queue="django-ensign-tests", worker_hijack_root_logger=False)
+    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
+        yield app
+
+
+def run_task(app: Celery, **kwargs: Any) -> dict[str, int]:
+    result = app.send_task("django_ensign.tasks.publish_outbox", kwargs=kwargs)
+    return dict(result.get(timeout=60))
+
+
+def test_task_publishes_pending_rows(celery_app: Celery, ensign_server: EmbeddedServer) -> None:
+    topic = unique_topic("celery")
+    rows = [outbox.publish(topic, {"n": n}, key=str(n % 4)) for n in range(20)]
+    with ensign_settings(ensign_server):
+        stats = run_task(celery_app, batch_size=8)
+    assert stats["acked"] == 20
+    assert OutboxEvent.objects.filter(status=OutboxStatus.ACKED).count() == 20
+    assert sorted(stable_ids(server_events(ensign_server, topic))) == sorted(
+        r.event_id for r in rows
+    )
+
+
+def test_task_skips_while_a_relay_holds_the_drain_lock(
+    celery_app: Celery, ensign_server: EmbeddedServer
+) -> None:
+    row = outbox.publish(unique_topic("celery"), {"n": 1})
+    with ensign_settings(ensign_server), locks.drain_lock(shared=True) as taken:
+        assert taken
+        assert run_task(celery_app) == {"skipped": 1}
+    assert OutboxEvent.objects.get(id=row.id).status == OutboxStatus.PENDING
+
+
+def test_beat_schedule_entry_names_the_task() -> None:
+    [entry] = tasks.OUTBOX_BEAT_SCHEDULE.values()
+    assert entry["task"] == tasks.publish_outbox.name == "django_ensign.tasks.publish_outbox"
