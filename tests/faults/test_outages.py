@@ -81,7 +81,8 @@ def test_server_outage_longer_than_every_reconnect_window_loses_nothing(
         )
         # The outage itself: a fault of a given length, nothing to wait for.
         time.sleep(max(0.0, down_since + outage - time.monotonic()))
-        assert subscriber.process is not None and subscriber.process.poll() is None
+        assert subscriber.process is not None
+        assert subscriber.process.poll() is None, "the subscriber must ride out the outage"
         fresh_server.start()
         ledger.iterations += 1
         wait_for(lambda: acked_count(APPLIED_TOPIC) == 80, 60, "every row acked")
