@@ -35,6 +35,9 @@ Callback = Callable[[Any], Any]
 # Used when the server advertises the batch extension without limits.
 DEFAULT_BATCH_EVENTS = 1000
 DEFAULT_BATCH_BYTES = 4 * 1024 * 1024
+# Queued events after which publish() yields to the writer (plain framing, batches).
+SEND_CHUNK = 64
+SEND_CHUNK_BATCHED = 512
 
 
 class _Pending:
@@ -104,6 +107,7 @@ class Publisher:
         self._callbacks: set[asyncio.Task[Any]] = set()
         self._readers: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._chunk = SEND_CHUNK
         self._open_request = ensign_pb2.PublisherRequest(
             open_stream=ensign_pb2.OpenStream(client_id=options.client_id)
         ).SerializeToString()
@@ -145,8 +149,12 @@ class Publisher:
             while deadlines and deadlines[0].done:
                 deadlines.popleft()
             deadlines.append(pending)
-            if len(self._queue) >= 256:
+            if len(self._queue) >= self._chunk:
+                # Let the writer send what is queued: a long publish loop that never
+                # yields would otherwise hold every event back until the window fills.
+                self._idle.clear()
                 self._wake_writer()
+                await asyncio.sleep(0)
         self._idle.clear()
         self._wake_writer()
         if self._timer is None or self._timer.done():
@@ -313,6 +321,7 @@ class Publisher:
         self._readers.add(stream.reader)
         stream.reader.add_done_callback(self._readers.discard)
         self._stream = stream
+        self._chunk = SEND_CHUNK_BATCHED if use_batch else SEND_CHUNK
         return stream
 
     # -- reader ----------------------------------------------------------------
