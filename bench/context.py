@@ -62,4 +62,4 @@ class Context:
             finally:
                 pg.drop_database(ceiling_pg.DATABASE)
 
-        return self._once(("pg", rows, workers), run)
+        return self._once(("pg", rows, workers), lambda: pg.retrying(run))

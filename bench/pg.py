@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 DSN = os.environ.get("BENCH_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 BENCH_DB = os.environ.get("BENCH_PG_DB", "ensign_bench")
@@ -27,8 +31,22 @@ def server_version() -> str | None:
     return str(row[0]).split()[0] if row else None
 
 
+def wait_until_up(timeout: float = 60.0) -> None:
+    """Block until the server accepts connections (other sessions may be restarting it)."""
+    deadline = time.monotonic() + timeout
+    while server_version() is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"PostgreSQL did not answer within {timeout}s")
+        time.sleep(0.5)
+
+
 def recreate_database(name: str = BENCH_DB) -> None:
     """Drop ``name`` if it exists and create it empty."""
+    retrying(lambda: _recreate(name))
+
+
+def _recreate(name: str) -> None:
+    wait_until_up()
     with connect() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -36,5 +54,32 @@ def recreate_database(name: str = BENCH_DB) -> None:
 
 def drop_database(name: str = BENCH_DB) -> None:
     """Drop ``name`` if it exists."""
+    retrying(lambda: _drop(name))
+
+
+def _drop(name: str) -> None:
     with connect() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def retrying(action: Callable[[], T], attempts: int = 4) -> T:
+    """Run ``action``; after a failure wait for the server and retry (up to ``attempts``).
+
+    Other sessions on this machine restart PostgreSQL in their fault tests, so a run can
+    lose its connection through no fault of the code under test.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Exception as err:
+            if attempt == attempts:
+                raise
+            print(f"attempt {attempt} failed ({_last_line(err)}); retrying", flush=True)
+            time.sleep(1.0)
+            wait_until_up()
+    raise AssertionError("unreachable")
+
+
+def _last_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[-1][:200] if lines else type(err).__name__

@@ -44,5 +44,11 @@ BENCHMARKS = {
             "django_ensign.client vs the official pyensign SDK (issue 3)",
             needs_pyensign=True,
         ),
+        Benchmark(
+            "relay-drain",
+            "relay_drain",
+            "outbox relays draining rows, PostgreSQL (1/2/4 relays) and SQLite (issue 4)",
+            needs_postgres=True,
+        ),
     ]
 }

@@ -1,0 +1,1 @@
+"""The benchmarks' Django app: a published model, no-op and row-writing handlers, commands."""

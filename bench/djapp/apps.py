@@ -1,0 +1,22 @@
+"""App config: registers ``Reading`` as a published model."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+#: The topic signal-written outbox rows of ``Reading`` go to.
+READINGS_TOPIC = "bench-readings"
+
+
+class BenchConfig(AppConfig):
+    """The benchmarks' app."""
+
+    name = "bench.djapp"
+    label = "benchapp"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from bench.djapp import models
+        from django_ensign import registry
+
+        registry.register(models.Reading, topic=READINGS_TOPIC)

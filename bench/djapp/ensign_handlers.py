@@ -1,0 +1,21 @@
+"""Handlers of the dispatch benchmark: one does nothing, one writes a row."""
+
+from __future__ import annotations
+
+import django_ensign
+from bench.djapp.models import HandledEvent
+from django_ensign.handlers import InboundEvent
+
+NOOP_TOPIC = "bench-dispatch-noop"
+WRITE_TOPIC = "bench-dispatch-write"
+
+
+@django_ensign.handler(NOOP_TOPIC)
+def noop(event: InboundEvent) -> None:
+    """Do nothing (the inbox row is still written)."""
+
+
+@django_ensign.handler(WRITE_TOPIC)
+def write_row(event: InboundEvent) -> None:
+    """Write one row in the handler's transaction."""
+    HandledEvent.objects.create(event_id=event.event_id, topic=event.topic)

@@ -1,0 +1,39 @@
+"""``bench_save_cost``: time model saves with and without a signal-written outbox row."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import models, transaction
+
+from bench.djapp.models import PlainReading, Reading
+
+
+def _time_saves(model: type[models.Model], count: int) -> float:
+    """Seconds for ``count`` saves of new instances, each in its own transaction."""
+    started = time.perf_counter()
+    for index in range(count):
+        with transaction.atomic():
+            model(sensor=f"bench-{index}", temp=21.5).save()
+    return time.perf_counter() - started
+
+
+class Command(BaseCommand):
+    help = "Time saves of a plain model and of a published one (outbox row by signal); JSON."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--count", type=int, required=True, help="Saves of each model.")
+        parser.add_argument("--rounds", type=int, default=3, help="Alternating rounds.")
+
+    def handle(self, *args: Any, count: int, rounds: int, **options: Any) -> None:
+        _time_saves(PlainReading, min(count, 200))  # warm up connections and caches
+        _time_saves(Reading, min(count, 200))
+        plain = published = 0.0
+        for _ in range(rounds):
+            plain += _time_saves(PlainReading, count)
+            published += _time_saves(Reading, count)
+        saves = count * rounds
+        self.stdout.write(json.dumps({"saves": saves, "plain_s": plain, "published_s": published}))
