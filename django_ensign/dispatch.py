@@ -56,11 +56,22 @@ class HandlerResult:
 def refresh_connections() -> None:
     """Close this thread's broken or expired connections, as Django does around requests.
 
-    Connections inside an atomic block belong to a caller's transaction and are left alone.
+    With ``CONN_MAX_AGE = 0`` (Django's default) a connection would be closed after every
+    event; a subscriber is one long unit of work, so it keeps its connections and only
+    replaces broken ones. Connections inside an atomic block belong to a caller's
+    transaction and are left alone.
     """
     for conn in connections.all(initialized_only=True):
-        if not conn.in_atomic_block:
-            conn.close_if_unusable_or_obsolete()
+        if conn.in_atomic_block:
+            continue
+        if conn.connection is not None and not conn.settings_dict.get("CONN_MAX_AGE"):
+            if conn.errors_occurred:
+                if conn.is_usable():
+                    conn.errors_occurred = False
+                else:
+                    conn.close()
+            continue
+        conn.close_if_unusable_or_obsolete()
 
 
 def _is_json(mimetype: str) -> bool:

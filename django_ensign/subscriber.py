@@ -37,6 +37,8 @@ T = TypeVar("T")
 #: Nack codes of the Ensign protocol a subscriber sends (PROTOCOL.md §4).
 NACK_UNPROCESSED = 100
 NACK_DELIVER_AGAIN_ANY = 104
+#: Seconds between two progress lines at verbosity 1.
+PROGRESS_SECONDS = 10.0
 
 #: Errors that retrying cannot fix: the run ends with them.
 _FATAL = (
@@ -61,6 +63,14 @@ class Stats:
     retries: int = 0
     queued: int = 0
     nacked: int = 0
+
+    def summary(self) -> str:
+        """The counts as one line."""
+        return (
+            f"received {self.received}, handled {self.handled}, duplicates {self.duplicates}, "
+            f"retries {self.retries}, dead {self.dead}, queued {self.queued}, "
+            f"nacked {self.nacked}"
+        )
 
 
 @dataclass
@@ -166,6 +176,7 @@ class Subscriber:
             asyncio.create_task(self._read(client, topics, query)) for topics, query in self._plan()
         ]
         stopper = asyncio.create_task(self._stop.wait())
+        ticker = asyncio.create_task(self._progress())
         try:
             self._report(
                 f"Subscribing to {', '.join(self.options.topics)}"
@@ -178,6 +189,7 @@ class Subscriber:
             await self._drain()
         finally:
             stopper.cancel()
+            ticker.cancel()
             # Closing sends the acks still buffered, then ends the streams; only then
             # are the readers cancelled (cancelling a pending read cancels the call).
             for sub in list(self._subscriptions):
@@ -195,6 +207,15 @@ class Subscriber:
             if reader.done() and not reader.cancelled() and reader.exception() is not None:
                 raise reader.exception()  # type: ignore[misc]
         return self.stats
+
+    async def _progress(self) -> None:
+        """A line of counts at verbosity 1 every PROGRESS_SECONDS while events arrive."""
+        shown = -1
+        while True:
+            await asyncio.sleep(PROGRESS_SECONDS)
+            if self.stats.received != shown:
+                shown = self.stats.received
+                self._report(f"Progress: {self.stats.summary()}", 1)
 
     def _plan(self) -> list[tuple[tuple[str, ...], str | None]]:
         """(topics, query) per subscription: one with a group, one per topic for a replay."""

@@ -105,8 +105,4 @@ class Command(BaseCommand):
 
         stats = subscriber.run(opts, report=report)
         if verbosity >= 1:
-            self.stdout.write(
-                f"Stopped: received {stats.received}, handled {stats.handled}, "
-                f"duplicates {stats.duplicates}, retries {stats.retries}, dead {stats.dead}, "
-                f"queued {stats.queued}, nacked {stats.nacked}"
-            )
+            self.stdout.write(f"Stopped: {stats.summary()}")
