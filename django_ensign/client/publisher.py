@@ -71,6 +71,8 @@ class _Stream:
     max_bytes: int
     reader: asyncio.Task[None] | None = None
     error: BaseException | None = None
+    replies: int = 0
+    clean: bool = False
     forced: set[bytes] = field(default_factory=set)
 
 
@@ -108,6 +110,7 @@ class Publisher:
         self._readers: set[asyncio.Task[None]] = set()
         self._closed = False
         self._chunk = SEND_CHUNK
+        self._failures = 0
         self._open_request = ensign_pb2.PublisherRequest(
             open_stream=ensign_pb2.OpenStream(client_id=options.client_id)
         ).SerializeToString()
@@ -212,6 +215,13 @@ class Publisher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            if self._failures and (self._stream is None or self._stream.error is not None):
+                await asyncio.sleep(
+                    min(
+                        self._options.backoff_initial * 2 ** min(self._failures, 16),
+                        self._options.backoff_max,
+                    )
+                )
             try:
                 stream = await self._current_stream()
             except (grpc.aio.AioRpcError, exceptions.StreamError, OSError) as err:
@@ -332,7 +342,9 @@ class Publisher:
             while True:
                 reply = await call.read()
                 if reply is EOF:
+                    stream.clean = True
                     break
+                stream.replies += 1
                 kind = reply.WhichOneof("embed")
                 if kind == "replies":
                     for ack in reply.replies.acks:
@@ -367,6 +379,8 @@ class Publisher:
             stream.error = exceptions.StreamError("publish stream ended")
         if self._stream is stream:
             self._stream = None
+        # A server that accepts streams and then breaks them at once must not be hammered.
+        self._failures = 0 if stream.clean or stream.replies else self._failures + 1
         lost = [p for p in self._inflight.values() if p.stream is stream]
         for pending in lost:
             pending.stream = None

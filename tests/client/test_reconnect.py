@@ -36,12 +36,14 @@ async def test_server_restart_mid_run_loses_no_event(
         for event in events:
             await client.publish(topic, event, on_ack=on_ack)
 
-    producer = asyncio.create_task(produce())
-    await halfway.wait()
-    await asyncio.to_thread(fresh_server.restart)  # kill -9, then start on the same data
-    await producer
-    await client.flush(timeout=60)
-    await client.close()
+    # Bounded, so a stuck run fails here instead of hanging the suite.
+    async with asyncio.timeout(100):
+        producer = asyncio.create_task(produce())
+        await halfway.wait()
+        await asyncio.to_thread(fresh_server.restart)  # kill -9, then start on the same data
+        await producer
+        await client.flush(timeout=60)
+        await client.close()
 
     assert all(isinstance(e.outcome, Ack) for e in events)
     async with make_client(fresh_server) as reader:
@@ -59,9 +61,9 @@ async def test_group_subscription_survives_a_server_restart(
     client = make_client(fresh_server)
     await client.create_topic(topic)
     seen: list[bytes] = []
-    async with client.subscribe(topic, consumer_group="survivors") as subscription:
+    async with asyncio.timeout(100), client.subscribe(topic, consumer_group="survivors") as sub:
         await client.publish(topic, [Event(b"before-%d" % i, "text/plain") for i in range(5)])
-        async for event in subscription:
+        async for event in sub:
             seen.append(event.data)
             await event.ack()
             if len(seen) == 5:
@@ -70,7 +72,7 @@ async def test_group_subscription_survives_a_server_restart(
         later = [Event(b"after-%d" % i, "text/plain") for i in range(5)]
         await client.publish(topic, later)
         await client.flush(timeout=60)
-        async for event in subscription:
+        async for event in sub:
             seen.append(event.data)
             await event.ack()
             if all(e.data in seen for e in later):
