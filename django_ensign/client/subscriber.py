@@ -143,7 +143,6 @@ class Subscription:
                         await asyncio.sleep(backoff)
                         backoff = min(backoff * 2, self._backoff_max)
                         continue
-                    backoff = 0.05
                 try:
                     reply = await self._call.read()
                 except grpc.aio.AioRpcError as err:
@@ -152,13 +151,18 @@ class Subscription:
                         break
                     if self._reconnect and is_retryable(err):
                         logger.info("subscribe stream broke (%s); reopening", err.code().name)
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, self._backoff_max)
                         continue
                     raise translate(err) from err
                 if reply is EOF:
                     self._call = None
                     if not self._reconnect:
                         break
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self._backoff_max)
                     continue
+                backoff = 0.05  # only a stream that delivers counts as healthy
                 kind = reply.WhichOneof("embed")
                 if kind == "event":
                     await self._queue.put(self._received(reply.event))

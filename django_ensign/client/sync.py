@@ -156,6 +156,20 @@ class SyncEnsign:
         """See :meth:`Ensign.get_topics`."""
         return self._run(self.client.get_topics)
 
+    def retrieve_topic(self, topic: str) -> Topic:
+        """See :meth:`Ensign.retrieve_topic`."""
+        return self._run(lambda: self.client.retrieve_topic(topic))
+
+    list_topics = get_topics
+
+    def set_topic_deduplication_policy(self, id: str, *args: Any, **kwargs: Any) -> TopicState:
+        """See :meth:`Ensign.set_topic_deduplication_policy`."""
+        return self._run(lambda: self.client.set_topic_deduplication_policy(id, *args, **kwargs))
+
+    def set_topic_sharding_strategy(self, id: str, strategy: str | int = 1) -> TopicState:
+        """See :meth:`Ensign.set_topic_sharding_strategy`."""
+        return self._run(lambda: self.client.set_topic_sharding_strategy(id, strategy))
+
     def archive_topic(self, topic: str) -> TopicState:
         """See :meth:`Ensign.archive_topic`."""
         return self._run(lambda: self.client.archive_topic(topic))
@@ -192,30 +206,47 @@ class SyncEnsign:
         self.close()
 
 
+class SyncReceivedEvent:
+    """A received event whose ``ack()`` and ``nack()`` block; other attributes as
+    :class:`ReceivedEvent` (``data``, ``meta``, ``topic``, ``committed_at`` ...)."""
+
+    def __init__(self, owner: SyncEnsign, event: ReceivedEvent) -> None:
+        self._owner = owner
+        self.event = event
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.event, name)
+
+    def ack(self) -> bool:
+        """Ack the event."""
+        return self._owner._run(self.event.ack)
+
+    def nack(self, code: int = NackCode.UNPROCESSED, error: str = "") -> bool:
+        """Nack the event."""
+        return self._owner._run(lambda: self.event.nack(code, error))
+
+    def __repr__(self) -> str:
+        return f"Sync{self.event!r}"
+
+
 class SyncSubscription:
-    """Blocking iteration over a :class:`Subscription`; ack and nack through it."""
+    """Blocking iteration over a :class:`Subscription`."""
 
     def __init__(self, owner: SyncEnsign, subscription: Subscription) -> None:
         self._owner = owner
         self.subscription = subscription
 
-    def __iter__(self) -> Iterator[ReceivedEvent]:
+    def __iter__(self) -> Iterator[SyncReceivedEvent]:
         return self
 
-    def __next__(self) -> ReceivedEvent:
-        async def step() -> ReceivedEvent | None:
-            try:
-                return await self.subscription.__anext__()
-            except StopAsyncIteration:
-                return None
-
-        event = self._owner._run(step)
+    def __next__(self) -> SyncReceivedEvent:
+        event = self.next()
         if event is None:
             raise StopIteration
         return event
 
-    def next(self, timeout: float | None = None) -> ReceivedEvent | None:
-        """The next event, or None if none arrived within ``timeout`` seconds."""
+    def next(self, timeout: float | None = None) -> SyncReceivedEvent | None:
+        """The next event; None at the end or if none arrived within ``timeout`` seconds."""
 
         async def step() -> ReceivedEvent | None:
             try:
@@ -223,15 +254,8 @@ class SyncSubscription:
             except (StopAsyncIteration, TimeoutError):
                 return None
 
-        return self._owner._run(step)
-
-    def ack(self, event: ReceivedEvent) -> bool:
-        """Ack a received event."""
-        return self._owner._run(event.ack)
-
-    def nack(self, event: ReceivedEvent, code: int = NackCode.UNPROCESSED, error: str = "") -> bool:
-        """Nack a received event."""
-        return self._owner._run(lambda: event.nack(code, error))
+        event = self._owner._run(step)
+        return None if event is None else SyncReceivedEvent(self._owner, event)
 
     def close(self) -> None:
         """End the subscription."""

@@ -61,7 +61,8 @@ def test_subscribe_and_ack(sync_client: SyncEnsign, topic_name: Callable[[], str
         received = subscription.next(timeout=10)
         assert received is not None
         assert received.data == b"hello"
-        assert subscription.ack(received)
+        assert received.ack()
+        assert received.acked()
 
 
 def test_status_and_info(sync_client: SyncEnsign) -> None:
