@@ -107,7 +107,9 @@ class Ensign:
         """Queue events for a topic (name or id) and return; waits while the window is full.
 
         ``on_ack(ack)`` / ``on_nack(nack)`` (plain or async functions) run as outcomes
-        arrive; ``await event.wait_for_ack()`` gives the outcome of one event.
+        arrive; an event that gets no answer before ``ack_timeout`` (or that the client
+        cannot send at all) reaches ``on_nack`` as a client-made Nack with code TIMEOUT
+        (or UNKNOWN). ``await event.wait_for_ack()`` gives the outcome of one event.
         UnknownTopic if the topic does not exist and ``ensure_exists`` is false.
         """
         self._check_open()

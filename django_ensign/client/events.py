@@ -290,8 +290,9 @@ class Event:
     async def wait_for_ack(self, timeout: float | None = None) -> Outcome:  # noqa: ASYNC109
         """Wait for the server's Ack or Nack of this published event.
 
-        Raises :class:`PublishTimeout` after ``timeout`` seconds, or when the client's
-        per-event deadline passed without an answer.
+        Raises :class:`PublishTimeout` after ``timeout`` seconds (the event stays in
+        flight and may still be answered), or when the client's per-event deadline
+        (``ack_timeout``) passed without an answer.
         """
         if self._state == EventState.INITIALIZED:
             raise exceptions.EnsignError("the event was not published")

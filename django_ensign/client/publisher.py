@@ -24,7 +24,7 @@ import grpc.aio
 from django_ensign.client import exceptions, framing
 from django_ensign.client.connection import EOF, Connection
 from django_ensign.client.errors import is_retryable, translate
-from django_ensign.client.events import Ack, Event, EventState, Nack, Outcome
+from django_ensign.client.events import Ack, Event, EventState, Nack, NackCode, Outcome
 from django_ensign.client.topics import TopicCache
 from django_ensign.proto.api.v1beta1 import ensign_pb2
 
@@ -407,6 +407,10 @@ class Publisher:
             del self._inflight[pending.event.local_id]
         pending.done = True
         pending.event._settle(None, error)
+        if pending.on_nack is not None:
+            # Callback-only callers must hear of it too: a client-made Nack stands in.
+            code = NackCode.TIMEOUT if isinstance(error, exceptions.PublishTimeout) else 0
+            self._run_callback(pending.on_nack, Nack(pending.event.local_id, code, str(error)))
 
     def _fail_all(self, error: BaseException) -> None:
         for pending in list(self._inflight.values()):

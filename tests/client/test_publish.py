@@ -199,11 +199,13 @@ async def test_event_with_no_reply_before_its_deadline_times_out(
     await client.flush(timeout=10)
     await asyncio.to_thread(fresh_server.kill)
     stranded = Event(b"second", "text/plain")
-    await client.publish(topic, stranded)
+    nacks: list[Nack] = []
+    await client.publish(topic, stranded, on_nack=nacks.append)
     with pytest.raises(exceptions.PublishTimeout):
         await stranded.wait_for_ack(timeout=0.1)
     with pytest.raises(exceptions.PublishTimeout):
         await stranded.wait_for_ack()
+    assert [(n.id, n.code) for n in nacks] == [(stranded.local_id, NackCode.TIMEOUT)]
     await client.publish(topic, Event(b"third", "text/plain"))
     with pytest.raises(exceptions.FlushTimeout):
         await client.flush(timeout=0.2)
