@@ -199,6 +199,7 @@ class Ensign:
             query=as_query(query),
             batch_size=batch_size,
             reconnect=reconnect,
+            batch=self.batch,
         )
         extras = self._connection.resources().extras
         extras.setdefault(_SUBSCRIPTIONS, weakref.WeakSet()).add(subscription)

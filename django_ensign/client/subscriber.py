@@ -64,6 +64,7 @@ class Subscription:
         batch_size: int,
         reconnect: bool = True,
         backoff_max: float = 2.0,
+        batch: bool = True,
     ) -> None:
         self._connection = connection
         self._cache = cache
@@ -81,6 +82,7 @@ class Subscription:
         self._call: Any = None
         self._names: dict[bytes, str] = {}
         self._batch_acks = False
+        self._allow_batch = batch
         # The stream is read by a task of its own: cancelling a caller's wait (wait_for,
         # a timeout) must not cancel the gRPC read, which would end the whole call.
         self._queue: asyncio.Queue[ReceivedEvent | BaseException | None] = asyncio.Queue(
@@ -184,7 +186,7 @@ class Subscription:
         self.topics = dict(ready.topics)
         self._names = {topic_id: name for name, topic_id in ready.topics.items()}
         self._cache.update(ready.topics)
-        self._batch_acks = ready.HasField("batch")
+        self._batch_acks = self._allow_batch and ready.HasField("batch")
 
     async def _open(self) -> None:
         stub = self._connection.resources().stub

@@ -169,3 +169,18 @@ async def test_subscribe_to_an_unknown_topic_is_refused(client: Ensign) -> None:
 async def test_subscribe_needs_a_topic(client: Ensign) -> None:
     with pytest.raises(exceptions.InvalidTopicName):
         client.subscribe()
+
+
+async def test_framing_follows_the_batch_flag(
+    ensign_server: EmbeddedServer, topic_name: Callable[[], str], batch: bool
+) -> None:
+    topic = topic_name()
+    async with make_client(ensign_server, batch=batch) as client:
+        await client.create_topic(topic)
+        async with client.subscribe(topic) as subscription:
+            await client.publish(topic, [Event(b"%d" % i, "text/plain") for i in range(3)])
+            for event in await take(subscription, 3):
+                await event.ack()
+            # Acks go out as one AckBatch only where the server offered the extension.
+            assert subscription._batch_acks is batch
+            assert (client._publisher()._chunk > 64) is batch
