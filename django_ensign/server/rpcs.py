@@ -21,7 +21,7 @@ from django_ensign.server import ensql
 from django_ensign.server.groups import GroupManager
 from django_ensign.server.publish import Context
 from django_ensign.server.state import ServerState
-from django_ensign.server.storage import TopicRecord, read_range
+from django_ensign.server.storage import TopicRecord, event_key, read_range
 from django_ensign.server.topics import DELETING, READONLY, READY, name_error
 from django_ensign.wire import ids, topichash
 
@@ -82,16 +82,17 @@ class _Tally:
 TypeKey = tuple[bytes, str, tuple[int, int, int], int]
 
 
-def _type_counts(conn: sqlite3.Connection, topic_ids: list[bytes]) -> dict[TypeKey, _Tally]:
+def _type_counts(conn: sqlite3.Connection,
+                 topics: list[tuple[bytes, int]]) -> dict[TypeKey, _Tally]:
     """Exact per-(topic, type, version, mimetype) counts, read from every stored event."""
     tallies: dict[TypeKey, _Tally] = {}
     parse_wrapper = event_pb2.EventWrapper.FromString
     parse_event = event_pb2.Event.FromString
-    for topic_id in topic_ids:
+    for topic_id, seq in topics:
         cursor = conn.execute(
             "SELECT wrapper, size, is_duplicate, committed, rlid FROM events"
-            " WHERE topic_id = ? ORDER BY offset",
-            (topic_id,),
+            " WHERE id > ? AND id < ? ORDER BY id",
+            (event_key(seq, 0), event_key(seq + 1, 0)),
         )
         for wrapper, size, is_dup, committed, rlid in cursor:
             try:
@@ -118,7 +119,7 @@ class Rpcs:
     def __init__(self, state: ServerState, groups: GroupManager) -> None:
         self.state = state
         self.groups = groups
-        self._destroying: set[asyncio.Task[None]] = set()
+        self._destroying: dict[bytes, asyncio.Task[None]] = {}
 
     # ---- topics ---------------------------------------------------------------------
     async def CreateTopic(self, request: topic_pb2.Topic, context: Context) -> topic_pb2.Topic:
@@ -129,21 +130,30 @@ class Rpcs:
         problem = name_error(request.name)
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-        if self.state.registry.by_name(claims.project_id, request.name) is not None:
+        existing = self.state.registry.by_name(claims.project_id, request.name)
+        if existing is not None and existing.state == DELETING:
+            # The name is free once the background destroy has removed the old topic.
+            pending = self._destroying.get(existing.id)
+            if pending is not None:
+                await asyncio.shield(pending)
+            existing = self.state.registry.by_name(claims.project_id, request.name)
+        if existing is not None:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS,
                                 "topic name already exists in project")
         now = time.time_ns()
-        topic = TopicRecord(ids.new_ulid(), claims.project_id, request.name, READY,
+        topic = TopicRecord(ids.new_ulid(), 0, claims.project_id, request.name, READY,
                             _DEFAULT_DEDUP, now, now)
         storage = self.state.storage
 
         def insert(conn: sqlite3.Connection) -> None:
+            topic.seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM topics").fetchone()[0]
             conn.execute(
-                "INSERT INTO topics (id, project_id, name, state, dedup, created, modified)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (topic.id, topic.project_id, topic.name, topic.state, topic.dedup, now, now),
+                "INSERT INTO topics (id, seq, project_id, name, state, dedup, created, modified)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (topic.id, topic.seq, topic.project_id, topic.name, topic.state, topic.dedup,
+                 now, now),
             )
-            storage.register_topic(topic.id)
+            storage.register_topic(topic.id, topic.seq)
 
         try:
             await storage.write(insert)
@@ -264,14 +274,15 @@ class Rpcs:
     def schedule_destroy(self, topic: TopicRecord) -> None:
         """Remove a topic and its events in the background."""
         task = asyncio.get_running_loop().create_task(self._destroy(topic))
-        self._destroying.add(task)
-        task.add_done_callback(self._destroying.discard)
+        self._destroying[topic.id] = task
+        task.add_done_callback(lambda _: self._destroying.pop(topic.id, None))
 
     async def _destroy(self, topic: TopicRecord) -> None:
         storage = self.state.storage
 
         def remove(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM events WHERE topic_id = ?", (topic.id,))
+            conn.execute("DELETE FROM events WHERE id > ? AND id < ?",
+                         (event_key(topic.seq, 0), event_key(topic.seq + 1, 0)))
             conn.execute("DELETE FROM group_offsets WHERE topic_id = ?", (topic.id,))
             conn.execute("DELETE FROM topics WHERE id = ?", (topic.id,))
             storage.forget_topic(topic.id)
@@ -330,9 +341,9 @@ class Rpcs:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "invalid topic id")
             wanted = set(request.topics)
             topics = [t for t in topics if t.id in wanted]
-        topic_ids = [t.id for t in topics]
-        rows = await self.state.storage.read(functools.partial(_type_counts,
-                                                               topic_ids=topic_ids))
+        rows = await self.state.storage.read(
+            functools.partial(_type_counts, topics=[(t.id, t.seq) for t in topics])
+        )
         infos: dict[bytes, topic_pb2.TopicInfo] = {}
         for topic in topics:
             infos[topic.id] = topic_pb2.TopicInfo(

@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS apikeys (
 );
 CREATE TABLE IF NOT EXISTS topics (
     id BLOB PRIMARY KEY,
+    seq INTEGER NOT NULL UNIQUE,
     project_id BLOB NOT NULL,
     name TEXT NOT NULL,
     state INTEGER NOT NULL,
@@ -50,9 +51,7 @@ CREATE TABLE IF NOT EXISTS topics (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS topics_name ON topics (project_id, name);
 CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY,
-    topic_id BLOB NOT NULL,
-    offset INTEGER NOT NULL,
+    id INTEGER PRIMARY KEY,
     rlid BLOB NOT NULL,
     wrapper BLOB NOT NULL,
     committed INTEGER NOT NULL,
@@ -60,8 +59,7 @@ CREATE TABLE IF NOT EXISTS events (
     is_duplicate INTEGER NOT NULL,
     dedup_key BLOB
 );
-CREATE UNIQUE INDEX IF NOT EXISTS events_offset ON events (topic_id, offset);
-CREATE INDEX IF NOT EXISTS events_dedup ON events (topic_id, dedup_key)
+CREATE INDEX IF NOT EXISTS events_dedup ON events (dedup_key, id)
     WHERE dedup_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS groups (
     project_id BLOB NOT NULL,
@@ -80,6 +78,16 @@ CREATE TABLE IF NOT EXISTS group_offsets (
 );
 """
 
+#: An event's row id is ``topic.seq << OFFSET_BITS | offset``: the table's own key keeps
+#: each topic's events together and in offset order without a secondary index.
+OFFSET_BITS = 40
+
+
+def event_key(seq: int, offset: int) -> int:
+    """The row id of a topic's event."""
+    return (seq << OFFSET_BITS) | offset
+
+
 #: Deduplication strategies applied online (topic_pb2.Deduplication.Strategy values).
 DEDUP_STRICT = 2
 DEDUP_DATAGRAM = 3
@@ -92,6 +100,7 @@ class TopicRecord:
     """One topic as the server keeps it in memory."""
 
     id: bytes
+    seq: int
     project_id: bytes
     name: str
     state: int
@@ -186,9 +195,17 @@ class Storage:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._conn = _connect(path)
+        columns = {r[1] for r in self._conn.execute("PRAGMA table_info(topics)")}
+        if columns and "seq" not in columns:
+            self._conn.close()
+            raise RuntimeError(
+                f"{path} was written by an earlier development version of the server;"
+                " start with an empty data directory"
+            )
         self._conn.executescript(SCHEMA)
         self._queue: queue.SimpleQueue[_AppendJob | _CallJob | None] = queue.SimpleQueue()
         self._offsets: dict[bytes, int] = {}
+        self._seqs: dict[bytes, int] = {}
         self._dedup: dict[bytes, _DedupRule] = {}
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ensign-read")
@@ -201,12 +218,18 @@ class Storage:
     def load_topics(self) -> list[TopicRecord]:
         """Every topic with its last offset; also primes the writer's offset counters."""
         rows = self._conn.execute(
-            "SELECT t.id, t.project_id, t.name, t.state, t.dedup, t.created, t.modified,"
-            " (SELECT MAX(offset) FROM events e WHERE e.topic_id = t.id) FROM topics t"
+            "SELECT t.id, t.seq, t.project_id, t.name, t.state, t.dedup, t.created, t.modified,"
+            " (SELECT MAX(e.id) FROM events e WHERE e.id > t.seq << 40"
+            "  AND e.id < (t.seq + 1) << 40) FROM topics t"
         ).fetchall()
-        topics = [TopicRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7] or 0) for r in rows]
+        topics = [
+            TopicRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7],
+                        (r[8] & ((1 << OFFSET_BITS) - 1)) if r[8] else 0)
+            for r in rows
+        ]
         for topic in topics:
             self._offsets[topic.id] = topic.offset
+            self._seqs[topic.id] = topic.seq
             rule = _dedup_rule(topic.dedup)
             if rule:
                 self._dedup[topic.id] = rule
@@ -276,13 +299,15 @@ class Storage:
         else:
             self._dedup.pop(topic_id, None)
 
-    def register_topic(self, topic_id: bytes) -> None:
+    def register_topic(self, topic_id: bytes, seq: int) -> None:
         """Make a new topic writable (writer thread only)."""
         self._offsets.setdefault(topic_id, 0)
+        self._seqs[topic_id] = seq
 
     def forget_topic(self, topic_id: bytes) -> None:
         """Stop accepting events for a destroyed topic (writer thread only)."""
         self._offsets.pop(topic_id, None)
+        self._seqs.pop(topic_id, None)
         self._dedup.pop(topic_id, None)
 
     # ---- writer thread ---------------------------------------------------------------
@@ -322,6 +347,7 @@ class Storage:
         stamp = wirefmt.field_bytes(15, wirefmt.timestamp_explicit(now))
         varint = wirefmt.varint
         offsets = self._offsets
+        seqs = self._seqs
         dedup = self._dedup
         saved: dict[bytes, int] = {}
         rows: list[tuple[Any, ...]] = []
@@ -350,8 +376,8 @@ class Storage:
                         if original is not None:
                             is_dup = 1
                             wrapper += wirefmt.duplicate_suffix(original)
-                    rows.append((topic_id, offset, item.rlid, wrapper, now, len(item.event),
-                                 is_dup, dedup_key))
+                    rows.append((seqs[topic_id] << OFFSET_BITS | offset, item.rlid, wrapper, now,
+                                 len(item.event), is_dup, dedup_key))
                     done = Committed(topic_id, offset, now, wrapper, item.rlid)
                     results.append(done)
                     committed.append(done)
@@ -360,8 +386,8 @@ class Storage:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(
-                    "INSERT INTO events (topic_id, offset, rlid, wrapper, committed, size,"
-                    " is_duplicate, dedup_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO events (id, rlid, wrapper, committed, size, is_duplicate,"
+                    " dedup_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
                 conn.execute("COMMIT")
@@ -390,10 +416,11 @@ class Storage:
         key = _dedup_key(rule, event)
         original = seen.get((item.topic_id, key))
         if original is None:
+            seq = self._seqs[item.topic_id]
             row = self._conn.execute(
-                "SELECT rlid FROM events WHERE topic_id = ? AND dedup_key = ?"
+                "SELECT rlid FROM events WHERE dedup_key = ? AND id > ? AND id < ?"
                 " AND is_duplicate = 0 LIMIT 1",
-                (item.topic_id, key),
+                (key, seq << OFFSET_BITS, (seq + 1) << OFFSET_BITS),
             ).fetchone()
             original = bytes(row[0]) if row else None
         if original is None:
@@ -423,42 +450,47 @@ class StoredEvent:
     is_duplicate: bool
 
 
-_EVENT_COLUMNS = "offset, rlid, wrapper, is_duplicate"
+_EVENT_COLUMNS = "id, rlid, wrapper, is_duplicate"
+_OFFSET_MASK = (1 << OFFSET_BITS) - 1
 
 
 def _stored(row: tuple[Any, ...]) -> StoredEvent:
-    return StoredEvent(row[0], bytes(row[1]), bytes(row[2]), bool(row[3]))
+    return StoredEvent(row[0] & _OFFSET_MASK, bytes(row[1]), bytes(row[2]), bool(row[3]))
+
+
+def topic_seq(conn: sqlite3.Connection, topic_id: bytes) -> int | None:
+    """The storage number of a topic, None if it no longer exists."""
+    row = conn.execute("SELECT seq FROM topics WHERE id = ?", (topic_id,)).fetchone()
+    return int(row[0]) if row else None
 
 
 def read_range(conn: sqlite3.Connection, topic_id: bytes, after: int, limit: int,
                upto: int | None = None) -> list[StoredEvent]:
     """Up to ``limit`` events of a topic with ``after < offset [<= upto]``, in offset order."""
-    if upto is None:
-        rows = conn.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE topic_id = ? AND offset > ?"
-            " ORDER BY offset LIMIT ?",
-            (topic_id, after, limit),
-        ).fetchall()
-    else:
-        rows = conn.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE topic_id = ? AND offset > ?"
-            " AND offset <= ? ORDER BY offset LIMIT ?",
-            (topic_id, after, upto, limit),
-        ).fetchall()
+    seq = topic_seq(conn, topic_id)
+    if seq is None:
+        return []
+    last = _OFFSET_MASK if upto is None else upto
+    rows = conn.execute(
+        f"SELECT {_EVENT_COLUMNS} FROM events WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+        (event_key(seq, after), event_key(seq, last), limit),
+    ).fetchall()
     return [_stored(r) for r in rows]
 
 
 def read_offsets(conn: sqlite3.Connection, topic_id: bytes,
                  offsets: list[int]) -> list[StoredEvent]:
     """The events of a topic at the given offsets, in offset order."""
+    seq = topic_seq(conn, topic_id)
+    if seq is None:
+        return []
     out: list[StoredEvent] = []
-    for start in range(0, len(offsets), 500):
-        chunk = offsets[start:start + 500]
+    keys = sorted(event_key(seq, offset) for offset in offsets)
+    for start in range(0, len(keys), 500):
+        chunk = keys[start:start + 500]
         marks = ",".join("?" * len(chunk))
         rows = conn.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE topic_id = ? AND offset IN ({marks})"
-            " ORDER BY offset",
-            (topic_id, *chunk),
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE id IN ({marks}) ORDER BY id", chunk
         ).fetchall()
         out.extend(_stored(r) for r in rows)
     return out
