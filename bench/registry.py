@@ -50,5 +50,17 @@ BENCHMARKS = {
             "outbox relays draining rows, PostgreSQL (1/2/4 relays) and SQLite (issue 4)",
             needs_postgres=True,
         ),
+        Benchmark(
+            "commit-ack",
+            "commit_ack",
+            "commit→ack latency at 200 and 1,000 ev/s with a running relay (issue 4)",
+            needs_postgres=True,
+        ),
+        Benchmark(
+            "save-cost",
+            "save_cost",
+            "cost of the signal-written outbox row on a model save (issue 4)",
+            needs_postgres=True,
+        ),
     ]
 }
