@@ -148,6 +148,7 @@ class Publisher:
                 event, topic_id, wrapped, time.monotonic() + timeout, on_ack, on_nack
             )
             self._inflight[event.local_id] = pending
+            self._idle.clear()
             self._queue.append(pending)
             while deadlines and deadlines[0].done:
                 deadlines.popleft()
@@ -155,10 +156,10 @@ class Publisher:
             if len(self._queue) >= self._chunk:
                 # Let the writer send what is queued: a long publish loop that never
                 # yields would otherwise hold every event back until the window fills.
-                self._idle.clear()
                 self._wake_writer()
                 await asyncio.sleep(0)
-        self._idle.clear()
+        if self._inflight:
+            self._idle.clear()
         self._wake_writer()
         if self._timer is None or self._timer.done():
             self._timer = asyncio.get_running_loop().create_task(self._expire())
@@ -246,7 +247,7 @@ class Publisher:
                 pending.stream = stream
                 pending.event._state = EventState.PUBLISHED
             try:
-                if stream.batch:
+                if stream.batch and len(batch) > 1:
                     await stream.call.write(framing.batch_request(p.wrapped for p in batch))
                 else:
                     for pending in batch:
