@@ -278,15 +278,16 @@ class Subscriber:
             delay = min(delay * 2, settings.SUBSCRIBER_RECONNECT_MAX)
 
     async def _take(self, subscription: Any) -> None:
+        # Once stopping, events still arriving are left unacked rather than nacked: a nack
+        # would have the server send them straight back to this stream until it closes;
+        # unacked, they go back to the group when the stream ends.
         async for received in subscription:
             if self.stopping:
-                await self._nack(received, NACK_DELIVER_AGAIN_ANY, "subscriber stopping")
-                continue
+                return
             thread = await self._free.get()
             if self.stopping:
                 self._free.put_nowait(thread)
-                await self._nack(received, NACK_DELIVER_AGAIN_ANY, "subscriber stopping")
-                continue
+                return
             self.stats.received += 1
             self._spawn(received, thread)
 

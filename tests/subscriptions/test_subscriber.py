@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
+from django_ensign.client.exceptions import Unavailable
 from django_ensign.models import DeadLetter, DeadLetterReason, InboxEvent
 from django_ensign.subscriber import Stats, Subscriber, SubscriberOptions
 from django_ensign.wire.ids import new_ulid, ulid_to_str
@@ -131,3 +132,42 @@ def test_a_restarted_group_resumes_after_what_it_acked(fresh_server: EmbeddedSer
     assert stats.received == 3
     assert stats.duplicates == 0
     assert Applied.objects.filter(handler="sync").count() == 8
+
+
+@pytest.mark.slow
+def test_the_subscriber_reconnects_after_the_server_is_killed_and_restarted(
+    fresh_server: EmbeddedServer,
+) -> None:
+    async def main() -> Stats:
+        settled: set[bytes] = set()  # the server may redeliver what it had not saved as acked
+        counts = {5: asyncio.Event(), 10: asyncio.Event()}
+
+        def on_settled(event: Any) -> None:
+            settled.add(event.id)
+            if len(settled) in counts:
+                counts[len(settled)].set()
+
+        subscriber = Subscriber(
+            SubscriberOptions(topics=("sub-multi",), group="tests"),
+            client_factory=lambda: client_for(fresh_server),
+            on_settled=on_settled,
+        )
+        runner = asyncio.create_task(subscriber.run())
+        await publish(fresh_server, "sub-multi", [{"n": n} for n in range(5)])
+        await asyncio.wait_for(counts[5].wait(), 60)
+        await asyncio.to_thread(fresh_server.restart)  # kill -9, same port and data
+        # This process's channel to the port may still be in gRPC's reconnect backoff.
+        for _ in range(100):
+            try:
+                await publish(fresh_server, "sub-multi", [{"n": n} for n in range(5, 10)])
+                break
+            except Unavailable:
+                await asyncio.sleep(0.2)
+        await asyncio.wait_for(counts[10].wait(), 60)
+        subscriber.stop()
+        return await asyncio.wait_for(runner, 30)
+
+    asyncio.run(main())
+
+    assert Applied.objects.filter(handler="sync").count() == 10
+    assert Applied.objects.filter(handler="async").count() == 10
