@@ -35,13 +35,15 @@ def rebuild(station: str) -> StationSummary:
         for row in latest_per_reading(ids).values()
         if row.station == station and not row.deleted
     ]
-    celsius = [to_celsius(row.temperature, row.units) for row in current]
+    celsius = [round(to_celsius(row.temperature, row.units), 2) for row in current]
     newest = max(current, key=lambda row: (row.recorded_at, row.reading_id), default=None)
     summary.readings = len(current)
     summary.min_celsius = min(celsius, default=None)
     summary.max_celsius = max(celsius, default=None)
     summary.mean_celsius = round(sum(celsius) / len(celsius), 2) if celsius else None
-    summary.latest_celsius = to_celsius(newest.temperature, newest.units) if newest else None
+    summary.latest_celsius = (
+        round(to_celsius(newest.temperature, newest.units), 2) if newest else None
+    )
     summary.latest_recorded_at = newest.recorded_at if newest else None
     summary.events = ReceivedReading.objects.filter(station=station).count()
     summary.save()
