@@ -200,10 +200,15 @@ class Ensign:
             batch_size=batch_size,
             reconnect=reconnect,
             batch=self.batch,
+            on_open=self._track,
         )
+        return subscription
+
+    def _track(self, subscription: Subscription) -> None:
+        """Remember an opened subscription so close() ends it."""
+        self._check_open()
         extras = self._connection.resources().extras
         extras.setdefault(_SUBSCRIPTIONS, weakref.WeakSet()).add(subscription)
-        return subscription
 
     def query(
         self,

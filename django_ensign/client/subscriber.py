@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -65,6 +66,7 @@ class Subscription:
         reconnect: bool = True,
         backoff_max: float = 2.0,
         batch: bool = True,
+        on_open: Callable[[Subscription], None] | None = None,
     ) -> None:
         self._connection = connection
         self._cache = cache
@@ -83,6 +85,7 @@ class Subscription:
         self._names: dict[bytes, str] = {}
         self._batch_acks = False
         self._allow_batch = batch
+        self._on_open = on_open
         # The stream is read by a task of its own: cancelling a caller's wait (wait_for,
         # a timeout) must not cancel the gRPC read, which would end the whole call.
         self._queue: asyncio.Queue[ReceivedEvent | BaseException | None] = asyncio.Queue(
@@ -110,6 +113,8 @@ class Subscription:
         """Open the stream now (iteration opens it otherwise); raises the server's refusal."""
         if self._pump is not None or self._closed:
             return
+        if self._on_open is not None:
+            self._on_open(self)
         try:
             await self._open()
         except (exceptions.Unavailable, exceptions.Aborted, exceptions.StreamError):
@@ -145,6 +150,7 @@ class Subscription:
                         await asyncio.sleep(backoff)
                         backoff = min(backoff * 2, self._backoff_max)
                         continue
+                    await self._flush_acks()
                 try:
                     reply = await self._call.read()
                 except grpc.aio.AioRpcError as err:
@@ -202,7 +208,6 @@ class Subscription:
             call.cancel()
             raise exceptions.StreamError("the server did not answer the subscription with ready")
         self._ready(reply.ready)
-        self._pending_acks.clear()  # acks of the old stream's deliveries mean nothing here
         self._call = call
 
     # -- acks --------------------------------------------------------------------
@@ -210,7 +215,10 @@ class Subscription:
     async def send_ack(self, event_id: bytes) -> None:
         """Ack one delivered event (batched when the server supports AckBatch)."""
         if self._call is None:
-            return  # the stream it came on is gone; a consumer group redelivers it
+            # Between streams: sent once the next one opens (the event id is the server's,
+            # the same on every stream).
+            self._pending_acks.append(event_id)
+            return
         if not self._batch_acks:
             await self._write(ensign_pb2.SubscribeRequest(ack=ensign_pb2.Ack(id=event_id)))
             return
@@ -239,7 +247,11 @@ class Subscription:
         if not self._pending_acks or self._call is None:
             return
         ids, self._pending_acks = self._pending_acks, []
-        await self._write(ensign_pb2.SubscribeRequest(acks=ensign_pb2.AckBatch(ids=ids)))
+        if self._batch_acks:
+            await self._write(ensign_pb2.SubscribeRequest(acks=ensign_pb2.AckBatch(ids=ids)))
+        else:
+            for event_id in ids:
+                await self._write(ensign_pb2.SubscribeRequest(ack=ensign_pb2.Ack(id=event_id)))
 
     async def _write(self, request: ensign_pb2.SubscribeRequest) -> None:
         if self._write_lock is None:

@@ -184,3 +184,9 @@ async def test_framing_follows_the_batch_flag(
             # Acks go out as one AckBatch only where the server offered the extension.
             assert subscription._batch_acks is batch
             assert (client._publisher()._chunk > 64) is batch
+
+
+def test_subscribe_can_be_called_before_any_loop_runs(ensign_server: EmbeddedServer) -> None:
+    # As the official SDK's async generator: nothing touches the network until iterated.
+    subscription = make_client(ensign_server).subscribe("anything")
+    assert subscription.topics == {}
