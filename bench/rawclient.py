@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from bench import frames, streamdrive
 from django_ensign.proto.api.v1beta1 import ensign_pb2, ensign_pb2_grpc, topic_pb2
 from tests.support.server import EmbeddedServer
 
@@ -75,3 +76,23 @@ def connect(server: EmbeddedServer) -> Session:
     """An insecure channel to ``server`` and a fresh access token."""
     channel = grpc.aio.insecure_channel(server.endpoint)
     return Session(channel=channel, token=authenticate(server))
+
+
+async def publish_batches(session: Session, topic: str, events: int, batch: int = 1000) -> int:
+    """Create ``topic`` and fill it with ``events`` events through the batch extension."""
+    topic_id = await session.create_topic(topic)
+    call, ready = await session.open_publish(topic)
+    if not ready.HasField("batch"):
+        raise RuntimeError("the server did not offer the batch extension")
+    batch = min(batch, ready.batch.max_events)
+    splicer = frames.Frames(topic_id, frames.event_bytes()).splicer()
+
+    def make(index: int) -> tuple[bytes, int]:
+        size = min(batch, events - index * batch)
+        return splicer.batch(index * batch, size), size
+
+    run = await streamdrive.drive(call, events, batch, 4 * batch, make, frames.count_outcomes)
+    await call.done_writing()
+    while await call.read() is not streamdrive.EOF:
+        pass
+    return run.acked

@@ -62,5 +62,11 @@ BENCHMARKS = {
             "cost of the signal-written outbox row on a model save (issue 4)",
             needs_postgres=True,
         ),
+        Benchmark(
+            "dispatch",
+            "dispatch",
+            "ensign_subscribe to a no-op and a row-writing handler, plain and batched (issue 5)",
+            needs_postgres=True,
+        ),
     ]
 }

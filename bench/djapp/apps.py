@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from django.apps import AppConfig
 
-#: The topic signal-written outbox rows of ``Reading`` go to.
-READINGS_TOPIC = "bench-readings"
+from bench.djapp.topics import READINGS_TOPIC
 
 
 class BenchConfig(AppConfig):

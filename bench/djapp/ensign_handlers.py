@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import django_ensign
 from bench.djapp.models import HandledEvent
+from bench.djapp.topics import NOOP_TOPIC, WRITE_TOPIC
 from django_ensign.handlers import InboundEvent
-
-NOOP_TOPIC = "bench-dispatch-noop"
-WRITE_TOPIC = "bench-dispatch-write"
 
 
 @django_ensign.handler(NOOP_TOPIC)
