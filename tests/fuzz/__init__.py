@@ -1,0 +1,1 @@
+"""Bad-input tests: generated protobuf messages, bytes, tokens, topic names and EnSQL."""
