@@ -16,7 +16,7 @@ from bench.ceilings import sqlite as ceiling_sqlite
 T = TypeVar("T")
 
 #: Events per measurement at each scale; ``--events`` overrides.
-SCALES = {"tiny": 2_000, "quick": 20_000, "full": 100_000}
+SCALES = {"tiny": 2_000, "quick": 10_000, "full": 100_000}
 #: Events of the long memory runs at each scale; ``--memory-events`` overrides.
 MEMORY_SCALES = {"tiny": 5_000, "quick": 100_000, "full": 1_000_000}
 
@@ -30,6 +30,11 @@ class Context:
     memory_events: int
     workdir: Path
     _ceilings: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+
+    @property
+    def slow_events(self) -> int:
+        """Events for the database-bound runs (one transaction per event): a quarter."""
+        return max(50, self.events // 4)
 
     def _once(self, key: tuple[Any, ...], measure: Callable[[], T]) -> T:
         if key not in self._ceilings:

@@ -68,5 +68,11 @@ BENCHMARKS = {
             "ensign_subscribe to a no-op and a row-writing handler, plain and batched (issue 5)",
             needs_postgres=True,
         ),
+        Benchmark(
+            "memory",
+            "memory",
+            "RSS of the SDK, a relay and the server over --memory-events events",
+            needs_postgres=True,
+        ),
     ]
 }

@@ -104,7 +104,7 @@ async def _fill(server: EmbeddedServer, events: int) -> None:
 
 def run(ctx: Context) -> report.Result:
     """Fill the topics, then time a fresh consumer group through each of them."""
-    events = ctx.events
+    events = ctx.slow_events
     server = rawclient.start_server(ctx.workdir)
     try:
         asyncio.run(_fill(server, events))
