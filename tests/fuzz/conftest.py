@@ -123,7 +123,7 @@ class FuzzTarget:
                 request, metadata=self.md if metadata is None else metadata, timeout=timeout
             )
         except grpc.RpcError as err:
-            return err.code(), err.details() or "", []  # type: ignore[attr-defined]
+            return err.code(), err.details() or "", []
         return Status.OK, "", [reply]
 
     def server_stream(self, method: str, request: bytes, timeout: float = 10.0) -> Answer:
@@ -136,7 +136,7 @@ class FuzzTarget:
         try:
             replies.extend(responses)
         except grpc.RpcError as err:
-            return err.code(), err.details() or "", replies  # type: ignore[attr-defined]
+            return err.code(), err.details() or "", replies
         return Status.OK, "", replies
 
     def stream(
@@ -155,7 +155,7 @@ class FuzzTarget:
         call = self.channel.stream_stream(
             SERVICE + method, request_serializer=identity, response_deserializer=identity
         )
-        responses = call(
+        responses: Any = call(
             iter(list(requests)),
             metadata=self.md if metadata is None else metadata,
             timeout=timeout,
@@ -165,10 +165,10 @@ class FuzzTarget:
             for reply in responses:
                 replies.append(reply)
                 if first_only:
-                    responses.cancel()  # type: ignore[attr-defined]
+                    responses.cancel()
                     return Status.OK, "", replies
         except grpc.RpcError as err:
-            return err.code(), err.details() or "", replies  # type: ignore[attr-defined]
+            return err.code(), err.details() or "", replies
         return Status.OK, "", replies
 
     def assert_still_serving(self) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf import message_factory
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from hypothesis import strategies as st
 
@@ -21,7 +21,7 @@ from django_ensign.wire import ids, topichash
 Hints = Mapping[str, st.SearchStrategy[Any]]
 
 #: Text without lone surrogates (protobuf refuses them before anything is sent).
-TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
+TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
 MAX_DEPTH = 3
 
 _INTS: dict[int, st.SearchStrategy[int]] = {
@@ -38,7 +38,7 @@ _INTS: dict[int, st.SearchStrategy[int]] = {
 }
 
 
-def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
+def _scalar(field: Any) -> st.SearchStrategy[Any]:
     kind = field.type
     if kind in _INTS:
         return _INTS[kind]
@@ -59,12 +59,14 @@ def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
     raise TypeError(f"unhandled field type {kind} of {field.full_name}")
 
 
-def _is_map(field: FieldDescriptor) -> bool:
-    return field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
+def _is_map(field: Any) -> bool:
+    return bool(
+        field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
+    )
 
 
 @st.composite
-def _fill(draw: st.DrawFn, descriptor: Descriptor, hints: Hints, depth: int) -> Message:
+def _fill(draw: st.DrawFn, descriptor: Any, hints: Hints, depth: int) -> Message:
     message = message_factory.GetMessageClass(descriptor)()
     chosen_oneof_members = {
         oneof.name: draw(st.sampled_from([None, *oneof.fields])) for oneof in descriptor.oneofs
@@ -79,7 +81,7 @@ def _fill(draw: st.DrawFn, descriptor: Descriptor, hints: Hints, depth: int) -> 
     return message
 
 
-def _value(field: FieldDescriptor, hints: Hints, depth: int) -> st.SearchStrategy[Any]:
+def _value(field: Any, hints: Hints, depth: int) -> st.SearchStrategy[Any]:
     if field.name in hints:
         return hints[field.name]
     if field.type == FieldDescriptor.TYPE_MESSAGE:
@@ -87,9 +89,7 @@ def _value(field: FieldDescriptor, hints: Hints, depth: int) -> st.SearchStrateg
     return _scalar(field)
 
 
-def _set(
-    draw: st.DrawFn, message: Message, field: FieldDescriptor, hints: Hints, depth: int
-) -> None:
+def _set(draw: st.DrawFn, message: Message, field: Any, hints: Hints, depth: int) -> None:
     name = field.name
     is_message = field.type == FieldDescriptor.TYPE_MESSAGE
     if is_message and depth >= MAX_DEPTH and name not in hints:
