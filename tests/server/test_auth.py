@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 import subprocess
 import sys
 import time
@@ -330,3 +332,39 @@ def test_create_apikey_prints_credentials(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=30,
     )
     assert bad.returncode != 0
+
+
+def test_auth_service_survives_malformed_requests(ensign_server: EmbeddedServer) -> None:
+    import socket
+
+    for garbage in (b"\x00\xff garbage\r\n\r\n", b"POST /v1/authenticate HTTP/1.1\r\n"
+                    b"Content-Length: nope\r\n\r\n", b"GET\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", ensign_server.auth_port), timeout=5) as sock:
+            sock.sendall(garbage)
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(4096):
+                pass
+    status, body = http_json(ensign_server.auth_url + "/v1/authenticate", None)
+    assert status == 405
+    request = urllib.request.Request(ensign_server.auth_url + "/v1/authenticate",
+                                     data=b"{not json", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request, timeout=5)
+    assert err.value.code == 400
+    assert login(ensign_server)["access_token"]
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(
+    ensign_server: EmbeddedServer,
+) -> None:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", ensign_server.auth_port, timeout=5)
+    try:
+        for _ in range(3):
+            conn.request("GET", "/v1/status")
+            response = conn.getresponse()
+            assert response.status == 200
+            assert json.loads(response.read())["status"] == "ok"
+    finally:
+        conn.close()

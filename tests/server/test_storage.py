@@ -1,0 +1,102 @@
+"""The storage module directly: group commit, per-topic offsets, reopening, failed writes."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from django_ensign.server.storage import Outcome, PendingEvent, Storage, read_range
+from django_ensign.wire import ids
+
+
+def make_topic(storage: Storage, seq: int) -> bytes:
+    topic_id = ids.new_ulid()
+
+    def insert(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO topics (id, seq, project_id, name, state, dedup, created, modified)"
+            " VALUES (?, ?, ?, ?, 1, x'', 0, 0)",
+            (topic_id, seq, b"p" * 16, f"t{seq}"),
+        )
+        storage.register_topic(topic_id, seq)
+
+    storage.execute_sync(insert)
+    return topic_id
+
+
+def pending(topic_id: bytes, n: int) -> list[PendingEvent]:
+    return [PendingEvent(topic_id, ids.new_ulid()[:10], b"\x12\x10" + topic_id, b"e%d" % i)
+            for i in range(n)]
+
+
+async def test_queued_appends_share_one_commit_and_get_per_topic_offsets(
+    tmp_path: Path,
+) -> None:
+    storage = Storage(tmp_path / "db")
+    storage.load_topics()
+    a, b = make_topic(storage, 1), make_topic(storage, 2)
+    results: list[list[Outcome]] = []
+    done = asyncio.Event()
+
+    def collect(outcomes: list[Outcome]) -> None:
+        results.append(outcomes)
+        if len(results) == 3:
+            done.set()
+
+    # Queued before the writer starts, so the writer finds all three at once.
+    storage.append(pending(a, 2), collect)
+    storage.append(pending(b, 1), collect)
+    storage.append(pending(a, 1), collect)
+    storage.start(asyncio.get_running_loop())
+    await done.wait()
+    flat = [o for job in results for o in job]
+    assert all(o is not None for o in flat)
+    assert [(o.topic_id, o.offset) for o in flat if o] == [(a, 1), (a, 2), (b, 1), (a, 3)]
+    assert len({o.committed_ns for o in flat if o}) == 1
+    storage.close()
+
+    reopened = Storage(tmp_path / "db")
+    topics = {t.id: t.offset for t in reopened.load_topics()}
+    assert topics == {a: 3, b: 1}
+    reopened.start(asyncio.get_running_loop())
+    stored = await reopened.read(lambda conn: read_range(conn, a, 0, 10))
+    assert [e.offset for e in stored] == [1, 2, 3]
+    reopened.close()
+
+
+async def test_events_for_an_unregistered_topic_fail_alone(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "db")
+    storage.load_topics()
+    a = make_topic(storage, 1)
+    storage.start(asyncio.get_running_loop())
+    got: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+    storage.append(pending(ids.new_ulid(), 1) + pending(a, 1), got.set_result)
+    outcomes = await got
+    assert outcomes[0] is None
+    assert outcomes[1] is not None
+    assert outcomes[1].offset == 1
+    storage.close()
+
+
+async def test_a_failed_write_fails_its_events_and_keeps_offsets(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "db")
+    storage.load_topics()
+    a = make_topic(storage, 1)
+    storage.start(asyncio.get_running_loop())
+    # Another connection holding the write lock makes the writer's transaction fail.
+    blocker = sqlite3.connect(tmp_path / "db", isolation_level=None)
+    blocker.execute("PRAGMA busy_timeout=0")
+    blocker.execute("BEGIN EXCLUSIVE")
+    storage._conn.execute("PRAGMA busy_timeout=50")
+    got: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+    storage.append(pending(a, 2), got.set_result)
+    assert await got == [None, None]
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    again: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+    storage.append(pending(a, 1), again.set_result)
+    (outcome,) = await again
+    assert outcome is not None
+    assert outcome.offset == 1
+    storage.close()
