@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -344,7 +344,7 @@ def test_auth_service_survives_malformed_requests(ensign_server: EmbeddedServer)
             sock.shutdown(socket.SHUT_WR)
             while sock.recv(4096):
                 pass
-    status, body = http_json(ensign_server.auth_url + "/v1/authenticate", None)
+    status, _body = http_json(ensign_server.auth_url + "/v1/authenticate", None)
     assert status == 405
     request = urllib.request.Request(ensign_server.auth_url + "/v1/authenticate",
                                      data=b"{not json", method="POST")
