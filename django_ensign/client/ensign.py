@@ -61,7 +61,7 @@ class Ensign:
         endpoint: str | None = None,
         insecure: bool | None = None,
         auth_url: str | None = None,
-        disable_topic_cache: bool = False,
+        disable_topic_cache: bool = False,  # accepted for PyEnsign compatibility; unused
         *,
         max_in_flight: int = 5000,
         ack_timeout: float = 60.0,
@@ -174,13 +174,16 @@ class Ensign:
         query: str | query_pb2.Query | None = None,
         batch_size: int | None = None,
         reconnect: bool = True,
+        window: int = 0,
     ) -> Subscription:
         """Events of the topics (names or ids) as they are committed: ``async for ev in ...``.
 
         With ``consumer_group`` (a name or ConsumerGroup) the server remembers what was
         acked and redelivers what was not; ``query`` (EnSQL) replays matching stored
         events first. ``batch_size`` asks a server with the batch extension for up to that
-        many events per message.
+        many events per message; ``window`` caps the events delivered but not yet acked
+        (0: the server's default), which keeps slow handlers within a group's delivery
+        timeout.
         """
         self._check_open()
         names = _flatten_topics(topics)
@@ -188,8 +191,8 @@ class Ensign:
             batch_size = DEFAULT_BATCH_SIZE if self.batch else 0
         elif not self.batch:
             batch_size = 0
-        if batch_size < 0:
-            raise exceptions.ConfigurationError("batch_size must not be negative")
+        if batch_size < 0 or window < 0:
+            raise exceptions.ConfigurationError("batch_size and window must not be negative")
         subscription = Subscription(
             self._connection,
             self.topics,
@@ -198,6 +201,7 @@ class Ensign:
             group=_consumer_group(consumer_group),
             query=as_query(query),
             batch_size=batch_size,
+            window=window,
             reconnect=reconnect,
             batch=self.batch,
             on_open=self._track,

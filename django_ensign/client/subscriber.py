@@ -63,6 +63,7 @@ class Subscription:
         group: groups_pb2.ConsumerGroup | None,
         query: query_pb2.Query | None,
         batch_size: int,
+        window: int = 0,
         reconnect: bool = True,
         backoff_max: float = 2.0,
         batch: bool = True,
@@ -77,6 +78,7 @@ class Subscription:
                 query=query,
                 group=group,
                 batch_size=batch_size,
+                window=window,
             )
         )
         self._reconnect = reconnect

@@ -190,3 +190,21 @@ def test_subscribe_can_be_called_before_any_loop_runs(ensign_server: EmbeddedSer
     # As the official SDK's async generator: nothing touches the network until iterated.
     subscription = make_client(ensign_server).subscribe("anything")
     assert subscription.topics == {}
+
+
+async def test_window_caps_unacked_deliveries(
+    client: Ensign, topic_name: Callable[[], str]
+) -> None:
+    topic = topic_name()
+    await client.create_topic(topic)
+    await client.publish(topic, [Event(b"%d" % i, "text/plain") for i in range(6)])
+    await client.flush(timeout=10)
+    group = f"g{uuid.uuid4().hex[:12]}"
+    async with client.subscribe(topic, consumer_group=group, window=2, batch_size=1) as sub:
+        first_two = await take(sub, 2)
+        # Nothing more comes until one of them is acked.
+        with pytest.raises(TimeoutError):
+            await take(sub, 1, within=0.5)
+        await first_two[0].ack()
+        (third,) = await take(sub, 1)
+    assert [e.data for e in [*first_two, third]] == [b"0", b"1", b"2"]
