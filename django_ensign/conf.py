@@ -157,9 +157,13 @@ class Settings:
         return int(self._get("SUBSCRIBER_CONCURRENCY", 4))
 
     @property
-    def SUBSCRIBER_BATCH_SIZE(self) -> int:
-        """Events per delivery asked of a server with the batch extension (0: one at a time)."""
-        return int(self._get("SUBSCRIBER_BATCH_SIZE", 0))
+    def SUBSCRIBER_BATCH_SIZE(self) -> int | None:
+        """Events per delivery asked of a server with the batch extension.
+
+        None: the SDK's default; 0: plain Ensign framing, one event per message.
+        """
+        value = self._get("SUBSCRIBER_BATCH_SIZE", None)
+        return None if value is None else int(value)
 
     @property
     def SUBSCRIBER_MAX_ATTEMPTS(self) -> int:

@@ -82,7 +82,7 @@ class SubscriberOptions:
     start: Literal["earliest", "latest"] = "earliest"
     concurrency: int = field(default_factory=lambda: settings.SUBSCRIBER_CONCURRENCY)
     celery: bool = False
-    batch_size: int = field(default_factory=lambda: settings.SUBSCRIBER_BATCH_SIZE)
+    batch_size: int | None = field(default_factory=lambda: settings.SUBSCRIBER_BATCH_SIZE)
     max_attempts: int = field(default_factory=lambda: settings.SUBSCRIBER_MAX_ATTEMPTS)
 
 
@@ -229,7 +229,7 @@ class Subscriber:
             kwargs["consumer_group"] = self.options.group
         if query:
             kwargs["query"] = query
-        if self.options.batch_size:
+        if self.options.batch_size is not None:
             kwargs["batch_size"] = self.options.batch_size
         return client.subscribe(*topics, **kwargs)
 

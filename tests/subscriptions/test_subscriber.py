@@ -58,12 +58,13 @@ def run_until(
     return asyncio.run(main())
 
 
+@pytest.mark.parametrize("batch_size", [None, 0], ids=["batched", "plain-framing"])
 def test_sync_and_async_handlers_of_one_topic_each_apply_every_event(
-    fresh_server: EmbeddedServer,
+    fresh_server: EmbeddedServer, batch_size: int | None
 ) -> None:
     asyncio.run(publish(fresh_server, "sub-multi", [{"n": n} for n in range(20)]))
 
-    stats = run_until(fresh_server, ("sub-multi",), 20, concurrency=4)
+    stats = run_until(fresh_server, ("sub-multi",), 20, concurrency=4, batch_size=batch_size)
 
     assert stats.handled == 40
     assert Applied.objects.filter(handler="sync").count() == 20

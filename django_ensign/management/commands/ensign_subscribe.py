@@ -54,8 +54,8 @@ class Command(BaseCommand):
             "--batch-size",
             type=int,
             default=None,
-            help="Events per delivery from a server with the batch extension "
-            "(ENSIGN_SUBSCRIBER_BATCH_SIZE).",
+            help="Events per delivery from a server with the batch extension; 0: plain "
+            "Ensign framing (ENSIGN_SUBSCRIBER_BATCH_SIZE, else the SDK's default).",
         )
 
     def handle(
