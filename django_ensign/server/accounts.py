@@ -39,8 +39,9 @@ def check_secret(secret: str, stored: str) -> bool:
     """Whether ``secret`` matches a stored hash."""
     try:
         _, iterations, salt, expected = stored.split("$")
-        digest = hashlib.pbkdf2_hmac("sha256", secret.encode(), bytes.fromhex(salt),
-                                     int(iterations))
+        digest = hashlib.pbkdf2_hmac(
+            "sha256", secret.encode(), bytes.fromhex(salt), int(iterations)
+        )
     except ValueError:
         return False
     return hmac.compare_digest(digest.hex(), expected)

@@ -55,6 +55,7 @@ def create_key(data_dir: Path, permissions: list[str]) -> dict[str, str]:
     """Create an API key in the default project; returns the credentials JSON."""
     storage = open_storage(data_dir)
     try:
+
         def make(conn: sqlite3.Connection) -> tuple[str, str]:
             project = accounts.default_project(conn)
             return accounts.create_apikey(conn, project, permissions)
@@ -74,8 +75,7 @@ def _server_id(conn: sqlite3.Connection) -> str:
     return server_id
 
 
-async def serve(data_dir: Path, host: str, port: int, auth_port: int,
-                stop: asyncio.Event) -> None:
+async def serve(data_dir: Path, host: str, port: int, auth_port: int, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set, then shut down cleanly."""
     os.makedirs(data_dir, exist_ok=True)
     issuer = TokenIssuer.load_or_create(data_dir)
@@ -84,6 +84,7 @@ async def serve(data_dir: Path, host: str, port: int, auth_port: int,
     credentials: dict[str, str] | None = None
     creds_path = data_dir / CREDENTIALS
     if not creds_path.exists():
+
         def bootstrap(conn: sqlite3.Connection) -> tuple[str, str]:
             project = accounts.default_project(conn)
             return accounts.create_apikey(conn, project, list(ALL_PERMISSIONS))
@@ -124,8 +125,14 @@ async def serve(data_dir: Path, host: str, port: int, auth_port: int,
                 service.rpcs.schedule_destroy(topic)
         if credentials is not None:
             write_json_atomically(creds_path, credentials)
-        log.info("ensign server %s on %s:%d (auth :%d), data in %s",
-                 server_id, host, port, auth_port, data_dir)
+        log.info(
+            "ensign server %s on %s:%d (auth :%d), data in %s",
+            server_id,
+            host,
+            port,
+            auth_port,
+            data_dir,
+        )
         await stop.wait()
         log.info("shutting down")
     finally:

@@ -17,8 +17,14 @@ from django_ensign.server.tokens import InvalidToken, TokenIssuer
 log = logging.getLogger(__name__)
 
 _MAX_BODY = 1 << 20
-_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-            405: "Method Not Allowed", 413: "Payload Too Large"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Payload Too Large",
+}
 
 
 class AuthService:
@@ -47,8 +53,9 @@ class AuthService:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
 
-    async def _serve_client(self, reader: asyncio.StreamReader,
-                            writer: asyncio.StreamWriter) -> None:
+    async def _serve_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._clients.add(task)
@@ -71,8 +78,7 @@ class AuthService:
                 await writer.drain()
                 if not keep_alive:
                     break
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError,
-                ValueError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError, ValueError):
             pass
         finally:
             if task is not None:
@@ -122,8 +128,7 @@ class AuthService:
             return await self._refresh(data)
         return 404, {"success": False, "error": "resource not found"}
 
-    def _tokens(self, project_id: bytes, client_id: str,
-                permissions: list[str]) -> dict[str, Any]:
+    def _tokens(self, project_id: bytes, client_id: str, permissions: list[str]) -> dict[str, Any]:
         access, refresh = self.issuer.issue(project_id, client_id, permissions)
         return {
             "access_token": access,
@@ -134,8 +139,10 @@ class AuthService:
     async def _authenticate(self, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         client_id = data.get("client_id")
         secret = data.get("client_secret")
-        if not isinstance(client_id, str) or not isinstance(secret, str) or not (
-            client_id and secret
+        if (
+            not isinstance(client_id, str)
+            or not isinstance(secret, str)
+            or not (client_id and secret)
         ):
             return 400, {"success": False, "error": "missing credentials"}
         key = await self.storage.read(lambda conn: self._keys.verify(conn, client_id, secret))

@@ -51,7 +51,7 @@ def tokenize(text: str) -> list[Token]:
             break
         match = _TOKEN.match(text, pos)
         if match is None or match.end() == pos:
-            raise QueryError(f"unexpected character at position {pos}: {text[pos:pos + 10]!r}")
+            raise QueryError(f"unexpected character at position {pos}: {text[pos : pos + 10]!r}")
         kind = match.lastgroup or ""
         value = match.group(kind)
         if kind == "word" and value.upper() in KEYWORDS:
@@ -96,7 +96,7 @@ class Condition:
         else:
             for prefix in ("metadata.", "meta."):
                 if key.startswith(prefix):
-                    key = key[len(prefix):]
+                    key = key[len(prefix) :]
                     break
             actual = row.metadata.get(key)
             if actual is None:
@@ -277,9 +277,7 @@ class _Parser:
             return inner
         ident = self.ident("a field name")
         op_token = self.take()
-        if op_token.kind == "op" or (
-            op_token.kind == "kw" and op_token.text in ("LIKE", "ILIKE")
-        ):
+        if op_token.kind == "op" or (op_token.kind == "kw" and op_token.text in ("LIKE", "ILIKE")):
             op = op_token.text
         else:
             raise QueryError(f"expected an operator, found {op_token.text!r}")

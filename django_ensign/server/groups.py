@@ -52,8 +52,14 @@ class TopicCursor:
 class Group:
     """One consumer group, shared by every stream that subscribes with it."""
 
-    def __init__(self, manager: GroupManager, project_id: bytes, key: str,
-                 timeout: float, positions: dict[bytes, int]) -> None:
+    def __init__(
+        self,
+        manager: GroupManager,
+        project_id: bytes,
+        key: str,
+        timeout: float,
+        positions: dict[bytes, int],
+    ) -> None:
         self.manager = manager
         self.project_id = project_id
         self.key = key
@@ -77,8 +83,11 @@ class Group:
         out: list[int] = []
         while cursor.redeliver and len(out) < limit:
             offset = heapq.heappop(cursor.redeliver)
-            if offset > cursor.acked and offset not in cursor.done \
-                    and offset not in cursor.inflight:
+            if (
+                offset > cursor.acked
+                and offset not in cursor.done
+                and offset not in cursor.inflight
+            ):
                 out.append(offset)
         while len(out) < limit and cursor.next <= high:
             out.append(cursor.next)

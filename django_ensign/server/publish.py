@@ -27,6 +27,10 @@ Context = grpc.aio.ServicerContext[Any, Any]
 SHUTTING_DOWN = "server is shutting down"
 STORAGE_FAILED = "internal error, please wait and try again"
 _CLOSING = (Code.INTERNAL, STORAGE_FAILED)
+#: Back-pressure: stop reading a stream while this many of its events await storage,
+#: or while this many replies wait for a client that does not read them.
+MAX_PENDING = 20_000
+MAX_UNSENT = 10_000
 #: Longest a shutdown waits for a stream's pending replies to be written.
 SHUTDOWN_FLUSH = 5.0
 
@@ -122,9 +126,7 @@ class PublishStream:
             user_agent=user_agent(context),
         )
         # publisher (6), then local_id (16) explicitly empty.
-        self.server_fields = (
-            wirefmt.field_bytes(6, publisher.SerializeToString()) + b"\x82\x01\x00"
-        )
+        self.server_fields = wirefmt.field_bytes(6, publisher.SerializeToString()) + b"\x82\x01\x00"
         ready = ensign_pb2.PublisherReply(
             ready=ensign_pb2.StreamReady(
                 client_id=client_id,
@@ -175,6 +177,10 @@ class PublishStream:
                     grpc.StatusCode.FAILED_PRECONDITION,
                     "unhandled publisher request message <nil>",
                 )
+            if self.pending > MAX_PENDING:
+                await self.drained.wait()
+            if self.out.qsize() > MAX_UNSENT:
+                await self.out.join()
         await self._finish()
 
     async def _finish(self, close: bool = True) -> None:
@@ -234,10 +240,22 @@ class PublishStream:
         """
         topic_id = wrapper.topic_id
         self.topics_seen.add(topic_id)
-        if (wrapper.offset or wrapper.epoch or wrapper.is_duplicate or wrapper.duplicate_id
-                or wrapper.HasField("publisher") or wrapper.HasField("committed")):
-            for name in ("publisher", "offset", "epoch", "is_duplicate", "duplicate_id",
-                         "committed"):
+        if (
+            wrapper.offset
+            or wrapper.epoch
+            or wrapper.is_duplicate
+            or wrapper.duplicate_id
+            or wrapper.HasField("publisher")
+            or wrapper.HasField("committed")
+        ):
+            for name in (
+                "publisher",
+                "offset",
+                "epoch",
+                "is_duplicate",
+                "duplicate_id",
+                "committed",
+            ):
                 wrapper.ClearField(name)
         stored = wrapper.SerializeToString() + b"\x0a\x0a" + rlid + self.server_fields
         return PendingEvent(topic_id, rlid, stored, wrapper.event)

@@ -82,8 +82,9 @@ class _Tally:
 TypeKey = tuple[bytes, str, tuple[int, int, int], int]
 
 
-def _type_counts(conn: sqlite3.Connection,
-                 topics: list[tuple[bytes, int]]) -> dict[TypeKey, _Tally]:
+def _type_counts(
+    conn: sqlite3.Connection, topics: list[tuple[bytes, int]]
+) -> dict[TypeKey, _Tally]:
     """Exact per-(topic, type, version, mimetype) counts, read from every stored event."""
     tallies: dict[TypeKey, _Tally] = {}
     parse_wrapper = event_pb2.EventWrapper.FromString
@@ -100,8 +101,12 @@ def _type_counts(conn: sqlite3.Connection,
             except Exception:
                 event = event_pb2.Event()
             ty = event.type
-            key = (topic_id, ty.name, (ty.major_version, ty.minor_version, ty.patch_version),
-                   int(event.mimetype))
+            key = (
+                topic_id,
+                ty.name,
+                (ty.major_version, ty.minor_version, ty.patch_version),
+                int(event.mimetype),
+            )
             tally = tallies.get(key)
             if tally is None:
                 tally = tallies[key] = _Tally()
@@ -125,8 +130,9 @@ class Rpcs:
     async def CreateTopic(self, request: topic_pb2.Topic, context: Context) -> topic_pb2.Topic:
         claims = await self.state.guard.check(context, any_of=("topics:create",))
         if request.project_id and request.project_id != claims.project_id:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                "not authorized to perform this action")
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, "not authorized to perform this action"
+            )
         problem = name_error(request.name)
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
@@ -138,11 +144,13 @@ class Rpcs:
                 await asyncio.shield(pending)
             existing = self.state.registry.by_name(claims.project_id, request.name)
         if existing is not None:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS,
-                                "topic name already exists in project")
+            await context.abort(
+                grpc.StatusCode.ALREADY_EXISTS, "topic name already exists in project"
+            )
         now = time.time_ns()
-        topic = TopicRecord(ids.new_ulid(), 0, claims.project_id, request.name, READY,
-                            _DEFAULT_DEDUP, now, now)
+        topic = TopicRecord(
+            ids.new_ulid(), 0, claims.project_id, request.name, READY, _DEFAULT_DEDUP, now, now
+        )
         storage = self.state.storage
 
         def insert(conn: sqlite3.Connection) -> None:
@@ -150,21 +158,29 @@ class Rpcs:
             conn.execute(
                 "INSERT INTO topics (id, seq, project_id, name, state, dedup, created, modified)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (topic.id, topic.seq, topic.project_id, topic.name, topic.state, topic.dedup,
-                 now, now),
+                (
+                    topic.id,
+                    topic.seq,
+                    topic.project_id,
+                    topic.name,
+                    topic.state,
+                    topic.dedup,
+                    now,
+                    now,
+                ),
             )
             storage.register_topic(topic.id, topic.seq)
 
         try:
             await storage.write(insert)
         except sqlite3.IntegrityError:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS,
-                                "topic name already exists in project")
+            await context.abort(
+                grpc.StatusCode.ALREADY_EXISTS, "topic name already exists in project"
+            )
         self.state.registry.add(topic)
         return topic_message(topic)
 
-    async def _topic_by_bytes(self, raw: bytes, project_id: bytes,
-                              context: Context) -> TopicRecord:
+    async def _topic_by_bytes(self, raw: bytes, project_id: bytes, context: Context) -> TopicRecord:
         if not raw:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "missing topic id field")
         if len(raw) != 16:
@@ -174,8 +190,7 @@ class Rpcs:
             await context.abort(grpc.StatusCode.NOT_FOUND, "topic not found")
         return topic
 
-    async def _topic_by_str(self, text: str, project_id: bytes,
-                            context: Context) -> TopicRecord:
+    async def _topic_by_str(self, text: str, project_id: bytes, context: Context) -> TopicRecord:
         if not text:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "missing topic id field")
         try:
@@ -189,8 +204,9 @@ class Rpcs:
         topic = await self._topic_by_bytes(request.id, claims.project_id, context)
         return topic_message(topic)
 
-    async def _page(self, request: ensign_pb2.PageInfo, project_id: bytes,
-                    context: Context) -> tuple[list[TopicRecord], str]:
+    async def _page(
+        self, request: ensign_pb2.PageInfo, project_id: bytes, context: Context
+    ) -> tuple[list[TopicRecord], str]:
         size = request.page_size or DEFAULT_PAGE_SIZE
         size = min(size, MAX_PAGE_SIZE)
         topics = self.state.registry.of_project(project_id)
@@ -203,15 +219,16 @@ class Rpcs:
         token = _encode_page(page[-1].id) if len(topics) > size else ""
         return page, token
 
-    async def ListTopics(self, request: ensign_pb2.PageInfo,
-                         context: Context) -> topic_pb2.TopicsPage:
+    async def ListTopics(
+        self, request: ensign_pb2.PageInfo, context: Context
+    ) -> topic_pb2.TopicsPage:
         claims = await self.state.guard.check(context, any_of=("topics:read",))
         page, token = await self._page(request, claims.project_id, context)
-        return topic_pb2.TopicsPage(topics=[topic_message(t) for t in page],
-                                    next_page_token=token)
+        return topic_pb2.TopicsPage(topics=[topic_message(t) for t in page], next_page_token=token)
 
-    async def TopicNames(self, request: ensign_pb2.PageInfo,
-                         context: Context) -> topic_pb2.TopicNamesPage:
+    async def TopicNames(
+        self, request: ensign_pb2.PageInfo, context: Context
+    ) -> topic_pb2.TopicNamesPage:
         claims = await self.state.guard.check(context, any_of=_TOPIC_READERS)
         page, token = await self._page(request, claims.project_id, context)
         names = [
@@ -224,12 +241,14 @@ class Rpcs:
         ]
         return topic_pb2.TopicNamesPage(topic_names=names, next_page_token=token)
 
-    async def TopicExists(self, request: topic_pb2.TopicName,
-                          context: Context) -> topic_pb2.TopicExistsInfo:
+    async def TopicExists(
+        self, request: topic_pb2.TopicName, context: Context
+    ) -> topic_pb2.TopicExistsInfo:
         claims = await self.state.guard.check(context, any_of=_TOPIC_READERS)
         if not request.name and not request.topic_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "must specify either or both topic name and id")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "must specify either or both topic name and id"
+            )
         parts: list[str] = []
         candidates = self.state.registry.of_project(claims.project_id)
         if request.topic_id:
@@ -244,8 +263,9 @@ class Rpcs:
             candidates = [t for t in candidates if t.name == request.name]
         return topic_pb2.TopicExistsInfo(query=" AND ".join(parts), exists=bool(candidates))
 
-    async def DeleteTopic(self, request: topic_pb2.TopicMod,
-                          context: Context) -> topic_pb2.TopicStatus:
+    async def DeleteTopic(
+        self, request: topic_pb2.TopicMod, context: Context
+    ) -> topic_pb2.TopicStatus:
         guard = self.state.guard
         claims = await guard.check(context, any_of=("topics:edit", "topics:destroy"))
         op = request.operation
@@ -262,8 +282,9 @@ class Rpcs:
         now = time.time_ns()
 
         def mark(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE topics SET state = ?, modified = ? WHERE id = ?",
-                         (new_state, now, topic.id))
+            conn.execute(
+                "UPDATE topics SET state = ?, modified = ? WHERE id = ?", (new_state, now, topic.id)
+            )
 
         await self.state.storage.write(mark)
         topic.state, topic.modified_ns = new_state, now
@@ -281,8 +302,10 @@ class Rpcs:
         storage = self.state.storage
 
         def remove(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM events WHERE id > ? AND id < ?",
-                         (event_key(topic.seq, 0), event_key(topic.seq + 1, 0)))
+            conn.execute(
+                "DELETE FROM events WHERE id > ? AND id < ?",
+                (event_key(topic.seq, 0), event_key(topic.seq + 1, 0)),
+            )
             conn.execute("DELETE FROM group_offsets WHERE topic_id = ?", (topic.id,))
             conn.execute("DELETE FROM topics WHERE id = ?", (topic.id,))
             storage.forget_topic(topic.id)
@@ -296,23 +319,31 @@ class Rpcs:
         self.state.broker.forget(topic.id)
         self.groups.forget_topic(topic.id)
 
-    async def SetTopicPolicy(self, request: topic_pb2.TopicPolicy,
-                             context: Context) -> topic_pb2.TopicStatus:
+    async def SetTopicPolicy(
+        self, request: topic_pb2.TopicPolicy, context: Context
+    ) -> topic_pb2.TopicStatus:
         claims = await self.state.guard.check(context, any_of=("topics:edit",))
         topic = await self._topic_by_str(request.id, claims.project_id, context)
         if request.sharding_strategy not in (topic_pb2.UNKNOWN, topic_pb2.NO_SHARDING):
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                                "changing the sharding strategy is not supported")
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED, "changing the sharding strategy is not supported"
+            )
         policy = request.deduplication_policy
         strategy = policy.strategy
         if request.HasField("deduplication_policy") and strategy != topic_pb2.Deduplication.UNKNOWN:
             if strategy == topic_pb2.Deduplication.UNIQUE_FIELD:
-                await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                                    "the UNIQUE_FIELD deduplication strategy is not supported")
-            if strategy in (topic_pb2.Deduplication.KEY_GROUPED,
-                            topic_pb2.Deduplication.UNIQUE_KEY) and not policy.keys:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    "deduplication strategy requires keys")
+                await context.abort(
+                    grpc.StatusCode.UNIMPLEMENTED,
+                    "the UNIQUE_FIELD deduplication strategy is not supported",
+                )
+            if (
+                strategy
+                in (topic_pb2.Deduplication.KEY_GROUPED, topic_pb2.Deduplication.UNIQUE_KEY)
+                and not policy.keys
+            ):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, "deduplication strategy requires keys"
+                )
             stored = topic_pb2.Deduplication()
             stored.CopyFrom(policy)
             if stored.offset == topic_pb2.Deduplication.OFFSET_UNKNOWN:
@@ -322,8 +353,9 @@ class Rpcs:
             storage = self.state.storage
 
             def save(conn: sqlite3.Connection) -> None:
-                conn.execute("UPDATE topics SET dedup = ?, modified = ? WHERE id = ?",
-                             (dedup, now, topic.id))
+                conn.execute(
+                    "UPDATE topics SET dedup = ?, modified = ? WHERE id = ?", (dedup, now, topic.id)
+                )
                 storage.set_dedup(topic.id, dedup)
 
             await storage.write(save)
@@ -331,8 +363,9 @@ class Rpcs:
         return topic_pb2.TopicStatus(id=ids.ulid_to_str(topic.id), state=topic.state)  # type: ignore[arg-type]
 
     # ---- project info and status -----------------------------------------------------
-    async def Info(self, request: ensign_pb2.InfoRequest,
-                   context: Context) -> ensign_pb2.ProjectInfo:
+    async def Info(
+        self, request: ensign_pb2.InfoRequest, context: Context
+    ) -> ensign_pb2.ProjectInfo:
         claims = await self.state.guard.check(context, all_of=("topics:read", "metrics:read"))
         topics = self.state.registry.of_project(claims.project_id)
         if request.topics:
@@ -347,7 +380,8 @@ class Rpcs:
         infos: dict[bytes, topic_pb2.TopicInfo] = {}
         for topic in topics:
             infos[topic.id] = topic_pb2.TopicInfo(
-                topic_id=topic.id, project_id=topic.project_id,
+                topic_id=topic.id,
+                project_id=topic.project_id,
                 modified=_timestamp(topic.modified_ns),
             )
         for (tid, name, version, mime), tally in rows.items():
@@ -355,8 +389,9 @@ class Rpcs:
             major, minor, patch = version
             info.types.append(
                 topic_pb2.EventTypeInfo(
-                    type=event_pb2.Type(name=name, major_version=major, minor_version=minor,
-                                        patch_version=patch),
+                    type=event_pb2.Type(
+                        name=name, major_version=major, minor_version=minor, patch_version=patch
+                    ),
                     mimetype=mime,  # type: ignore[arg-type]
                     events=tally.events,
                     duplicates=tally.duplicates,
@@ -381,8 +416,9 @@ class Rpcs:
             project.data_size_bytes += info.data_size_bytes
         return project
 
-    async def Status(self, request: ensign_pb2.HealthCheck,
-                     context: Context) -> ensign_pb2.ServiceState:
+    async def Status(
+        self, request: ensign_pb2.HealthCheck, context: Context
+    ) -> ensign_pb2.ServiceState:
         now = time.time_ns()
         uptime = duration_pb2.Duration()
         uptime.FromNanoseconds(int((time.monotonic() - self.state.started_mono) * 1e9))
@@ -435,7 +471,8 @@ class Rpcs:
                     if remaining <= 0:
                         return
 
-    async def Explain(self, request: query_pb2.Query,
-                      context: Context) -> query_pb2.QueryExplanation:
+    async def Explain(
+        self, request: query_pb2.Query, context: Context
+    ) -> query_pb2.QueryExplanation:
         await self.state.guard.check(context, any_of=("subscriber", "topics:read"))
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "explain is not implemented")

@@ -62,7 +62,8 @@ class EnsignService:
                 response_serializer=_serialize,
             ),
             "EnSQL": grpc.unary_stream_rpc_method_handler(
-                rpcs.EnSQL, request_deserializer=qp.Query.FromString,
+                rpcs.EnSQL,
+                request_deserializer=qp.Query.FromString,
                 response_serializer=_serialize,
             ),
             "Explain": unary(rpcs.Explain, qp.Query),

@@ -175,8 +175,7 @@ def _dedup_key(rule: _DedupRule, event: event_pb2.Event) -> bytes:
     if rule.strategy == DEDUP_STRICT:
         meta = sorted(event.metadata.items())
         ty = event.type
-        head = [meta, event.mimetype, ty.name, ty.major_version, ty.minor_version,
-                ty.patch_version]
+        head = [meta, event.mimetype, ty.name, ty.major_version, ty.minor_version, ty.patch_version]
         digest.update(json.dumps(head).encode())
         digest.update(event.data)
     elif rule.strategy == DEDUP_DATAGRAM:
@@ -223,8 +222,17 @@ class Storage:
             "  AND e.id < (t.seq + 1) << 40) FROM topics t"
         ).fetchall()
         topics = [
-            TopicRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7],
-                        (r[8] & ((1 << OFFSET_BITS) - 1)) if r[8] else 0)
+            TopicRecord(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                r[7],
+                (r[8] & ((1 << OFFSET_BITS) - 1)) if r[8] else 0,
+            )
             for r in rows
         ]
         for topic in topics:
@@ -376,8 +384,17 @@ class Storage:
                         if original is not None:
                             is_dup = 1
                             wrapper += wirefmt.duplicate_suffix(original)
-                    rows.append((seqs[topic_id] << OFFSET_BITS | offset, item.rlid, wrapper, now,
-                                 len(item.event), is_dup, dedup_key))
+                    rows.append(
+                        (
+                            seqs[topic_id] << OFFSET_BITS | offset,
+                            item.rlid,
+                            wrapper,
+                            now,
+                            len(item.event),
+                            is_dup,
+                            dedup_key,
+                        )
+                    )
                     done = Committed(topic_id, offset, now, wrapper, item.rlid)
                     results.append(done)
                     committed.append(done)
@@ -464,8 +481,9 @@ def topic_seq(conn: sqlite3.Connection, topic_id: bytes) -> int | None:
     return int(row[0]) if row else None
 
 
-def read_range(conn: sqlite3.Connection, topic_id: bytes, after: int, limit: int,
-               upto: int | None = None) -> list[StoredEvent]:
+def read_range(
+    conn: sqlite3.Connection, topic_id: bytes, after: int, limit: int, upto: int | None = None
+) -> list[StoredEvent]:
     """Up to ``limit`` events of a topic with ``after < offset [<= upto]``, in offset order."""
     seq = topic_seq(conn, topic_id)
     if seq is None:
@@ -478,8 +496,9 @@ def read_range(conn: sqlite3.Connection, topic_id: bytes, after: int, limit: int
     return [_stored(r) for r in rows]
 
 
-def read_offsets(conn: sqlite3.Connection, topic_id: bytes,
-                 offsets: list[int]) -> list[StoredEvent]:
+def read_offsets(
+    conn: sqlite3.Connection, topic_id: bytes, offsets: list[int]
+) -> list[StoredEvent]:
     """The events of a topic at the given offsets, in offset order."""
     seq = topic_seq(conn, topic_id)
     if seq is None:
@@ -487,7 +506,7 @@ def read_offsets(conn: sqlite3.Connection, topic_id: bytes,
     out: list[StoredEvent] = []
     keys = sorted(event_key(seq, offset) for offset in offsets)
     for start in range(0, len(keys), 500):
-        chunk = keys[start:start + 500]
+        chunk = keys[start : start + 500]
         marks = ",".join("?" * len(chunk))
         rows = conn.execute(
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE id IN ({marks}) ORDER BY id", chunk

@@ -179,8 +179,9 @@ class SubscribeStream:
         after = 0
         while remaining is None or remaining > 0:
             rows = await self.state.storage.read(
-                functools.partial(read_range, topic_id=topic_id, after=after, limit=_FETCH,
-                                  upto=upto)
+                functools.partial(
+                    read_range, topic_id=topic_id, after=after, limit=_FETCH, upto=upto
+                )
             )
             if not rows:
                 return
@@ -270,9 +271,7 @@ class SubscribeStream:
             recent = self.state.broker.recent(topic_id, after, limit)
             if recent:
                 return [_Out(c.offset, c.rlid, c.wrapper) for c in recent]
-        rows = await self.state.storage.read(
-            lambda conn: read_range(conn, topic_id, after, limit)
-        )
+        rows = await self.state.storage.read(lambda conn: read_range(conn, topic_id, after, limit))
         if not rows:
             return []
         filtered = self._filter(topic_id, rows)
@@ -284,9 +283,7 @@ class SubscribeStream:
         return filtered
 
     async def _fetch_offsets(self, topic_id: bytes, offsets: list[int]) -> list[_Out]:
-        rows = await self.state.storage.read(
-            lambda conn: read_offsets(conn, topic_id, offsets)
-        )
+        rows = await self.state.storage.read(lambda conn: read_offsets(conn, topic_id, offsets))
         return self._filter(topic_id, rows)
 
     async def _send(self, events: list[_Out]) -> None:
