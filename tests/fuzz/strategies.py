@@ -160,3 +160,39 @@ def topic_refs(real_names: list[str], real_ids: list[bytes]) -> st.SearchStrateg
 def topic_ids(real_ids: list[bytes]) -> st.SearchStrategy[bytes]:
     """Binary topic ids: real ones, fresh ULIDs, or bytes of any length."""
     return st.one_of(st.sampled_from(real_ids), st.builds(ids.new_ulid), st.binary(max_size=20))
+
+
+IDENTIFIERS = st.sampled_from(
+    ["type", "type_name", "mimetype", "version", "id", "key", "n", "name", "offset", "select"]
+)
+OPERATORS = st.sampled_from(["=", "!=", "<>", ">", "<", ">=", "<=", "LIKE", "ILIKE", "like", "=="])
+VALUES = st.one_of(
+    st.integers(-5, 10**6).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    TEXT.map(lambda t: "'" + t.replace("'", "''") + "'"),
+    TEXT.map(lambda t: "'" + t),  # an unterminated string
+    TEXT,
+)
+
+
+@st.composite
+def ensql(draw: st.DrawFn, topics: list[str]) -> str:
+    """EnSQL text from the grammar of PROTOCOL.md §5, often bent or broken."""
+    fields = draw(
+        st.one_of(st.just("*"), st.lists(IDENTIFIERS, min_size=1, max_size=3).map(", ".join))
+    )
+    topic = draw(st.one_of(st.sampled_from(topics), TEXT, IDENTIFIERS))
+    parts = ["SELECT", fields, "FROM", topic]
+    conditions = draw(st.lists(st.tuples(IDENTIFIERS, OPERATORS, VALUES), max_size=3))
+    for index, (ident, op, value) in enumerate(conditions):
+        parts.append("WHERE" if index == 0 else draw(st.sampled_from(["AND", "OR", "and", "XOR"])))
+        parts += [ident, op, value]
+    for clause in ("OFFSET", "LIMIT"):
+        if draw(st.booleans()):
+            parts += [clause, draw(st.one_of(st.integers(-2, 50).map(str), TEXT))]
+    text = " ".join(parts)
+    if draw(st.integers(0, 4)) == 0:  # cut it anywhere
+        text = text[: draw(st.integers(0, len(text)))]
+    if draw(st.integers(0, 4)) == 0:  # change its case
+        text = text.lower() if draw(st.booleans()) else text.upper()
+    return draw(st.one_of(st.just(text), st.just(text), TEXT))
