@@ -88,6 +88,21 @@ def event_key(seq: int, offset: int) -> int:
     return (seq << OFFSET_BITS) | offset
 
 
+#: The statement the writer inserts events with; rows come from ``event_row``.
+INSERT_EVENT = (
+    "INSERT INTO events (id, rlid, wrapper, committed, size, is_duplicate, dedup_key)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def event_row(seq: int, offset: int, rlid: bytes, wrapper: bytes, committed_ns: int,
+              size: int, is_duplicate: bool = False,
+              dedup_key: bytes | None = None) -> tuple[Any, ...]:
+    """The parameters of ``INSERT_EVENT`` for one event (the writer builds the same inline)."""
+    return ((seq << OFFSET_BITS) | offset, rlid, wrapper, committed_ns, size, int(is_duplicate),
+            dedup_key)
+
+
 #: Deduplication strategies applied online (topic_pb2.Deduplication.Strategy values).
 DEDUP_STRICT = 2
 DEDUP_DATAGRAM = 3
@@ -402,11 +417,7 @@ class Storage:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(
-                    "INSERT INTO events (id, rlid, wrapper, committed, size, is_duplicate,"
-                    " dedup_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+                conn.executemany(INSERT_EVENT, rows)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
