@@ -283,6 +283,11 @@ class SubscribeStream:
         return filtered
 
     async def _fetch_offsets(self, topic_id: bytes, offsets: list[int]) -> list[_Out]:
+        contiguous = offsets[-1] - offsets[0] + 1 == len(offsets)
+        if contiguous and (self.query is None or topic_id != self.query_topic):
+            recent = self.state.broker.recent(topic_id, offsets[0] - 1, len(offsets))
+            if recent is not None and len(recent) == len(offsets):
+                return [_Out(c.offset, c.rlid, c.wrapper) for c in recent]
         rows = await self.state.storage.read(lambda conn: read_offsets(conn, topic_id, offsets))
         return self._filter(topic_id, rows)
 
