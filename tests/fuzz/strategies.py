@@ -2,8 +2,9 @@
 
 ``messages(cls, hints)`` builds instances of any generated message class by walking its
 descriptor: each field is set or not, oneofs get one member, maps and repeated fields a
-few entries, nested messages recurse a few levels deep. ``hints`` maps field names to
-strategies, so a test can mix real values (an existing topic id) into the noise.
+few entries, nested messages recurse a few levels deep. ``hints`` maps ``Message.field``
+(or a bare field name, for every message) to strategies, so a test can mix real values
+(an existing topic id) into the noise.
 """
 
 from __future__ import annotations
@@ -81,9 +82,15 @@ def _fill(draw: st.DrawFn, descriptor: Any, hints: Hints, depth: int) -> Message
     return message
 
 
+def _hint(field: Any, hints: Hints) -> st.SearchStrategy[Any] | None:
+    """The hint for ``Message.field`` if there is one, else for any field of that name."""
+    return hints.get(f"{field.containing_type.name}.{field.name}", hints.get(field.name))
+
+
 def _value(field: Any, hints: Hints, depth: int) -> st.SearchStrategy[Any]:
-    if field.name in hints:
-        return hints[field.name]
+    hint = _hint(field, hints)
+    if hint is not None:
+        return hint
     if field.type == FieldDescriptor.TYPE_MESSAGE:
         return _fill(field.message_type, hints, depth + 1)
     return _scalar(field)
@@ -92,7 +99,7 @@ def _value(field: Any, hints: Hints, depth: int) -> st.SearchStrategy[Any]:
 def _set(draw: st.DrawFn, message: Message, field: Any, hints: Hints, depth: int) -> None:
     name = field.name
     is_message = field.type == FieldDescriptor.TYPE_MESSAGE
-    if is_message and depth >= MAX_DEPTH and name not in hints:
+    if is_message and depth >= MAX_DEPTH and _hint(field, hints) is None:
         return
     if _is_map(field):
         key_field = field.message_type.fields_by_name["key"]

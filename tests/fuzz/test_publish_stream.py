@@ -28,8 +28,8 @@ def wrappers(target: FuzzTarget) -> st.SearchStrategy[Any]:
     return messages(
         event_pb2.EventWrapper,
         {
-            "topic_id": topic_ids(target.topic_ids),
-            "local_id": st.one_of(st.builds(ids.new_ulid), st.binary(max_size=20)),
+            "EventWrapper.topic_id": topic_ids(target.topic_ids),
+            "EventWrapper.local_id": st.one_of(st.builds(ids.new_ulid), st.binary(max_size=20)),
         },
     )
 
@@ -43,7 +43,10 @@ def requests(target: FuzzTarget) -> st.SearchStrategy[Any]:
             lambda ws: PublisherRequest(events=ensign_pb2.EventBatch(events=ws)),
             st.lists(wrapper, max_size=5),
         ),
-        messages(PublisherRequest, {"topics": topic_refs(target.topic_names, target.topic_ids)}),
+        messages(
+            PublisherRequest,
+            {"OpenStream.topics": topic_refs(target.topic_names, target.topic_ids)},
+        ),
     )
 
 

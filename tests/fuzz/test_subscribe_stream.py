@@ -26,11 +26,11 @@ def first_messages(target: FuzzTarget) -> st.SearchStrategy[Any]:
     return messages(
         SubscribeRequest,
         {
-            "topics": topic_refs(target.topic_names, target.topic_ids),
-            "query": st.builds(lambda q: query_pb2.Query(query=q), queries),
-            "name": st.one_of(st.just("fuzz-group"), TEXT),
-            "batch_size": st.integers(0, 5000),
-            "window": st.integers(0, 5000),
+            "Subscription.topics": topic_refs(target.topic_names, target.topic_ids),
+            "Subscription.query": st.builds(lambda q: query_pb2.Query(query=q), queries),
+            "Subscription.batch_size": st.integers(0, 5000),
+            "Subscription.window": st.integers(0, 5000),
+            "ConsumerGroup.name": st.one_of(st.just("fuzz-group"), TEXT),
         },
     )
 
