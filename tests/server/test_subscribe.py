@@ -290,3 +290,30 @@ async def test_group_position_survives_a_restart(fresh_server: EmbeddedServer) -
         call.cancel()
     finally:
         await c.channel.close()
+
+
+async def test_streams_of_one_group_share_the_events(conn: Conn) -> None:
+    topic = await conn.create_topic()
+    group = group_name()
+    first = await subscribe(conn, [topic.name], group=group, window=3)
+    second = await subscribe(conn, [topic.name], group=group, window=3)
+    await publish_all(conn, topic.id, [make_event(b"%d" % i) for i in range(6)])
+    got = await read_events(first, 3) + await read_events(second, 3)
+    assert sorted(data_of(got)) == [b"%d" % i for i in range(6)]
+    first.cancel()
+    second.cancel()
+
+
+async def test_group_by_id_is_distinct_from_group_by_name(conn: Conn) -> None:
+    topic = await conn.create_topic()
+    await publish_all(conn, topic.id, [make_event(b"only")])
+    by_name = await subscribe(conn, [topic.name], group="shared-name")
+    (event,) = await read_events(by_name, 1)
+    await ack(by_name, event)
+    await finish(by_name)
+    call = conn.subscribe_stream()
+    await call.write(ensign_pb2.SubscribeRequest(subscription=ensign_pb2.Subscription(
+        topics=[topic.name], group=groups_pb2.ConsumerGroup(id=ids.new_ulid()))))
+    assert (await call.read()).WhichOneof("embed") == "ready"
+    assert data_of(await read_events(call, 1)) == [b"only"]
+    call.cancel()
