@@ -76,3 +76,20 @@ async def test_publish_with_refused_credentials_fails_each_event(
     with pytest.raises(exceptions.AuthenticationError):
         await event.wait_for_ack(timeout=10)
     await refused.close()
+
+
+async def test_expired_access_token_is_replaced_before_the_call(
+    ensign_server: EmbeddedServer,
+) -> None:
+    creds = ensign_server.credentials
+    source = TokenSource(ensign_server.auth_url, creds.client_id, creds.client_secret)
+    first = await source.access_token()
+    tokens = source._tokens
+    assert tokens is not None
+    assert tokens.refresh  # the embedded auth service hands out refresh tokens
+    # Expired access token; the refresh token is tried first (the server refuses it
+    # before its nbf) and a fresh login follows.
+    source._tokens = type(tokens)(first, time.time() - 1, tokens.refresh, 0.0, time.time() + 3600)
+    renewed = await source.access_token()
+    assert renewed != first
+    assert jwt_claims(renewed)["exp"] > time.time()
