@@ -85,6 +85,8 @@ def plan(event: InboundEvent) -> list[Handler]:
     ``UndecodableEvent`` when JSON data does not parse, ``UnknownEventType`` when
     no registered handler wants the event's topic, type and mimetype.
     """
+    if event.decode_error:
+        raise exceptions.UndecodableEvent(f"the event does not decode: {event.decode_error}")
     if _is_json(event.mimetype):
         try:
             json.loads(event.data)
@@ -222,6 +224,14 @@ def settle(
         else:
             retry.append(result.handler)
     return retry
+
+
+def attempt_and_settle(
+    event: InboundEvent, handlers: Iterable[Handler], *, attempt_number: int, final: bool
+) -> tuple[list[HandlerResult], list[Handler]]:
+    """:func:`attempt` then :func:`settle`: one call per try, for one thread hop."""
+    results = attempt(event, handlers)
+    return results, settle(event, results, attempt_number=attempt_number, final=final)
 
 
 def dead_letter_unplannable(event: InboundEvent, error: exceptions.DeadLetterNow) -> None:

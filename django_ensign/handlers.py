@@ -36,6 +36,8 @@ class InboundEvent:
     server_id: str = ""
     """The server's own id (RLID text) of this copy of the event."""
     offset: int | None = None
+    decode_error: str = ""
+    """Why the server's bytes did not decode as an Ensign event (``data`` then holds them)."""
 
     def json(self) -> Any:
         """The data decoded as JSON; raises ``ValueError`` if it is not JSON."""
@@ -58,6 +60,7 @@ class InboundEvent:
             "committed_at": self.committed_at.isoformat() if self.committed_at else None,
             "server_id": self.server_id,
             "offset": self.offset,
+            "decode_error": self.decode_error,
         }
 
     @classmethod
@@ -75,6 +78,7 @@ class InboundEvent:
             committed_at=dt.datetime.fromisoformat(committed) if committed else None,
             server_id=str(payload.get("server_id") or ""),
             offset=payload.get("offset"),
+            decode_error=str(payload.get("decode_error") or ""),
         )
 
 

@@ -27,7 +27,7 @@ from django.db import connections as db_connections
 
 from django_ensign import dispatch, exceptions
 from django_ensign.conf import settings
-from django_ensign.handlers import InboundEvent
+from django_ensign.handlers import Handler, InboundEvent
 from django_ensign.wire import ids, mimetypes
 from django_ensign.wire.metadata import ORDERING_KEY, STABLE_ID_KEY
 
@@ -121,6 +121,7 @@ def inbound_from(received: Any) -> InboundEvent:
         committed_at=received.committed_at,
         server_id=server_id,
         offset=getattr(received, "offset", None),
+        decode_error=str(undecodable or ""),
     )
 
 
@@ -348,38 +349,29 @@ class Subscriber:
         call = sync_to_async(func, thread_sensitive=False, executor=self._current.get())
         return await call(*args, **kwargs)
 
-    async def _refuse(self, event: InboundEvent, received: Any) -> bool:
-        """Dead-letter an event no handler can take; True if it was."""
-        error: exceptions.DeadLetterNow | None = None
-        if getattr(received, "decode_error", None):
-            error = exceptions.UndecodableEvent(
-                f"the event does not decode: {received.decode_error}"
-            )
-        else:
-            try:
-                dispatch.plan(event)
-            except exceptions.DeadLetterNow as exc:
-                error = exc
-        if error is None:
-            return False
-        await self._db(dispatch.dead_letter_unplannable, event, error)
-        self.stats.dead += 1
-        self._report(f"Dead-lettered {event.topic} {event.event_id}: {error}", 1)
-        return True
+    async def _route(self, event: InboundEvent) -> list[Handler] | None:
+        """The handlers of ``event``, or None once an event none can take is dead-lettered."""
+        try:
+            return dispatch.plan(event)
+        except exceptions.DeadLetterNow as error:
+            await self._db(dispatch.dead_letter_unplannable, event, error)
+            self.stats.dead += 1
+            self._report(f"Dead-lettered {event.topic} {event.event_id}: {error}", 1)
+            return None
 
     async def _handle(self, event: InboundEvent, received: Any) -> bool:
         """Run the handlers with retries; True once settled (handled or dead-lettered)."""
-        if await self._refuse(event, received):
+        routed = await self._route(event)
+        if routed is None:
             return True
-        pending = dispatch.plan(event)
+        pending = routed
         limit = max(1, self.options.max_attempts)
         for number in range(1, limit + 1):
-            results = await self._db(dispatch.attempt, event, pending)
             final = number == limit
-            pending = await self._db(
-                dispatch.settle, event, results, attempt_number=number, final=final
+            results, pending = await self._db(
+                dispatch.attempt_and_settle, event, pending, attempt_number=number, final=final
             )
-            self._count(event, results, pending, final)
+            self._count(event, results, pending)
             if not pending:
                 return True
             self.stats.retries += 1
@@ -399,8 +391,7 @@ class Subscriber:
         self,
         event: InboundEvent,
         results: list[dispatch.HandlerResult],
-        pending: list[Any],
-        final: bool,
+        pending: list[Handler],
     ) -> None:
         retrying = {h.name for h in pending}
         for result in results:
@@ -421,7 +412,7 @@ class Subscriber:
 
     async def _enqueue(self, event: InboundEvent, received: Any) -> bool:
         """Hand the event to Celery; True once the broker accepted the task."""
-        if await self._refuse(event, received):
+        if await self._route(event) is None:
             return True
         from django_ensign import tasks
 

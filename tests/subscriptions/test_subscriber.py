@@ -9,9 +9,12 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
+from django_ensign import dispatch
+from django_ensign.client import ReceivedEvent
 from django_ensign.client.exceptions import Unavailable
 from django_ensign.models import DeadLetter, DeadLetterReason, InboxEvent
-from django_ensign.subscriber import Stats, Subscriber, SubscriberOptions
+from django_ensign.proto.api.v1beta1 import event_pb2
+from django_ensign.subscriber import Stats, Subscriber, SubscriberOptions, inbound_from
 from django_ensign.wire.ids import new_ulid, ulid_to_str
 from tests.handlerapp.models import Applied, Switch
 from tests.subscriptions.conftest import client_for, publish
@@ -172,3 +175,19 @@ def test_the_subscriber_reconnects_after_the_server_is_killed_and_restarted(
 
     assert Applied.objects.filter(handler="sync").count() == 10
     assert Applied.objects.filter(handler="async").count() == 10
+
+
+def test_an_event_whose_payload_does_not_decode_is_dead_lettered_with_its_bytes() -> None:
+    wrapper = event_pb2.EventWrapper(
+        id=bytes(10), topic_id=new_ulid(), event=b"\xff\x00 not an Event", offset=1
+    )
+    event = inbound_from(ReceivedEvent(wrapper, "sub-multi"))
+
+    dispatch.handle_now(event)
+
+    dead = DeadLetter.objects.get()
+    assert dead.reason == DeadLetterReason.UNDECODABLE
+    assert "does not decode" in dead.error
+    assert bytes(dead.data) == b"\xff\x00 not an Event"
+    assert dead.event_id == "0000000000000000"
+    assert not Applied.objects.exists()
