@@ -398,6 +398,9 @@ class Publisher:
             return  # a duplicate reply after a resend, or an event that timed out
         pending.done = True
         pending.event._settle(outcome)
+        if isinstance(outcome, Nack) and outcome.code == NackCode.TOPIC_UNKNOWN:
+            # A destroyed (maybe recreated) topic: look the name up again next time.
+            self._topics.forget(pending.topic_id)
         callback = pending.on_ack if isinstance(outcome, Ack) else pending.on_nack
         if callback is not None:
             self._run_callback(callback, outcome)

@@ -89,6 +89,12 @@ class QueryCursor:
             return None
         return ReceivedEvent(wrapper, self._cache.name(wrapper.topic_id) or "")
 
+    async def __aenter__(self) -> QueryCursor:
+        return await self._start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
     def __aiter__(self) -> QueryCursor:
         return self
 
@@ -132,4 +138,5 @@ class QueryCursor:
 
     def close(self) -> None:
         """Stop the query."""
+        self._peeked = None
         self._finish()

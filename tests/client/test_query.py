@@ -61,3 +61,10 @@ async def test_bad_queries_raise_invalid_query(
 def test_empty_query_fails_before_the_network(client: Ensign) -> None:
     with pytest.raises(exceptions.InvalidQuery):
         client.query("  ")
+
+
+async def test_cursor_as_context_manager_stops_the_query(client: Ensign, stored_topic: str) -> None:
+    async with client.query(f"SELECT * FROM {stored_topic}") as cursor:
+        first = await cursor.fetchone()
+    assert first is not None
+    assert await cursor.fetchone() is None
