@@ -1,12 +1,12 @@
 """Ceiling: a bare SQLite insert loop of the server's event rows, WAL, synchronous=FULL.
 
-The rows and the table (with its indexes) are the embedded server's own; transactions
+The rows, the table (with its indexes) and the statement are the embedded server's own
+(``storage.SCHEMA``, ``storage.event_row``, ``storage.INSERT_EVENT``); transactions
 hold ``batch`` rows each, as its group commit would when the stream keeps it busy.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import tempfile
 import time
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import frames, stats
-from django_ensign.server.storage import SCHEMA
+from django_ensign.server import storage
 
 #: Rows per transaction (one fsync each).
 BATCH = 1000
@@ -41,39 +41,27 @@ def measure(rows: int, batch: int = BATCH, directory: Path | None = None) -> Ins
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            conn.executescript(SCHEMA)
+            conn.executescript(storage.SCHEMA)
             topic_id = b"\x01" * 16
             splicer = frames.Frames(topic_id, frames.event_bytes()).splicer()
             size = len(frames.event_bytes())
-            metadata = json.dumps({})
             transactions = 0
             started = time.perf_counter()
             for start in range(0, rows, batch):
                 now = time.time_ns()
                 chunk = [
-                    (
-                        topic_id,
+                    storage.event_row(
+                        1,
                         offset + 1,
                         offset.to_bytes(10, "big"),
                         splicer.wrapper(offset),
                         now,
-                        "BenchReading",
-                        "1.0.0",
-                        50,
-                        metadata,
                         size,
-                        0,
-                        None,
                     )
                     for offset in range(start, min(rows, start + batch))
                 ]
                 conn.execute("BEGIN IMMEDIATE")
-                conn.executemany(
-                    "INSERT INTO events (topic_id, offset, rlid, wrapper, committed, type_name,"
-                    " type_version, mimetype, metadata, size, is_duplicate, dedup_key)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    chunk,
-                )
+                conn.executemany(storage.INSERT_EVENT, chunk)
                 conn.execute("COMMIT")
                 transactions += 1
             seconds = time.perf_counter() - started
