@@ -6,7 +6,7 @@ import asyncio
 import itertools
 from collections import deque
 
-from django_ensign.server.storage import Committed
+from django_ensign.server.storage import Recent
 from django_ensign.server.topics import TopicRegistry
 
 _RING = 8192
@@ -17,19 +17,20 @@ class Broker:
 
     def __init__(self, registry: TopicRegistry) -> None:
         self.registry = registry
-        self._rings: dict[bytes, deque[Committed]] = {}
+        self._rings: dict[bytes, deque[Recent]] = {}
         self._waiters: set[asyncio.Event] = set()
 
-    def on_commit(self, events: list[Committed]) -> None:
+    def on_commit(self, by_topic: dict[bytes, list[Recent]]) -> None:
         """Storage listener: record the new events and wake every waiter."""
-        for event in events:
-            ring = self._rings.get(event.topic_id)
+        for topic_id, events in by_topic.items():
+            ring = self._rings.get(topic_id)
             if ring is None:
-                ring = self._rings[event.topic_id] = deque(maxlen=_RING)
-            ring.append(event)
-            topic = self.registry.by_id.get(event.topic_id)
-            if topic is not None and event.offset > topic.offset:
-                topic.offset = event.offset
+                ring = self._rings[topic_id] = deque(maxlen=_RING)
+            ring.extend(events)
+            topic = self.registry.by_id.get(topic_id)
+            last = events[-1][0]
+            if topic is not None and last > topic.offset:
+                topic.offset = last
         for waiter in self._waiters:
             waiter.set()
 
@@ -37,12 +38,12 @@ class Broker:
         """Drop the ring of a destroyed topic."""
         self._rings.pop(topic_id, None)
 
-    def recent(self, topic_id: bytes, after: int, limit: int) -> list[Committed] | None:
+    def recent(self, topic_id: bytes, after: int, limit: int) -> list[Recent] | None:
         """Events with offset > ``after`` from memory, or None if the ring does not reach back."""
         ring = self._rings.get(topic_id)
         if not ring:
             return None
-        first = ring[0].offset
+        first = ring[0][0]
         if after + 1 < first:
             return None
         start = after + 1 - first

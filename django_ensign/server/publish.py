@@ -16,7 +16,7 @@ from django_ensign.server.state import (
     MAX_EVENT_SIZE,
     ServerState,
 )
-from django_ensign.server.storage import Outcome, PendingEvent
+from django_ensign.server.storage import PendingEvent
 from django_ensign.server.topics import DELETING, READONLY
 
 Code = ensign_pb2.Nack
@@ -275,15 +275,14 @@ class PublishStream:
         self.pending += 1
         self.drained.clear()
 
-        def done(outcomes: list[Outcome]) -> None:
-            result = outcomes[0]
-            if result is None:
+        def done(committed: int | None, failed: frozenset[int]) -> None:
+            if committed is None or failed:
                 reply: Any = ensign_pb2.PublisherReply(
                     nack=self._nack(local_id, Code.INTERNAL, STORAGE_FAILED)
                 )
             else:
                 self.acks += 1
-                reply = wirefmt.publisher_ack(local_id, result.committed_ns)
+                reply = wirefmt.publisher_ack(local_id, committed)
             self.out.put_nowait(reply)
             self._settle(1)
 
@@ -312,22 +311,21 @@ class PublishStream:
         self.pending += len(items)
         self.drained.clear()
 
-        def done(outcomes: list[Outcome]) -> None:
-            failed: list[ensign_pb2.Nack] = []
-            committed = next((r.committed_ns for r in outcomes if r is not None), 0)
-            if committed and None not in outcomes:
+        def done(committed: int | None, failed: frozenset[int]) -> None:
+            nacked: list[ensign_pb2.Nack] = []
+            if committed is not None and not failed:
                 acked = local_ids
             else:
                 acked = []
-                for local_id, result in zip(local_ids, outcomes, strict=True):
-                    if result is None:
-                        failed.append(self._nack(local_id, Code.INTERNAL, STORAGE_FAILED))
+                for index, local_id in enumerate(local_ids):
+                    if committed is None or index in failed:
+                        nacked.append(self._nack(local_id, Code.INTERNAL, STORAGE_FAILED))
                     else:
                         acked.append(local_id)
             self.acks += len(acked)
-            body = wirefmt.ack_entries(acked, committed, 1)
-            if failed:
-                body += ensign_pb2.ReplyBatch(nacks=failed).SerializeToString()
+            body = wirefmt.ack_entries(acked, committed, 1) if committed is not None else b""
+            if nacked:
+                body += ensign_pb2.ReplyBatch(nacks=nacked).SerializeToString()
             self.out.put_nowait(wirefmt.field_bytes(100, body))
             self._settle(len(items))
 

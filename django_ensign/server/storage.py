@@ -135,21 +135,14 @@ class PendingEvent:
     event: bytes
 
 
-@dataclass(slots=True)
-class Committed:
-    """A stored event: its offset, commit time and the full wrapper bytes as stored."""
-
-    topic_id: bytes
-    offset: int
-    committed_ns: int
-    wrapper: bytes
-    rlid: bytes
-
-
-#: The outcome of one pending event: Committed, or None when storage failed.
-Outcome = Committed | None
-AppendCallback = Callable[[list[Outcome]], None]
-CommitListener = Callable[[list[Committed]], None]
+#: A committed event as live subscribers get it: (offset, rlid, stored wrapper bytes).
+Recent = tuple[int, bytes, bytes]
+#: Called on the event loop with the commit time (None if the whole write failed) and the
+#: indexes of the job's items that failed on their own (their topic was destroyed).
+AppendCallback = Callable[[int | None, frozenset[int]], None]
+#: Called on the event loop after each commit with the new events by topic id.
+CommitListener = Callable[[dict[bytes, list[Recent]]], None]
+_NO_FAILURES: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -370,50 +363,44 @@ class Storage:
         stamp = wirefmt.field_bytes(15, wirefmt.timestamp_explicit(now))
         varint = wirefmt.varint
         offsets = self._offsets
+        saved = dict(offsets)
         seqs = self._seqs
         dedup = self._dedup
-        saved: dict[bytes, int] = {}
         rows: list[tuple[Any, ...]] = []
-        outcomes: list[list[Outcome]] = []
-        committed: list[Committed] = []
+        failures: list[frozenset[int]] = []
+        by_topic: dict[bytes, list[Recent]] = {}
         seen_keys: dict[tuple[bytes, bytes], bytes] = {}
+        committed: int | None = now
         try:
             for job in jobs:
-                results: list[Outcome] = []
-                for item in job.items:
+                failed: set[int] | None = None
+                for index, item in enumerate(job.items):
                     topic_id = item.topic_id
-                    last = offsets.get(topic_id)
-                    if last is None:
-                        results.append(None)
+                    seq = seqs.get(topic_id)
+                    if seq is None:
+                        if failed is None:
+                            failed = set()
+                        failed.add(index)
                         continue
-                    if topic_id not in saved:
-                        saved[topic_id] = last
-                    offset = last + 1
+                    offset = offsets[topic_id] + 1
                     offsets[topic_id] = offset
                     wrapper = item.wrapper + b"\x18" + varint(offset) + stamp
                     dedup_key: bytes | None = None
                     is_dup = 0
-                    rule = dedup.get(topic_id) if dedup else None
-                    if rule is not None:
-                        dedup_key, original = self._find_duplicate(rule, item, seen_keys)
-                        if original is not None:
-                            is_dup = 1
-                            wrapper += wirefmt.duplicate_suffix(original)
-                    rows.append(
-                        (
-                            seqs[topic_id] << OFFSET_BITS | offset,
-                            item.rlid,
-                            wrapper,
-                            now,
-                            len(item.event),
-                            is_dup,
-                            dedup_key,
-                        )
-                    )
-                    done = Committed(topic_id, offset, now, wrapper, item.rlid)
-                    results.append(done)
-                    committed.append(done)
-                outcomes.append(results)
+                    if dedup:
+                        rule = dedup.get(topic_id)
+                        if rule is not None:
+                            dedup_key, original = self._find_duplicate(rule, item, seen_keys)
+                            if original is not None:
+                                is_dup = 1
+                                wrapper += wirefmt.duplicate_suffix(original)
+                    rows.append(((seq << OFFSET_BITS) | offset, item.rlid, wrapper, now,
+                                 len(item.event), is_dup, dedup_key))
+                    recent = by_topic.get(topic_id)
+                    if recent is None:
+                        recent = by_topic[topic_id] = []
+                    recent.append((offset, item.rlid, wrapper))
+                failures.append(frozenset(failed) if failed else _NO_FAILURES)
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -424,12 +411,15 @@ class Storage:
                 raise
         except Exception:
             log.exception("event write failed; nacking %d events", len(rows))
+            offsets.clear()
             offsets.update(saved)
-            outcomes = [[None] * len(job.items) for job in jobs]
-            committed = []
+            committed = None
+            failures = [_NO_FAILURES] * len(jobs)
+            by_topic = {}
         if self._loop is not None:
             try:
-                self._loop.call_soon_threadsafe(self._deliver, jobs, outcomes, committed)
+                self._loop.call_soon_threadsafe(self._deliver, jobs, committed, failures,
+                                                by_topic)
             except RuntimeError:
                 log.warning("event loop closed before %d outcomes were delivered", len(jobs))
 
@@ -455,17 +445,16 @@ class Storage:
             seen[(item.topic_id, key)] = item.rlid
         return key, original
 
-    def _deliver(
-        self, jobs: list[_AppendJob], outcomes: list[list[Outcome]], committed: list[Committed]
-    ) -> None:
-        for job, results in zip(jobs, outcomes, strict=True):
+    def _deliver(self, jobs: list[_AppendJob], committed: int | None,
+                 failures: list[frozenset[int]], by_topic: dict[bytes, list[Recent]]) -> None:
+        for job, failed in zip(jobs, failures, strict=True):
             try:
-                job.callback(results)
+                job.callback(committed, failed)
             except Exception:
                 log.exception("append callback failed")
-        if committed:
+        if by_topic:
             for listener in self.listeners:
-                listener(committed)
+                listener(by_topic)
 
 
 @dataclass

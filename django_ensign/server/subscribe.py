@@ -270,7 +270,7 @@ class SubscribeStream:
         if self.query is None or topic_id != self.query_topic:
             recent = self.state.broker.recent(topic_id, after, limit)
             if recent:
-                return [_Out(c.offset, c.rlid, c.wrapper) for c in recent]
+                return [_Out(*c) for c in recent]
         rows = await self.state.storage.read(lambda conn: read_range(conn, topic_id, after, limit))
         if not rows:
             return []
@@ -287,7 +287,7 @@ class SubscribeStream:
         if contiguous and (self.query is None or topic_id != self.query_topic):
             recent = self.state.broker.recent(topic_id, offsets[0] - 1, len(offsets))
             if recent is not None and len(recent) == len(offsets):
-                return [_Out(c.offset, c.rlid, c.wrapper) for c in recent]
+                return [_Out(*c) for c in recent]
         rows = await self.state.storage.read(lambda conn: read_offsets(conn, topic_id, offsets))
         return self._filter(topic_id, rows)
 

@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from django_ensign.server.storage import Outcome, PendingEvent, Storage, read_range
+from django_ensign.server.storage import PendingEvent, Recent, Storage, read_range
 from django_ensign.wire import ids
 
 
@@ -30,17 +30,22 @@ def pending(topic_id: bytes, n: int) -> list[PendingEvent]:
             for i in range(n)]
 
 
+Result = tuple[int | None, frozenset[int]]
+
+
 async def test_queued_appends_share_one_commit_and_get_per_topic_offsets(
     tmp_path: Path,
 ) -> None:
     storage = Storage(tmp_path / "db")
     storage.load_topics()
     a, b = make_topic(storage, 1), make_topic(storage, 2)
-    results: list[list[Outcome]] = []
+    results: list[Result] = []
+    committed: list[dict[bytes, list[Recent]]] = []
+    storage.listeners.append(committed.append)
     done = asyncio.Event()
 
-    def collect(outcomes: list[Outcome]) -> None:
-        results.append(outcomes)
+    def collect(at: int | None, failed: frozenset[int]) -> None:
+        results.append((at, failed))
         if len(results) == 3:
             done.set()
 
@@ -50,10 +55,11 @@ async def test_queued_appends_share_one_commit_and_get_per_topic_offsets(
     storage.append(pending(a, 1), collect)
     storage.start(asyncio.get_running_loop())
     await done.wait()
-    flat = [o for job in results for o in job]
-    assert all(o is not None for o in flat)
-    assert [(o.topic_id, o.offset) for o in flat if o] == [(a, 1), (a, 2), (b, 1), (a, 3)]
-    assert len({o.committed_ns for o in flat if o}) == 1
+    assert len({at for at, _ in results}) == 1
+    assert all(at is not None and not failed for at, failed in results)
+    (by_topic,) = committed
+    assert [offset for offset, _, _ in by_topic[a]] == [1, 2, 3]
+    assert [offset for offset, _, _ in by_topic[b]] == [1]
     storage.close()
 
     reopened = Storage(tmp_path / "db")
@@ -65,17 +71,23 @@ async def test_queued_appends_share_one_commit_and_get_per_topic_offsets(
     reopened.close()
 
 
+def future_result() -> tuple[asyncio.Future[Result], object]:
+    future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+    return future, lambda at, failed: future.set_result((at, failed))
+
+
 async def test_events_for_an_unregistered_topic_fail_alone(tmp_path: Path) -> None:
     storage = Storage(tmp_path / "db")
     storage.load_topics()
     a = make_topic(storage, 1)
     storage.start(asyncio.get_running_loop())
-    got: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
-    storage.append(pending(ids.new_ulid(), 1) + pending(a, 1), got.set_result)
-    outcomes = await got
-    assert outcomes[0] is None
-    assert outcomes[1] is not None
-    assert outcomes[1].offset == 1
+    got, callback = future_result()
+    storage.append(pending(ids.new_ulid(), 1) + pending(a, 1), callback)  # type: ignore[arg-type]
+    at, failed = await got
+    assert at is not None
+    assert failed == {0}
+    stored = await storage.read(lambda conn: read_range(conn, a, 0, 10))
+    assert [e.offset for e in stored] == [1]
     storage.close()
 
 
@@ -89,14 +101,14 @@ async def test_a_failed_write_fails_its_events_and_keeps_offsets(tmp_path: Path)
     blocker.execute("PRAGMA busy_timeout=0")
     blocker.execute("BEGIN EXCLUSIVE")
     storage._conn.execute("PRAGMA busy_timeout=50")
-    got: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
-    storage.append(pending(a, 2), got.set_result)
-    assert await got == [None, None]
+    got, callback = future_result()
+    storage.append(pending(a, 2), callback)  # type: ignore[arg-type]
+    assert (await got)[0] is None
     blocker.execute("ROLLBACK")
     blocker.close()
-    again: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
-    storage.append(pending(a, 1), again.set_result)
-    (outcome,) = await again
-    assert outcome is not None
-    assert outcome.offset == 1
+    again, callback = future_result()
+    storage.append(pending(a, 1), callback)  # type: ignore[arg-type]
+    assert (await again)[0] is not None
+    stored = await storage.read(lambda conn: read_range(conn, a, 0, 10))
+    assert [e.offset for e in stored] == [1]
     storage.close()
