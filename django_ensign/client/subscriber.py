@@ -24,8 +24,9 @@ DEFAULT_BATCH_SIZE = 128
 # Acks wait at most this long (or for ACK_BATCH of them) before going out in one AckBatch.
 ACK_DELAY = 0.02
 ACK_BATCH = 256
-# How long close() lets the server read the last acks before cancelling the stream.
-CLOSE_GRACE = 0.5
+# How long close() waits for the server to end the stream after our half-close (it reads
+# the last acks and releases the deliveries first) before cancelling it.
+CLOSE_GRACE = 5.0
 
 
 def consumer_group(group: str | groups_pb2.ConsumerGroup | None) -> groups_pb2.ConsumerGroup | None:
@@ -142,8 +143,12 @@ class Subscription:
         ending: BaseException | None = None
         backoff = 0.05
         try:
-            while not self._closed:
+            # After close() half-closes the stream, keep reading (and dropping deliveries)
+            # until the server ends it: by then it has read our last acks.
+            while True:
                 if self._call is None:
+                    if self._closed:
+                        break
                     try:
                         await self._open()
                     except (exceptions.Unavailable, exceptions.Aborted, exceptions.StreamError):
@@ -167,17 +172,21 @@ class Subscription:
                     raise translate(err) from err
                 if reply is EOF:
                     self._call = None
-                    if not self._reconnect:
+                    if self._closed or not self._reconnect:
                         break
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, self._backoff_max)
                     continue
                 backoff = 0.05  # only a stream that delivers counts as healthy
+                if self._closed:
+                    continue
                 kind = reply.WhichOneof("embed")
                 if kind == "event":
                     await self._queue.put(self._received(reply.event))
                 elif kind == "events":
                     for wrapper in reply.events.events:
+                        if self._closed:
+                            break
                         await self._queue.put(self._received(wrapper))
                 elif kind == "ready":
                     self._ready(reply.ready)
@@ -278,6 +287,8 @@ class Subscription:
         self._closed = True
         if self._ack_timer is not None and not self._ack_timer.done():
             self._ack_timer.cancel()
+        while not self._queue.empty():  # frees a pump waiting for room
+            self._queue.get_nowait()
         call = self._call
         if call is not None:
             with contextlib.suppress(Exception):
