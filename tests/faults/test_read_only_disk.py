@@ -126,6 +126,7 @@ async def test_writes_on_a_read_only_disk_are_nacked_internal_and_nothing_unstor
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("postgres_only")
 def test_relay_retries_through_a_read_only_disk_and_loses_nothing(
     volume: Ext4Volume, disk_server: EmbeddedServer, ledger: Ledger
 ) -> None:

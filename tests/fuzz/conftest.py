@@ -171,6 +171,15 @@ class FuzzTarget:
             return err.code(), err.details() or "", replies
         return Status.OK, "", replies
 
+    def project_topics(self) -> dict[str, bytes]:
+        """Every topic of the project, name to id, as ListTopics gives them now."""
+        from django_ensign.proto.api.v1beta1 import topic_pb2
+
+        page = ensign_pb2.PageInfo(page_size=5000).SerializeToString()
+        code, details, raw = self.unary("ListTopics", page)
+        assert code == Status.OK, details
+        return {t.name: t.id for t in topic_pb2.TopicsPage.FromString(raw[0]).topics}
+
     def assert_still_serving(self) -> None:
         """An ordinary publish on a new stream is acked."""
         local = ids.new_ulid()
