@@ -104,6 +104,11 @@ print("created" if created else "already there (password reset to admin)")
 step "record readings through the ORM (each save writes an outbox row in the same transaction)"
 manage record_readings
 
+# The subscriber starts now so that its start-up overlaps the relay's work.
+"$PY" manage.py ensign_subscribe weather >"$LOG_DIR/subscriber.log" 2>&1 &
+SUB_PID=$!
+PIDS+=("$SUB_PID")
+
 step "relay: ensign_publish_outbox --once until every event is acked"
 for attempt in $(seq 1 10); do
   manage ensign_publish_outbox --once
@@ -112,10 +117,7 @@ for attempt in $(seq 1 10); do
   sleep 0.5
 done
 
-step "subscriber: ensign_subscribe weather until every event is handled"
-"$PY" manage.py ensign_subscribe weather >"$LOG_DIR/subscriber.log" 2>&1 &
-SUB_PID=$!
-PIDS+=("$SUB_PID")
+step "subscriber: ensign_subscribe weather (started with the relay) until every event is handled"
 if ! manage weather_report --wait handled --timeout 60 --quiet; then
   echo "demo: the subscriber's log:" >&2; cat "$LOG_DIR/subscriber.log" >&2; exit 1
 fi
