@@ -83,3 +83,12 @@ def test_a_topic_without_handlers_is_refused(
     assert proc.process is not None
     assert proc.process.wait(60) != 0
     assert "no handler is registered for no-such-handlers" in proc.output()
+
+
+def test_wrong_credentials_end_the_command_with_a_clear_error(
+    fresh_server: EmbeddedServer, subscriber_process: Start
+) -> None:
+    proc = subscriber_process("sub-multi", ENSIGN_CLIENT_SECRET="not-the-secret")
+    assert proc.process is not None
+    assert proc.process.wait(60) != 0
+    assert "cannot subscribe" in proc.output()

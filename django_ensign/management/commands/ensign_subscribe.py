@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_ensign import handlers, subscriber
+from django_ensign import exceptions, handlers, subscriber
 from django_ensign.conf import settings
 
 
@@ -103,6 +103,9 @@ class Command(BaseCommand):
                 self.stdout.write(message)
                 self.stdout.flush()
 
-        stats = subscriber.run(opts, report=report)
+        try:
+            stats = subscriber.run(opts, report=report)
+        except exceptions.EnsignError as exc:  # configuration, credentials, permissions
+            raise CommandError(f"cannot subscribe: {exc}") from exc
         if verbosity >= 1:
             self.stdout.write(f"Stopped: {stats.summary()}")
