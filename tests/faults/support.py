@@ -163,6 +163,20 @@ def applied_count() -> int:
     return Applied.objects.filter(handler=APPLIED_HANDLER).count()
 
 
+def pipeline_state() -> str:
+    """Counts of outbox statuses, applications, inbox rows and dead letters, for failures."""
+    from django_ensign.models import DeadLetter, InboxEvent
+
+    statuses = dict(
+        OutboxEvent.objects.values_list("status").annotate(n=Count("id")).values_list("status", "n")
+    )
+    dead = list(DeadLetter.objects.values_list("event_id", "reason", "error")[:5])
+    return (
+        f"outbox {statuses}, applied {applied_count()}, inbox {InboxEvent.objects.count()}, "
+        f"dead letters {DeadLetter.objects.count()} {dead}"
+    )
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll ``condition`` until true; AssertionError after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -25,6 +25,7 @@ from tests.faults.support import (
     acked_count,
     applied_count,
     check_outbox_pipeline,
+    pipeline_state,
     wait_for,
     write_rows,
 )
@@ -146,7 +147,7 @@ def test_kill_9_anywhere_in_the_pipeline_loses_and_duplicates_nothing(
         codes = pipeline.stop()
     except BaseException:
         pipeline.kill_all()
-        print(pipeline.logs_text())
+        print(pipeline_state(), pipeline.logs_text())
         raise
     assert codes == (0, 0), pipeline.logs_text()
     verdict = check_outbox_pipeline(ledger, fresh_server, APPLIED_TOPIC, rows, handled=True)

@@ -25,6 +25,7 @@ from tests.faults.support import (
     applied_count,
     check_outbox_pipeline,
     ensure_postgres_up,
+    pipeline_state,
     postgres_cluster,
     quick_relay_options,
     restart_postgres,
@@ -88,7 +89,7 @@ def test_server_outage_longer_than_every_reconnect_window_loses_nothing(
         wait_for(lambda: acked_count(APPLIED_TOPIC) == 80, 60, "every row acked")
         wait_for(lambda: applied_count() >= 80, 60, "every event applied")
     except BaseException:
-        print(subscriber.output()[-5000:])
+        print(pipeline_state(), subscriber.output()[-5000:])
         raise
     finally:
         relay.stop()
@@ -119,7 +120,7 @@ def test_relay_and_subscriber_ride_out_a_postgresql_restart(
         wait_for(lambda: applied_count() >= 120, 90, "every event applied")
         assert relay.poll() is None, "the relay must ride out the restart"
     except BaseException:
-        print(subscriber.output()[-5000:], log.read_text()[-3000:])
+        print(pipeline_state(), subscriber.output()[-5000:], log.read_text()[-3000:])
         raise
     finally:
         code = stop(relay)
