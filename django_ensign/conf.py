@@ -166,6 +166,16 @@ class Settings:
         return None if value is None else int(value)
 
     @property
+    def SUBSCRIBER_WINDOW(self) -> int | None:
+        """Most events delivered and not yet acked per stream (None: 32 per concurrent slot).
+
+        Bounded so that events waiting in this process are handled within the server's
+        delivery timeout; 0 leaves it to the server.
+        """
+        value = self._get("SUBSCRIBER_WINDOW", None)
+        return None if value is None else int(value)
+
+    @property
     def SUBSCRIBER_MAX_ATTEMPTS(self) -> int:
         """Attempts of a failing handler before its event is dead-lettered."""
         return int(self._get("SUBSCRIBER_MAX_ATTEMPTS", 5))

@@ -37,6 +37,8 @@ T = TypeVar("T")
 #: Nack codes of the Ensign protocol a subscriber sends (PROTOCOL.md §4).
 NACK_UNPROCESSED = 100
 NACK_DELIVER_AGAIN_ANY = 104
+#: Default window: events delivered and not yet acked, per concurrent slot.
+WINDOW_PER_SLOT = 32
 #: Seconds between two progress lines at verbosity 1.
 PROGRESS_SECONDS = 10.0
 
@@ -84,6 +86,13 @@ class SubscriberOptions:
     celery: bool = False
     batch_size: int | None = field(default_factory=lambda: settings.SUBSCRIBER_BATCH_SIZE)
     max_attempts: int = field(default_factory=lambda: settings.SUBSCRIBER_MAX_ATTEMPTS)
+    window: int | None = field(default_factory=lambda: settings.SUBSCRIBER_WINDOW)
+
+    def effective_window(self) -> int:
+        """The window asked of the server: the setting, else 32 events per concurrent slot."""
+        if self.window is not None:
+            return max(0, self.window)
+        return max(WINDOW_PER_SLOT * max(1, self.concurrency), self.batch_size or 0)
 
 
 def make_client() -> Any:
@@ -232,6 +241,8 @@ class Subscriber:
             kwargs["query"] = query
         if self.options.batch_size is not None:
             kwargs["batch_size"] = self.options.batch_size
+        if self.options.effective_window():
+            kwargs["window"] = self.options.effective_window()
         return client.subscribe(*topics, **kwargs)
 
     async def _close_threads(self) -> None:
