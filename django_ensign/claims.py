@@ -9,13 +9,14 @@ reclaimed) can no longer change them. Times come from the database clock.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import (
     Case,
     DateTimeField,
@@ -34,8 +35,9 @@ from django.db.models import (
 )
 from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Cast, Now
+from django.utils import timezone
 
-from django_ensign import backoff
+from django_ensign import backoff, pgclaims
 from django_ensign.models import OUTBOX_UNFINISHED, OUTBOX_WAITING, OutboxEvent, OutboxStatus
 
 
@@ -122,6 +124,13 @@ def claim(
     take disjoint rows without waiting; the ``UPDATE`` repeats the claim condition, which
     also makes SQLite (no row locks) safe.
     """
+    if connections[using].vendor == "postgresql":
+        return [
+            _from_row(row)
+            for row in pgclaims.claim(
+                limit=limit, lease_seconds=lease_seconds, topics=topics, using=using
+            )
+        ]
     token = uuid.uuid4()
     rows = OutboxEvent.objects.using(using)
     candidates = rows.filter(claimable())
@@ -155,6 +164,25 @@ def claim(
     ]
 
 
+def _from_row(row: tuple[Any, ...]) -> Claimed:
+    token, id_, event_id, topic, data, mimetype, type_name, type_version, meta, key, attempts = row
+    if isinstance(meta, str | bytes):
+        meta = json.loads(meta)
+    return Claimed(
+        id=id_,
+        token=token,
+        event_id=event_id,
+        topic=topic,
+        data=bytes(data),
+        mimetype=mimetype,
+        type_name=type_name,
+        type_version=type_version,
+        metadata=dict(meta or {}),
+        ordering_key=key,
+        attempts=attempts,
+    )
+
+
 def _held(rows: Iterable[Claimed], using: str) -> QuerySet[OutboxEvent]:
     """The given rows, only while the lease that claimed them still holds them."""
     condition = Q()
@@ -180,20 +208,12 @@ def record(
     acks = [o for o in outcomes if isinstance(o, Acked)]
     failures = [o for o in outcomes if isinstance(o, Failed)]
     with transaction.atomic(using=using):
-        if acks:
-            acked_at = Case(
-                *[When(id=o.row.id, then=Value(o.committed_at)) for o in acks if o.committed_at],
-                default=Now(),
-                output_field=DateTimeField(),
+        if acks and connections[using].vendor == "postgresql":
+            result.acked = pgclaims.record_acks(
+                [(o.row.id, o.row.token, o.committed_at) for o in acks], using
             )
-            result.acked = _held([o.row for o in acks], using).update(
-                status=OutboxStatus.ACKED,
-                acked_at=acked_at,
-                lease_token=None,
-                lease_expires_at=None,
-                nack_code=None,
-                nack_error="",
-            )
+        elif acks:
+            result.acked = _record_acks_portable(acks, using)
         dead = [
             o
             for o in failures
@@ -233,6 +253,31 @@ def record(
             )
     result.stale = len(outcomes) - result.acked - result.dead - result.retrying
     return result
+
+
+def _record_acks_portable(acks: Sequence[Acked], using: str) -> int:
+    """One parameterized ``UPDATE`` per ack in a single ``executemany`` (SQLite and others)."""
+    connection = connections[using]
+    table = connection.ops.quote_name(OutboxEvent._meta.db_table)
+    token_field = OutboxEvent._meta.get_field("lease_token")
+    acked_field = OutboxEvent._meta.get_field("acked_at")
+    now = timezone.now()
+    params = [
+        (
+            acked_field.get_db_prep_value(o.committed_at or now, connection),
+            o.row.id,
+            token_field.get_db_prep_value(o.row.token, connection),
+        )
+        for o in acks
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {table} SET status = 'acked', acked_at = %s, lease_token = NULL, "
+            "lease_expires_at = NULL, nack_code = NULL, nack_error = '' "
+            "WHERE id = %s AND lease_token = %s AND status = 'in_flight'",
+            params,
+        )
+        return max(int(cursor.rowcount), 0)
 
 
 def _failure_fields(failures: Sequence[Failed]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.db.models.functions import Now
 from django.utils import timezone
 
 
@@ -43,12 +44,13 @@ class OutboxEvent(models.Model):
         default="",
         help_text="Rows sharing a key are published in order.",
     )
-    created = models.DateTimeField(default=timezone.now)
+    # Database clock, like every time the relay compares: app servers' clocks may drift.
+    created = models.DateTimeField(db_default=Now())
     status = models.CharField(
         max_length=16, choices=OutboxStatus.choices, default=OutboxStatus.PENDING
     )
     attempts = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(default=timezone.now)
+    next_attempt_at = models.DateTimeField(db_default=Now())
     lease_token = models.UUIDField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     acked_at = models.DateTimeField(

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -113,7 +114,9 @@ class Relay:
         self._outcome_ready = asyncio.Event()
         self._in_flight = 0
         self._leases: Counter[uuid.UUID] = Counter()
-        self._waiters: set[asyncio.Task[None]] = set()
+        #: local id → (row, monotonic deadline) of each event sent and not yet answered.
+        self._pending: dict[bytes, tuple[claims.Claimed, float]] = {}
+        self._all_replied = asyncio.Event()
         self._claims = _DatabaseThread("ensign-claim", self.options.using)
         self._records = _DatabaseThread("ensign-record", self.options.using)
 
@@ -134,6 +137,7 @@ class Relay:
         helpers = [
             asyncio.create_task(self._record_loop(), name="ensign-relay-recorder"),
             asyncio.create_task(self._renew_loop(), name="ensign-relay-renewer"),
+            asyncio.create_task(self._expire_loop(), name="ensign-relay-expiry"),
         ]
         if self.options.listen and not self.options.once and self._is_postgres():
             channel = settings.OUTBOX_NOTIFY_CHANNEL
@@ -195,51 +199,79 @@ class Relay:
             await asyncio.wait_for(self._wake.wait(), seconds)
 
     async def _publish(self, rows: list[claims.Claimed]) -> None:
-        from django_ensign.client import Event
-
-        for index, row in enumerate(rows):
-            if self._stopping:
-                await self._release(rows[index:])
-                return
+        """Send a claim's rows, one ``publish`` call per topic; outcomes come by callback."""
+        by_topic: dict[str, list[tuple[claims.Claimed, Any]]] = {}
+        for row in rows:
             self._in_flight += 1
             self._leases[row.token] += 1
             try:
-                meta = {**row.metadata, metadata.STABLE_ID_KEY: row.event_id}
-                if row.ordering_key:
-                    meta[metadata.ORDERING_KEY] = row.ordering_key
-                event = Event(
-                    row.data,
-                    row.mimetype,
-                    schema_name=row.type_name or "Unknown",
-                    schema_version=row.type_version or "0.0.0",
-                    meta=meta,
-                )
-                await self._client.publish(
-                    row.topic, event, ensure_exists=self.options.create_topics
-                )
-            except Exception as err:  # the row retries with backoff (or dies if it cannot work)
+                event = _event_for(row)
+            except Exception as err:  # the SDK refuses it: publishing again cannot help
                 self._settle(claims.Failed(row, _describe(err), final=_is_final(err)))
                 continue
-            waiter = asyncio.create_task(self._await_outcome(row, event))
-            self._waiters.add(waiter)
-            waiter.add_done_callback(self._waiters.discard)
+            by_topic.setdefault(row.topic, []).append((row, event))
+        for topic, items in by_topic.items():
+            if self._stopping:
+                unsent = [row for row, _ in items]
+                self._in_flight -= len(unsent)
+                for row in unsent:
+                    self._forget_lease(row.token)
+                await self._release(unsent)
+                continue
+            deadline = time.monotonic() + self.options.publish_timeout
+            for row, event in items:
+                self._pending[event.local_id] = (row, deadline)
+            try:
+                await self._client.publish(
+                    topic,
+                    [event for _, event in items],
+                    on_ack=self._on_ack,
+                    on_nack=self._on_nack,
+                    ensure_exists=self.options.create_topics,
+                )
+            except Exception as err:  # retried with backoff, or dead if it can never work
+                for row, event in items:
+                    if self._pending.pop(event.local_id, None) is not None:
+                        self._settle(claims.Failed(row, _describe(err), final=_is_final(err)))
 
-    async def _await_outcome(self, row: claims.Claimed, event: Any) -> None:
-        from django_ensign.client import Ack
+    def _on_ack(self, ack: Any) -> None:
+        found = self._pending.pop(ack.id, None)
+        if found is not None:  # else: a late reply for an event this relay gave up on
+            self._settle(claims.Acked(found[0], ack.committed_at))
 
-        try:
-            outcome = await event.wait_for_ack(timeout=self.options.publish_timeout)
-        except Exception as err:
-            self._settle(claims.Failed(row, _describe(err)))
-            return
-        if isinstance(outcome, Ack):
-            self._settle(claims.Acked(row, outcome.committed_at))
-        else:
-            self._settle(claims.Failed(row, outcome.error or "nacked", int(outcome.code)))
+    def _on_nack(self, nack: Any) -> None:
+        found = self._pending.pop(nack.id, None)
+        if found is not None:
+            self._settle(claims.Failed(found[0], nack.error or "nacked", int(nack.code)))
+
+    def _expire(self) -> None:
+        """Count events with no reply after ``publish_timeout`` as failed (they retry)."""
+        now = time.monotonic()
+        expired = []
+        for local_id, (row, deadline) in self._pending.items():
+            if deadline > now:
+                break  # insertion order is deadline order
+            expired.append((local_id, row))
+        for local_id, row in expired:
+            del self._pending[local_id]
+            timeout = self.options.publish_timeout
+            self._settle(claims.Failed(row, f"no ack or nack within {timeout} seconds"))
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.options.publish_timeout / 4))
+            self._expire()
 
     def _settle(self, outcome: claims.Outcome) -> None:
         self._outcomes.append(outcome)
         self._outcome_ready.set()
+        if not self._pending:
+            self._all_replied.set()
+
+    def _forget_lease(self, token: uuid.UUID) -> None:
+        self._leases[token] -= 1
+        if self._leases[token] <= 0:
+            del self._leases[token]
 
     async def _release(self, rows: Sequence[claims.Claimed]) -> None:
         try:
@@ -283,9 +315,7 @@ class Relay:
             logger.error("%d outbox events are dead: ids %s", result.dead, result.dead_ids[:20])
         for outcome in batch:
             self._in_flight -= 1
-            self._leases[outcome.row.token] -= 1
-            if self._leases[outcome.row.token] <= 0:
-                del self._leases[outcome.row.token]
+            self._forget_lease(outcome.row.token)
         self._wake.set()  # the next rows of these keys are claimable now
 
     async def _renew_loop(self) -> None:
@@ -304,10 +334,29 @@ class Relay:
                 logger.warning("renewing outbox leases failed (%s)", err)
 
     async def _finish(self) -> None:
-        """Wait for every published event's outcome and record it."""
-        if self._waiters:
-            await asyncio.gather(*list(self._waiters), return_exceptions=True)
+        """Wait for every published event's outcome (or its deadline) and record it."""
+        while self._pending:
+            self._all_replied.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_replied.wait(), 1.0)
+            self._expire()
         await self._record_pending()
+
+
+def _event_for(row: claims.Claimed) -> Any:
+    """The SDK event of an outbox row, with the stable id and ordering key as metadata."""
+    from django_ensign.client import Event
+
+    meta = {**row.metadata, metadata.STABLE_ID_KEY: row.event_id}
+    if row.ordering_key:
+        meta[metadata.ORDERING_KEY] = row.ordering_key
+    return Event(
+        row.data,
+        row.mimetype,
+        schema_name=row.type_name or "Unknown",
+        schema_version=row.type_version or "0.0.0",
+        meta=meta,
+    )
 
 
 def _describe(err: BaseException) -> str:

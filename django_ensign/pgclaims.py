@@ -1,0 +1,95 @@
+"""PostgreSQL fast paths of :mod:`django_ensign.claims`: one statement per claim, one per acks.
+
+Same semantics as the portable ORM versions (which SQLite uses): the claim's WHERE
+repeats the partial indexes' predicates so the planner can use them, locks with
+``FOR UPDATE SKIP LOCKED`` and leases in the same statement; acks are one ``UPDATE …
+FROM unnest(…)`` guarded by each row's lease token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import connections
+
+from django_ensign.models import OutboxEvent
+
+_COLUMNS = (
+    "id", "event_id", "topic", "data", "mimetype", "type_name", "type_version",
+    "metadata", "ordering_key", "attempts",
+)  # fmt: skip
+
+
+def claim_sql(table: str, with_topics: bool) -> str:
+    """The claim statement; parameters: [topics], limit, token, lease seconds."""
+    topic_filter = "AND o.topic = ANY(%(topics)s)" if with_topics else ""
+    returning = ", ".join(f"t.{column}" for column in _COLUMNS)
+    return f"""
+        WITH candidates AS (
+            SELECT o.id FROM {table} o
+            WHERE (
+                (o.status IN ('pending', 'retrying') AND o.next_attempt_at <= statement_timestamp())
+                OR (o.status = 'in_flight' AND o.lease_expires_at < statement_timestamp())
+            )
+            {topic_filter}
+            AND (
+                o.ordering_key = ''
+                OR NOT EXISTS (
+                    SELECT 1 FROM {table} e
+                    WHERE e.ordering_key = o.ordering_key AND e.id < o.id
+                    AND e.status IN ('pending', 'in_flight', 'retrying')
+                )
+            )
+            ORDER BY o.id
+            LIMIT %(limit)s
+            FOR UPDATE OF o SKIP LOCKED
+        )
+        UPDATE {table} t
+        SET status = 'in_flight', lease_token = %(token)s,
+            lease_expires_at = statement_timestamp() + %(lease)s * interval '1 second',
+            attempts = t.attempts + 1
+        WHERE t.id = ANY(ARRAY(SELECT id FROM candidates))
+        RETURNING {returning}
+    """
+
+
+def claim(
+    *, limit: int, lease_seconds: float, topics: Sequence[str], using: str
+) -> list[tuple[Any, ...]]:
+    """Claim and lease in one statement (autocommit: its own short transaction)."""
+    table = connections[using].ops.quote_name(OutboxEvent._meta.db_table)
+    params: dict[str, Any] = {
+        "limit": limit,
+        "token": uuid.uuid4(),
+        "lease": lease_seconds,
+        "topics": list(topics),
+    }
+    with connections[using].cursor() as cursor:
+        cursor.execute(claim_sql(table, bool(topics)), params)
+        rows = sorted(cursor.fetchall(), key=lambda row: row[0])
+    return [(params["token"], *row) for row in rows]
+
+
+def record_acks(acks: Sequence[tuple[int, uuid.UUID, dt.datetime | None]], using: str) -> int:
+    """Mark rows acked at the server's commit time while their lease still holds them."""
+    if not acks:
+        return 0
+    table = connections[using].ops.quote_name(OutboxEvent._meta.db_table)
+    ids = [a[0] for a in acks]
+    tokens = [a[1] for a in acks]
+    times = [a[2] for a in acks]
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE {table} t
+            SET status = 'acked', acked_at = COALESCE(v.acked_at, statement_timestamp()),
+                lease_token = NULL, lease_expires_at = NULL, nack_code = NULL, nack_error = ''
+            FROM unnest(%s::bigint[], %s::uuid[], %s::timestamptz[]) AS v(id, token, acked_at)
+            WHERE t.id = v.id AND t.lease_token = v.token AND t.status = 'in_flight'
+            """,
+            [ids, tokens, times],
+        )
+        return int(cursor.rowcount)
