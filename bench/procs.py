@@ -53,6 +53,19 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
         proc.stdout.close()
 
 
+def wait_all(children: Sequence[subprocess.Popen[bytes]], timeout: float) -> bool:
+    """Wait for every child to exit; after ``timeout`` stop the rest. True if all finished."""
+    deadline = time.monotonic() + timeout
+    for child in children:
+        try:
+            child.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for late in children:
+                stop(late)
+            return False
+    return True
+
+
 def rss_mib(pid: int) -> float:
     """Resident set size of ``pid`` in MiB (0.0 if it is gone)."""
     try:

@@ -29,10 +29,10 @@ def _relay(ctx: Context, server: EmbeddedServer) -> tuple[list[float], int, floa
         started = time.perf_counter()
         child = project.start("ensign_publish_outbox", "--once", log=ctx.workdir / "memory.log")
         with procs.RssSampler(child.pid, interval=1.0) as rss:
-            code = child.wait()
+            finished = procs.wait_all([child], 120 + ctx.memory_events / 50)
         seconds = time.perf_counter() - started
-        if code:
-            raise RuntimeError(f"the relay exited with {code}")
+        if finished and child.returncode:
+            raise RuntimeError(f"the relay exited with {child.returncode}")
         got = project.manage_json("bench_outbox_stats", "--topic", topic)
     finally:
         project.drop()
