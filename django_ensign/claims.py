@@ -37,7 +37,7 @@ from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Cast, Now
 from django.utils import timezone
 
-from django_ensign import backoff, pgclaims
+from django_ensign import backoff, pgclaims, sqliteclaims
 from django_ensign.models import OUTBOX_UNFINISHED, OUTBOX_WAITING, OutboxEvent, OutboxStatus
 
 
@@ -124,7 +124,15 @@ def claim(
     take disjoint rows without waiting; the ``UPDATE`` repeats the claim condition, which
     also makes SQLite (no row locks) safe.
     """
-    if connections[using].vendor == "postgresql":
+    vendor = connections[using].vendor
+    if vendor == "sqlite":
+        return [
+            _from_row(row)
+            for row in sqliteclaims.claim(
+                limit=limit, lease_seconds=lease_seconds, topics=topics, using=using
+            )
+        ]
+    if vendor == "postgresql":
         return [
             _from_row(row)
             for row in pgclaims.claim(
