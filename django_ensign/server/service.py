@@ -20,6 +20,48 @@ from django_ensign.server.subscribe import SubscribeStream
 SERVICE = "ensign.v1beta1.Ensign"
 
 
+#: What grpc-go (the real server) answers when request bytes do not parse.
+UNMARSHAL_ERROR = "grpc: error unmarshalling request"
+
+
+class _Undecodable:
+    """Stands in for a unary request whose bytes did not parse."""
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _lenient(parse: Any) -> Any:
+    def deserialize(raw: bytes) -> Any:
+        try:
+            return parse(raw)
+        except Exception:
+            return _UNDECODABLE
+
+    return deserialize
+
+
+def _guarded(fn: Any) -> Any:
+    """Answer undecodable requests with INTERNAL, as grpc-go does, before anything else."""
+
+    async def call(request: Any, context: Context) -> Any:
+        if request is _UNDECODABLE:
+            await context.abort(grpc.StatusCode.INTERNAL, UNMARSHAL_ERROR)
+        return await fn(request, context)
+
+    return call
+
+
+def _guarded_stream(fn: Any) -> Any:
+    async def call(request: Any, context: Context) -> Any:
+        if request is _UNDECODABLE:
+            await context.abort(grpc.StatusCode.INTERNAL, UNMARSHAL_ERROR)
+        async for item in fn(request, context):
+            yield item
+
+    return call
+
+
 def _serialize(message: Any) -> bytes:
     if isinstance(message, bytes):
         return message
@@ -47,7 +89,8 @@ class EnsignService:
 
         def unary(fn: Any, request: Any) -> grpc.RpcMethodHandler[Any, Any]:
             return grpc.unary_unary_rpc_method_handler(
-                fn, request_deserializer=request.FromString, response_serializer=_serialize
+                _guarded(fn), request_deserializer=_lenient(request.FromString),
+                response_serializer=_serialize,
             )
 
         handlers = {
@@ -62,8 +105,8 @@ class EnsignService:
                 response_serializer=_serialize,
             ),
             "EnSQL": grpc.unary_stream_rpc_method_handler(
-                rpcs.EnSQL,
-                request_deserializer=qp.Query.FromString,
+                _guarded_stream(rpcs.EnSQL),
+                request_deserializer=_lenient(qp.Query.FromString),
                 response_serializer=_serialize,
             ),
             "Explain": unary(rpcs.Explain, qp.Query),

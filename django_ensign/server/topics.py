@@ -12,7 +12,7 @@ READY = 1
 READONLY = 2
 DELETING = 3
 
-NAME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9.\-_]*$")
+NAME_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9.\-_]*")
 MAX_NAME_BYTES = 512
 
 
@@ -75,6 +75,6 @@ def name_error(name: str) -> str | None:
         return "missing name field"
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         return "topic name is too long"
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         return "topic name is invalid"
     return None

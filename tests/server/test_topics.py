@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 import pytest
@@ -44,6 +45,7 @@ async def test_create_topic_returns_a_ready_topic(conn: Conn) -> None:
         ("1starts-with-digit", "topic name is invalid"),
         ("has space", "topic name is invalid"),
         ("émoji", "topic name is invalid"),
+        ("trailing-newline\n", "topic name is invalid"),
     ],
 )
 async def test_bad_topic_names_are_invalid(conn: Conn, name: str, details: str) -> None:
@@ -291,3 +293,26 @@ async def test_set_topic_policy_errors(conn: Conn) -> None:
         conn.stub.SetTopicPolicy(topic_pb2.TopicPolicy(id=ids.ulid_to_str(ids.new_ulid())),
                                  metadata=conn.md),
         Code.NOT_FOUND)
+
+
+@pytest.mark.parametrize(
+    ("method", "reply"),
+    [("CreateTopic", topic_pb2.Topic), ("ListTopics", topic_pb2.TopicsPage),
+     ("Status", ensign_pb2.ServiceState), ("EnSQL", query_pb2.Query)],
+)
+async def test_undecodable_request_bytes_are_internal_and_the_server_keeps_serving(
+    conn: Conn, method: str, reply: Any
+) -> None:
+    path = f"/ensign.v1beta1.Ensign/{method}"
+    kind = conn.channel.unary_stream if method == "EnSQL" else conn.channel.unary_unary
+    call = kind(path, request_serializer=lambda b: b, response_deserializer=reply.FromString)
+
+    async def send() -> None:
+        result = call(b"\x0a\xff\xff\xff\xff\x0f", metadata=conn.md)
+        await (result.read() if method == "EnSQL" else result)
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await send()
+    assert (err.value.code(), err.value.details()) == (Code.INTERNAL,
+                                                       "grpc: error unmarshalling request")
+    assert (await conn.create_topic()).status == topic_pb2.READY
