@@ -45,7 +45,10 @@ fi
 "$BIN/python" -m pytest
 status=$?
 # 2. The database-facing features again on SQLite.
-ENSIGN_TEST_DB=sqlite "$BIN/python" -m pytest tests/outbox tests/subscriptions
+# A file database (not :memory:) so the tests that run commands as subprocesses share it.
+sqlite_file=$(mktemp -u /tmp/ensign-test-XXXXXX.sqlite3)
+ENSIGN_TEST_DB=sqlite ENSIGN_TEST_SQLITE="$sqlite_file" "$BIN/python" -m pytest tests/outbox tests/subscriptions
 sqlite_status=$?
 # pytest exits 5 when it collected nothing: a failure here too.
+rm -f "$sqlite_file" "$sqlite_file"-wal "$sqlite_file"-shm
 [ $status -eq 0 ] && [ $sqlite_status -eq 0 ]
