@@ -4,6 +4,7 @@ from __future__ import annotations
 
 # Ids E001–E019 and W001–W019: connection and outbox; E020–E039 and W020–W039: subscriber.
 # === outbox and connection checks ===========================================
+from pathlib import Path as _Path
 from typing import Any as _Any
 
 from django.core import checks as _checks
@@ -17,7 +18,7 @@ _PUBLICATION_OPTIONS = frozenset(
 
 @_checks.register("django_ensign")
 def check_connection(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.CheckMessage]:
-    """E001 endpoint, E002 credentials, E003 credentials file, E006 auth URL, W001 plain text."""
+    """E001 endpoint, E002 credentials, E003/W002 credentials file, E006 auth URL, W001 TLS."""
     from django_ensign.client import config, exceptions
 
     found: list[_checks.CheckMessage] = []
@@ -34,6 +35,17 @@ def check_connection(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.C
         )
     cred_file = _settings.CREDENTIALS_FILE
     if cred_file and not (_settings.CLIENT_ID and _settings.CLIENT_SECRET):
+        if not _Path(cred_file).exists():
+            # Not an error: `manage.py ensign_server` writes it on its first start.
+            found.append(
+                _checks.Warning(
+                    f"ENSIGN_CREDENTIALS_FILE {cred_file} does not exist yet.",
+                    hint="Start the embedded server once (manage.py ensign_server), or download "
+                    "the credentials of your Ensign project to that path.",
+                    id="django_ensign.W002",
+                )
+            )
+            return found
         try:
             file_id, file_secret = config.load_credentials_file(cred_file)
         except exceptions.ConfigurationError as err:

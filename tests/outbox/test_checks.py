@@ -48,15 +48,20 @@ def test_e002_missing_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_e003_unusable_credentials_file(tmp_path: Path) -> None:
-    missing = tmp_path / "nope.json"
     empty = tmp_path / "empty.json"
     empty.write_text(json.dumps({"ClientID": "x"}))
     good = tmp_path / "good.json"
     good.write_text(json.dumps({"ClientID": "x", "ClientSecret": "y"}))
     base = {"ENSIGN_CLIENT_ID": None, "ENSIGN_CLIENT_SECRET": None}
-    assert ids(**base, ENSIGN_CREDENTIALS_FILE=str(missing)) == ["django_ensign.E003"]
+    assert ids(**base, ENSIGN_CREDENTIALS_FILE=str(tmp_path)) == ["django_ensign.E003"]
     assert ids(**base, ENSIGN_CREDENTIALS_FILE=str(empty)) == ["django_ensign.E003"]
     assert ids(**base, ENSIGN_CREDENTIALS_FILE=str(good)) == []
+
+
+def test_w002_credentials_file_the_server_has_not_written_yet(tmp_path: Path) -> None:
+    missing = tmp_path / "server-data" / "credentials.json"
+    base = {"ENSIGN_CLIENT_ID": None, "ENSIGN_CLIENT_SECRET": None}
+    assert ids(**base, ENSIGN_CREDENTIALS_FILE=str(missing)) == ["django_ensign.W002"]
 
 
 def test_e004_invalid_topic_name_of_a_published_model() -> None:
@@ -122,6 +127,6 @@ def test_each_outbox_check_id_is_used_for_one_problem_only() -> None:
     assert sorted(set(used)) == [
         "django_ensign.E001", "django_ensign.E002", "django_ensign.E003", "django_ensign.E004",
         "django_ensign.E005", "django_ensign.E006", "django_ensign.E007", "django_ensign.E008",
-        "django_ensign.W001",
+        "django_ensign.W001", "django_ensign.W002",
     ]  # fmt: skip
     assert len(used) == len(set(used)) + 2  # the two E003 branches, one E007 reused for options

@@ -1,0 +1,47 @@
+"""`manage.py ensign_server` runs the embedded server that relays and clients talk to."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.outbox.support import ROOT, run_async, stop, wait_until
+from tests.support.server import EmbeddedServer, free_port, port_open
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_ensign_server_command_serves_until_sigterm(tmp_path: Path) -> None:
+    port, auth_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "django", "ensign_server", "--data-dir", str(tmp_path),
+         "--port", str(port), "--auth-port", str(auth_port)],
+        cwd=ROOT,
+        env={"DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT),
+             "PATH": "/usr/bin:/bin", "ENSIGN_TEST_DB": "sqlite"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        server = EmbeddedServer(data_dir=tmp_path, port=port, auth_port=auth_port)
+        wait_until(
+            lambda: server.credentials_path.exists() and port_open(port) and port_open(auth_port),
+            30,
+            "the server to listen",
+        )
+
+        async def status() -> object:
+            from tests.outbox.support import client_for
+
+            client = client_for(server)
+            try:
+                return await client.status()
+            finally:
+                await client.close()
+
+        assert run_async(status()) is not None
+    finally:
+        assert stop(process) == 0
