@@ -55,3 +55,24 @@ def test_task_skips_while_a_relay_holds_the_drain_lock(
 def test_beat_schedule_entry_names_the_task() -> None:
     [entry] = tasks.OUTBOX_BEAT_SCHEDULE.values()
     assert entry["task"] == tasks.publish_outbox.name == "django_ensign.tasks.publish_outbox"
+
+
+def test_on_commit_trigger_queues_a_drain_per_transaction(
+    celery_app: Celery, ensign_server: EmbeddedServer
+) -> None:
+    from django.db import transaction
+
+    from tests.outbox.support import wait_until
+
+    topic = unique_topic("oncommit")
+    with ensign_settings(ensign_server, ENSIGN_OUTBOX_CELERY_ON_COMMIT=True):
+        with transaction.atomic():
+            rows = [outbox.publish(topic, {"n": n}) for n in range(3)]
+        wait_until(
+            lambda: OutboxEvent.objects.filter(status=OutboxStatus.ACKED).count() == 3,
+            60,
+            "the queued drain to publish the rows",
+        )
+    assert sorted(stable_ids(server_events(ensign_server, topic))) == sorted(
+        r.event_id for r in rows
+    )
