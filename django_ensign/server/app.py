@@ -83,7 +83,11 @@ async def serve(data_dir: Path, host: str, port: int, auth_port: int, stop: asyn
     server_id = storage.execute_sync(_server_id)
     credentials: dict[str, str] | None = None
     creds_path = data_dir / CREDENTIALS
-    if not creds_path.exists():
+    def has_keys(conn: sqlite3.Connection) -> bool:
+        return conn.execute("SELECT 1 FROM apikeys LIMIT 1").fetchone() is not None
+
+    # A missing file, or a file left over from a removed database, gets a fresh key.
+    if not creds_path.exists() or not storage.execute_sync(has_keys):
 
         def bootstrap(conn: sqlite3.Connection) -> tuple[str, str]:
             project = accounts.default_project(conn)

@@ -128,6 +128,7 @@ class Rpcs:
 
     # ---- topics ---------------------------------------------------------------------
     async def CreateTopic(self, request: topic_pb2.Topic, context: Context) -> topic_pb2.Topic:
+        """Create a topic in the caller's project."""
         claims = await self.state.guard.check(context, any_of=("topics:create",))
         if request.project_id and request.project_id != claims.project_id:
             await context.abort(
@@ -200,6 +201,7 @@ class Rpcs:
         return await self._topic_by_bytes(raw, project_id, context)
 
     async def RetrieveTopic(self, request: topic_pb2.Topic, context: Context) -> topic_pb2.Topic:
+        """One topic of the caller's project by its 16-byte id."""
         claims = await self.state.guard.check(context, any_of=("topics:read",))
         topic = await self._topic_by_bytes(request.id, claims.project_id, context)
         return topic_message(topic)
@@ -222,6 +224,7 @@ class Rpcs:
     async def ListTopics(
         self, request: ensign_pb2.PageInfo, context: Context
     ) -> topic_pb2.TopicsPage:
+        """A page of the project's topics."""
         claims = await self.state.guard.check(context, any_of=("topics:read",))
         page, token = await self._page(request, claims.project_id, context)
         return topic_pb2.TopicsPage(topics=[topic_message(t) for t in page], next_page_token=token)
@@ -229,6 +232,7 @@ class Rpcs:
     async def TopicNames(
         self, request: ensign_pb2.PageInfo, context: Context
     ) -> topic_pb2.TopicNamesPage:
+        """A page of (topic id, project id, name hash) for the project's topics."""
         claims = await self.state.guard.check(context, any_of=_TOPIC_READERS)
         page, token = await self._page(request, claims.project_id, context)
         names = [
@@ -244,6 +248,7 @@ class Rpcs:
     async def TopicExists(
         self, request: topic_pb2.TopicName, context: Context
     ) -> topic_pb2.TopicExistsInfo:
+        """Whether a topic with the given name and/or id exists in the project."""
         claims = await self.state.guard.check(context, any_of=_TOPIC_READERS)
         if not request.name and not request.topic_id:
             await context.abort(
@@ -266,6 +271,7 @@ class Rpcs:
     async def DeleteTopic(
         self, request: topic_pb2.TopicMod, context: Context
     ) -> topic_pb2.TopicStatus:
+        """Archive (read-only) or destroy (in the background) a topic."""
         guard = self.state.guard
         claims = await guard.check(context, any_of=("topics:edit", "topics:destroy"))
         op = request.operation
@@ -322,6 +328,7 @@ class Rpcs:
     async def SetTopicPolicy(
         self, request: topic_pb2.TopicPolicy, context: Context
     ) -> topic_pb2.TopicStatus:
+        """Change a topic's deduplication policy (applied to new events)."""
         claims = await self.state.guard.check(context, any_of=("topics:edit",))
         topic = await self._topic_by_str(request.id, claims.project_id, context)
         if request.sharding_strategy not in (topic_pb2.UNKNOWN, topic_pb2.NO_SHARDING):
@@ -366,6 +373,7 @@ class Rpcs:
     async def Info(
         self, request: ensign_pb2.InfoRequest, context: Context
     ) -> ensign_pb2.ProjectInfo:
+        """Exact event, duplicate and byte counts for the project and its topics."""
         claims = await self.state.guard.check(context, all_of=("topics:read", "metrics:read"))
         topics = self.state.registry.of_project(claims.project_id)
         if request.topics:
@@ -419,6 +427,7 @@ class Rpcs:
     async def Status(
         self, request: ensign_pb2.HealthCheck, context: Context
     ) -> ensign_pb2.ServiceState:
+        """Service health; needs no credentials."""
         now = time.time_ns()
         uptime = duration_pb2.Duration()
         uptime.FromNanoseconds(int((time.monotonic() - self.state.started_mono) * 1e9))
@@ -443,6 +452,7 @@ class Rpcs:
         return query, topic.id
 
     async def EnSQL(self, request: query_pb2.Query, context: Context) -> AsyncIterator[bytes]:
+        """Stream the stored events a query selects, in stored order."""
         query, topic_id = await self._parse(request, context)
         skip = query.offset
         remaining = query.limit
@@ -474,5 +484,6 @@ class Rpcs:
     async def Explain(
         self, request: query_pb2.Query, context: Context
     ) -> query_pb2.QueryExplanation:
+        """Not implemented, as on the real server."""
         await self.state.guard.check(context, any_of=("subscriber", "topics:read"))
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "explain is not implemented")
