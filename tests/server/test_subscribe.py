@@ -317,3 +317,24 @@ async def test_group_by_id_is_distinct_from_group_by_name(conn: Conn) -> None:
     assert (await call.read()).WhichOneof("embed") == "ready"
     assert data_of(await read_events(call, 1)) == [b"only"]
     call.cancel()
+
+
+async def test_group_with_a_query_gets_only_matching_events_and_moves_past_the_rest(
+    conn: Conn,
+) -> None:
+    topic = await conn.create_topic()
+    await publish_all(conn, topic.id, [
+        make_event(b"skip", metadata={"kind": "b"}),
+        make_event(b"take", metadata={"kind": "a"}),
+    ])
+    group = group_name()
+    query = f"SELECT * FROM {topic.name} WHERE kind = 'a'"
+    call = await subscribe(conn, [topic.name], group=group, query=query)
+    (event,) = await read_events(call, 1)
+    assert data_of([event]) == [b"take"]
+    await ack(call, event)
+    await finish(call)
+    await publish_all(conn, topic.id, [make_event(b"later", metadata={"kind": "a"})])
+    again = await subscribe(conn, [topic.name], group=group, query=query)
+    assert data_of(await read_events(again, 1)) == [b"later"]
+    again.cancel()
