@@ -22,7 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from django.db import DatabaseError, connections
+from django.db import Error as DatabaseError  # also InterfaceError: a connection that died
+from django.db import connections
 
 from django_ensign import claims, notify
 from django_ensign.conf import settings
@@ -168,6 +169,7 @@ class Relay:
         while not self._stopping:
             room = opts.max_in_flight - self._in_flight
             if room <= 0:
+                self._wake.clear()  # the recorder sets it again when it frees room
                 await self._sleep(opts.poll_seconds)
                 continue
             self._wake.clear()
@@ -302,7 +304,7 @@ class Relay:
                     backoff_max=opts.backoff_max,
                 )
                 break
-            except DatabaseError as err:  # keep the outcomes; the leases are renewed meanwhile
+            except Exception as err:  # keep the outcomes; the leases are renewed meanwhile
                 logger.warning(
                     "recording %d outbox outcomes failed (%s); retrying", len(batch), err
                 )
