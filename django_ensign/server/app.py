@@ -114,7 +114,8 @@ async def serve(data_dir: Path, host: str, port: int, auth_port: int, stop: asyn
     server.add_generic_rpc_handlers((service.handler(),))
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    bound = server.add_insecure_port(address)
     if not bound:
         raise OSError(f"could not bind {host}:{port}")
     auth = AuthService(storage, issuer, __version__)

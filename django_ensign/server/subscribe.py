@@ -21,6 +21,7 @@ from django_ensign.server.storage import StoredEvent, read_offsets, read_range
 NO_TOPICS = "no topics available"
 SUBSCRIPTION_FIRST = "must send subscription to initialize stream"
 DEFAULT_WINDOW = 1024
+MAX_WINDOW = 100_000
 _FETCH = 256
 _BATCH_BYTES = 4 * 1024 * 1024
 
@@ -101,7 +102,7 @@ class SubscribeStream:
         self.topic_ids = [t.id for t in topics]
         self.batch_size = min(sub.batch_size, BATCH_MAX_EVENTS)
         if sub.window:
-            self.window = sub.window
+            self.window = min(sub.window, MAX_WINDOW)
         if sub.HasField("group") and (sub.group.id or sub.group.name):
             self.group = await self.groups.get(claims.project_id, sub.group)
         start = {t.id: t.offset for t in topics}
