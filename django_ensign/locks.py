@@ -46,7 +46,12 @@ def _advisory(using: str, shared: bool) -> Iterator[bool]:
 
     function = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
     params: dict[str, Any] = conninfo(using)
-    with psycopg.connect(autocommit=True, **params) as conn:
+    try:
+        conn = psycopg.connect(autocommit=True, **params)
+    except psycopg.OperationalError:
+        yield False  # the database is down: the caller's own retries deal with it
+        return
+    with conn:
         row = conn.execute(f"SELECT {function}(%s)", [ADVISORY_KEY]).fetchone()
         yield bool(row and row[0])
     # Closing the session releases the lock.
