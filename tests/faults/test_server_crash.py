@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from django_ensign.client import Ack, Ensign, Event
+from django_ensign.client.exceptions import Unavailable
 from tests.faults.support import Ledger, sdk_client
 from tests.support.server import EmbeddedServer
 
@@ -24,6 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 ITERATIONS = 8
 BURST = 400
 TOPIC = "crashes"
+RECONNECT_GRACE = 30.0
 
 
 class AckCounter:
@@ -47,8 +49,17 @@ class AckCounter:
 
 
 async def stored_keys(client: Ensign) -> Counter[str]:
-    cursor = await client.query(f"SELECT * FROM {TOPIC}")
-    return Counter(event.meta["key"] for event in await cursor.fetchall())
+    """Every stored event's key (with repeats); retries while the channel reconnects."""
+    deadline = asyncio.get_running_loop().time() + RECONNECT_GRACE
+    while True:
+        try:
+            cursor = await client.query(f"SELECT * FROM {TOPIC}")
+            return Counter(event.meta["key"] for event in await cursor.fetchall())
+        except Unavailable:
+            # Right after a restart the channel may still be in its reconnect backoff.
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
 
 
 async def test_nothing_acked_is_lost_across_kill_9s_of_the_server(
