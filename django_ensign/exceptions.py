@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django_ensign.client import exceptions as _sdk
 from django_ensign.client.exceptions import *  # noqa: F403  (the SDK's errors are ours too)
 from django_ensign.client.exceptions import EnsignError
 
@@ -52,4 +53,15 @@ class HandlerNotRegistered(EnsignError, LookupError):
 
 # === end subscriber errors ==================================================
 
-__all__ = ["EnsignError"]
+__all__ = sorted(
+    [
+        *_sdk.__all__,
+        "DeadLetterNow",
+        "HandlerNotRegistered",
+        "NotRegistered",
+        "OutboxDatabaseError",
+        "OutboxError",
+        "UndecodableEvent",
+        "UnknownEventType",
+    ]
+)
