@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from django_ensign.client import exceptions, framing
+from django_ensign.client import exceptions, framing, handshake
 from django_ensign.client.connection import EOF, Connection
 from django_ensign.client.errors import is_retryable, translate
 from django_ensign.client.events import Ack, Event, EventState, Nack, NackCode, Outcome
@@ -305,13 +305,13 @@ class Publisher:
         if self._stream is not None and self._stream.error is None:
             return self._stream
         resources = self._connection.resources()
-        metadata = await self._connection.tokens.metadata()
-        call = resources.publish(metadata=metadata)
+
+        async def start() -> Any:
+            return resources.publish(metadata=await self._connection.tokens.metadata())
+
         try:
-            await call.write(self._open_request)
-            reply = await call.read()
+            call, reply = await handshake.open_stream(start, self._open_request)
         except grpc.aio.AioRpcError as err:
-            call.cancel()
             if is_retryable(err):
                 raise
             raise translate(err) from err

@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from django_ensign.client import exceptions
+from django_ensign.client import exceptions, handshake
 from django_ensign.client.connection import EOF, Connection
 from django_ensign.client.errors import is_retryable, translate
 from django_ensign.client.events import ReceivedEvent
@@ -205,15 +205,14 @@ class Subscription:
         self._cache.update(ready.topics)
         self._batch_acks = self._allow_batch and ready.HasField("batch")
 
-    async def _open(self) -> None:
+    async def _start(self) -> Any:
         stub = self._connection.resources().stub
-        metadata = await self._connection.tokens.metadata()
-        call = stub.Subscribe(metadata=metadata)
+        return stub.Subscribe(metadata=await self._connection.tokens.metadata())
+
+    async def _open(self) -> None:
         try:
-            await call.write(self._request)
-            reply = await call.read()
+            call, reply = await handshake.open_stream(self._start, self._request)
         except grpc.aio.AioRpcError as err:
-            call.cancel()
             raise translate(err) from err
         if reply is EOF or reply.WhichOneof("embed") != "ready":
             call.cancel()
