@@ -85,10 +85,7 @@ fi
 echo "credentials: ${DATA_DIR#"$(pwd)"/}/credentials.json"
 
 step "migrate"
-SYNCDB=()
-# Until django_ensign ships its migrations, create its tables directly.
-[ -d django_ensign/migrations ] || SYNCDB=(--run-syncdb)
-manage migrate --noinput -v 0 "${SYNCDB[@]}"
+manage migrate --noinput -v 0
 
 step "superuser admin / admin (a local demo account: never use it anywhere else)"
 manage shell -v 0 -c '

@@ -112,8 +112,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 def example(fresh_server: EmbeddedServer, database_url: str) -> Iterator[ExampleProject]:
     """The example project, migrated, on a server of its own (the topic is then the test's)."""
     project = ExampleProject(example_env(fresh_server, database_url))
-    syncdb = [] if (ROOT / "django_ensign" / "migrations").is_dir() else ["--run-syncdb"]
-    project.manage("migrate", "--noinput", "-v", "0", *syncdb)
+    project.manage("migrate", "--noinput", "-v", "0")
     try:
         yield project
     finally:
