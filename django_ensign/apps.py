@@ -13,8 +13,11 @@ class EnsignConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django_ensign import checks  # noqa: F401  (registers the system checks)
-        from django_ensign import handlers, registry
+        from django_ensign import (
+            checks,  # noqa: F401  (registers the system checks)
+            handlers,
+            registry,
+        )
 
         registry.connect_signals()
         handlers.autodiscover()

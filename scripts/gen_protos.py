@@ -56,7 +56,7 @@ def _rewrite(path: Path) -> None:
 
 def generate(out: Path) -> None:
     """Run protoc with the Python, gRPC and mypy-protobuf plugins into ``out``."""
-    import grpc_tools  # noqa: PLC0415 - only needed when generating
+    import grpc_tools  # only needed when generating
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     # mypy-protobuf's plugins are installed beside this interpreter, which may
@@ -111,7 +111,7 @@ def main() -> int:
         fresh = Path(tmp) / "proto"
         generate(fresh)
         if args.check:
-            problems = _differences(fresh, TARGET) if TARGET.exists() else ["missing " + str(TARGET)]
+            problems = _differences(fresh, TARGET) if TARGET.exists() else [f"missing {TARGET}"]
             for problem in problems:
                 print(problem)
             return 1 if problems else 0

@@ -21,7 +21,7 @@ def ensign_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded
     shared = os.environ.get("ENSIGN_TEST_SERVER")
     if shared:
         creds = Path(os.environ["ENSIGN_TEST_CREDENTIALS"])
-        host, port = shared.rsplit(":", 1)
+        port = shared.rsplit(":", 1)[1]
         auth_port = int(os.environ["ENSIGN_TEST_AUTH_URL"].rsplit(":", 1)[1])
         yield EmbeddedServer(data_dir=creds.parent, port=int(port), auth_port=auth_port)
         return

@@ -13,7 +13,11 @@ def test_models_have_no_missing_migrations() -> None:
     out = StringIO()
     try:
         call_command(
-            "makemigrations", "django_ensign", check=True, dry_run=True, stdout=out,
+            "makemigrations",
+            "django_ensign",
+            check=True,
+            dry_run=True,
+            stdout=out,
             skip_checks=True,
         )
     except SystemExit:

@@ -83,6 +83,7 @@ async def serve(data_dir: Path, host: str, port: int, auth_port: int, stop: asyn
     server_id = storage.execute_sync(_server_id)
     credentials: dict[str, str] | None = None
     creds_path = data_dir / CREDENTIALS
+
     def has_keys(conn: sqlite3.Connection) -> bool:
         return conn.execute("SELECT 1 FROM apikeys LIMIT 1").fetchone() is not None
 

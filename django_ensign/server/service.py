@@ -89,7 +89,8 @@ class EnsignService:
 
         def unary(fn: Any, request: Any) -> grpc.RpcMethodHandler[Any, Any]:
             return grpc.unary_unary_rpc_method_handler(
-                _guarded(fn), request_deserializer=_lenient(request.FromString),
+                _guarded(fn),
+                request_deserializer=_lenient(request.FromString),
                 response_serializer=_serialize,
             )
 

@@ -95,12 +95,26 @@ INSERT_EVENT = (
 )
 
 
-def event_row(seq: int, offset: int, rlid: bytes, wrapper: bytes, committed_ns: int,
-              size: int, is_duplicate: bool = False,
-              dedup_key: bytes | None = None) -> tuple[Any, ...]:
+def event_row(
+    seq: int,
+    offset: int,
+    rlid: bytes,
+    wrapper: bytes,
+    committed_ns: int,
+    size: int,
+    is_duplicate: bool = False,
+    dedup_key: bytes | None = None,
+) -> tuple[Any, ...]:
     """The parameters of ``INSERT_EVENT`` for one event (the writer builds the same inline)."""
-    return ((seq << OFFSET_BITS) | offset, rlid, wrapper, committed_ns, size, int(is_duplicate),
-            dedup_key)
+    return (
+        (seq << OFFSET_BITS) | offset,
+        rlid,
+        wrapper,
+        committed_ns,
+        size,
+        int(is_duplicate),
+        dedup_key,
+    )
 
 
 #: Deduplication strategies applied online (topic_pb2.Deduplication.Strategy values).
@@ -394,8 +408,17 @@ class Storage:
                             if original is not None:
                                 is_dup = 1
                                 wrapper += wirefmt.duplicate_suffix(original)
-                    rows.append(((seq << OFFSET_BITS) | offset, item.rlid, wrapper, now,
-                                 len(item.event), is_dup, dedup_key))
+                    rows.append(
+                        (
+                            (seq << OFFSET_BITS) | offset,
+                            item.rlid,
+                            wrapper,
+                            now,
+                            len(item.event),
+                            is_dup,
+                            dedup_key,
+                        )
+                    )
                     recent = by_topic.get(topic_id)
                     if recent is None:
                         recent = by_topic[topic_id] = []
@@ -418,8 +441,7 @@ class Storage:
             by_topic = {}
         if self._loop is not None:
             try:
-                self._loop.call_soon_threadsafe(self._deliver, jobs, committed, failures,
-                                                by_topic)
+                self._loop.call_soon_threadsafe(self._deliver, jobs, committed, failures, by_topic)
             except RuntimeError:
                 log.warning("event loop closed before %d outcomes were delivered", len(jobs))
 
@@ -445,8 +467,13 @@ class Storage:
             seen[(item.topic_id, key)] = item.rlid
         return key, original
 
-    def _deliver(self, jobs: list[_AppendJob], committed: int | None,
-                 failures: list[frozenset[int]], by_topic: dict[bytes, list[Recent]]) -> None:
+    def _deliver(
+        self,
+        jobs: list[_AppendJob],
+        committed: int | None,
+        failures: list[frozenset[int]],
+        by_topic: dict[bytes, list[Recent]],
+    ) -> None:
         for job, failed in zip(jobs, failures, strict=True):
             try:
                 job.callback(committed, failed)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from django_ensign.proto.mimetype.v1beta1 import mimetype_pb2
 
 MIME = mimetype_pb2.MIME
@@ -66,8 +68,8 @@ def parse(mimetype: str | int) -> int:
     text = mimetype.split(";", 1)[0].strip().lower()
     if text in _VALUES:
         return _VALUES[text]
-    if text.upper() in MIME.keys():
-        return int(MIME.Value(text.upper()))
+    with contextlib.suppress(ValueError):
+        return int(MIME.Value(text.upper()))  # an enum name such as "APPLICATION_JSON"
     if "/" in text and "+" in text:
         suffix = text.rsplit("+", 1)[1]
         if suffix in _SUFFIXES:

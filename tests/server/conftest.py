@@ -32,8 +32,9 @@ CHANNEL_OPTIONS = [
 ]
 
 
-def http_json(url: str, body: dict[str, Any] | None = None,
-              content_type: str = "application/json") -> tuple[int, dict[str, Any]]:
+def http_json(
+    url: str, body: dict[str, Any] | None = None, content_type: str = "application/json"
+) -> tuple[int, dict[str, Any]]:
     """POST (with a body) or GET ``url``; returns (status, parsed JSON)."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method="POST" if body is not None else "GET")
@@ -46,8 +47,9 @@ def http_json(url: str, body: dict[str, Any] | None = None,
         return err.code, json.loads(err.read())
 
 
-def login(server: EmbeddedServer, client_id: str | None = None,
-          secret: str | None = None) -> dict[str, Any]:
+def login(
+    server: EmbeddedServer, client_id: str | None = None, secret: str | None = None
+) -> dict[str, Any]:
     """Tokens for the server's bootstrap key (or the given credentials)."""
     creds = server.credentials
     status, body = http_json(
@@ -103,24 +105,35 @@ async def conn(ensign_server: EmbeddedServer) -> AsyncIterator[Conn]:
         await c.channel.close()
 
 
-def make_event(data: bytes = b"{}", *, mimetype: int = 50, type_name: str = "Thing",
-               version: tuple[int, int, int] = (1, 0, 0),
-               metadata: dict[str, str] | None = None) -> bytes:
+def make_event(
+    data: bytes = b"{}",
+    *,
+    mimetype: int = 50,
+    type_name: str = "Thing",
+    version: tuple[int, int, int] = (1, 0, 0),
+    metadata: dict[str, str] | None = None,
+) -> bytes:
     """A serialized Event."""
     return event_pb2.Event(
         data=data,
         mimetype=mimetype,  # type: ignore[arg-type]
-        type=event_pb2.Type(name=type_name, major_version=version[0],
-                            minor_version=version[1], patch_version=version[2]),
+        type=event_pb2.Type(
+            name=type_name,
+            major_version=version[0],
+            minor_version=version[1],
+            patch_version=version[2],
+        ),
         metadata=metadata or {},
     ).SerializeToString()
 
 
-def wrapper(topic_id: bytes, event: bytes | None = None,
-            local_id: bytes | None = None) -> event_pb2.EventWrapper:
+def wrapper(
+    topic_id: bytes, event: bytes | None = None, local_id: bytes | None = None
+) -> event_pb2.EventWrapper:
     """An EventWrapper ready to publish."""
     return event_pb2.EventWrapper(
-        topic_id=topic_id, event=event if event is not None else make_event(),
+        topic_id=topic_id,
+        event=event if event is not None else make_event(),
         local_id=local_id or ids.new_ulid(),
     )
 

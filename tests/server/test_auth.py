@@ -27,9 +27,20 @@ Code = grpc.StatusCode
 
 def create_apikey(server: EmbeddedServer, permissions: str) -> dict[str, str]:
     out = subprocess.run(
-        [sys.executable, "-m", "django_ensign.server", "create-apikey", "--data-dir",
-         str(server.data_dir), "--permissions", permissions],
-        check=True, capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "django_ensign.server",
+            "create-apikey",
+            "--data-dir",
+            str(server.data_dir),
+            "--permissions",
+            permissions,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     creds: dict[str, str] = json.loads(out.stdout)
     return creds
@@ -39,7 +50,8 @@ def server_key(server: EmbeddedServer) -> Any:
     from cryptography.hazmat.primitives import serialization
 
     return serialization.load_pem_private_key(
-        (server.data_dir / "signing-key.pem").read_bytes(), password=None)
+        (server.data_dir / "signing-key.pem").read_bytes(), password=None
+    )
 
 
 def forged(server: EmbeddedServer, key: Any = None, **overrides: Any) -> str:
@@ -49,11 +61,11 @@ def forged(server: EmbeddedServer, key: Any = None, **overrides: Any) -> str:
     claims.update(overrides)
     claims = {k: v for k, v in claims.items() if v is not None}
     kid = jwt.get_unverified_header(real)["kid"]
-    return jwt.encode(claims, key or server_key(server), algorithm="RS256",
-                      headers={"kid": kid})
+    return jwt.encode(claims, key or server_key(server), algorithm="RS256", headers={"kid": kid})
 
 
 # ---- HTTP service ---------------------------------------------------------------------
+
 
 def test_authenticate_returns_tokens(ensign_server: EmbeddedServer) -> None:
     body = login(ensign_server)
@@ -94,16 +106,19 @@ def test_authenticate_parses_json_whatever_the_content_type(
         ({"client_id": "nobody", "client_secret": "wrong"}, 403, "invalid credentials"),
     ],
 )
-def test_authenticate_errors(ensign_server: EmbeddedServer, body: dict[str, str], status: int,
-                             error: str) -> None:
+def test_authenticate_errors(
+    ensign_server: EmbeddedServer, body: dict[str, str], status: int, error: str
+) -> None:
     got_status, got = http_json(ensign_server.auth_url + "/v1/authenticate", body)
     assert (got_status, got) == (status, {"success": False, "error": error})
 
 
 def test_wrong_secret_is_invalid(ensign_server: EmbeddedServer) -> None:
     creds = ensign_server.credentials
-    status, body = http_json(ensign_server.auth_url + "/v1/authenticate",
-                             {"client_id": creds.client_id, "client_secret": "x" * 64})
+    status, body = http_json(
+        ensign_server.auth_url + "/v1/authenticate",
+        {"client_id": creds.client_id, "client_secret": "x" * 64},
+    )
     assert status == 403
     assert body["error"] == "invalid credentials"
 
@@ -115,9 +130,14 @@ def test_refresh(ensign_server: EmbeddedServer) -> None:
     assert http_json(url, {"refresh_token": "garbage"})[0] == 403
     assert http_json(url, {})[0] == 400
     now = int(time.time())
-    usable = forged(ensign_server, nbf=now - 1, iat=now - 46 * 60, exp=now + 600,
-                    aud=["https://ensign.rotational.app",
-                         "https://auth.rotational.app/v1/refresh"], permissions=None)
+    usable = forged(
+        ensign_server,
+        nbf=now - 1,
+        iat=now - 46 * 60,
+        exp=now + 600,
+        aud=["https://ensign.rotational.app", "https://auth.rotational.app/v1/refresh"],
+        permissions=None,
+    )
     status, body = http_json(url, {"refresh_token": usable, "org_id": ""})
     assert status == 200
     assert body["access_token"]
@@ -151,6 +171,7 @@ def test_secrets_are_stored_hashed_and_never_logged(fresh_server: EmbeddedServer
 
 # ---- per-call checks --------------------------------------------------------------------
 
+
 async def call_with(server: EmbeddedServer, metadata: tuple[tuple[str, str], ...]) -> Any:
     c = await connect(server, token="unused")
     try:
@@ -159,8 +180,9 @@ async def call_with(server: EmbeddedServer, metadata: tuple[tuple[str, str], ...
         await c.channel.close()
 
 
-async def assert_unauthenticated(server: EmbeddedServer,
-                                 metadata: tuple[tuple[str, str], ...], details: str) -> None:
+async def assert_unauthenticated(
+    server: EmbeddedServer, metadata: tuple[tuple[str, str], ...], details: str
+) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await call_with(server, metadata)
     assert (err.value.code(), err.value.details()) == (Code.UNAUTHENTICATED, details)
@@ -170,11 +192,11 @@ async def test_missing_credentials(ensign_server: EmbeddedServer) -> None:
     await assert_unauthenticated(ensign_server, (), "missing credentials")
 
 
-@pytest.mark.parametrize("value", ["Bearer garbage", "bearer x", "Bearer", "Basic abc",
-                                   "Bearer  two-spaces"])
+@pytest.mark.parametrize(
+    "value", ["Bearer garbage", "bearer x", "Bearer", "Basic abc", "Bearer  two-spaces"]
+)
 async def test_garbage_tokens_are_invalid(ensign_server: EmbeddedServer, value: str) -> None:
-    await assert_unauthenticated(ensign_server, (("authorization", value),),
-                                 "invalid credentials")
+    await assert_unauthenticated(ensign_server, (("authorization", value),), "invalid credentials")
 
 
 @pytest.mark.parametrize(
@@ -187,25 +209,38 @@ async def test_garbage_tokens_are_invalid(ensign_server: EmbeddedServer, value: 
         lambda s: forged(s, iss="https://evil.example"),
         lambda s: forged(s, project=None),
         lambda s: forged(s, exp=None),
-        lambda s: forged(s, key=rsa.generate_private_key(public_exponent=65537,
-                                                         key_size=2048)),
+        lambda s: forged(s, key=rsa.generate_private_key(public_exponent=65537, key_size=2048)),
     ],
-    ids=["expired", "not-yet-valid", "issued-in-future", "audience", "issuer", "no-project",
-         "no-exp", "wrongly-signed"],
+    ids=[
+        "expired",
+        "not-yet-valid",
+        "issued-in-future",
+        "audience",
+        "issuer",
+        "no-project",
+        "no-exp",
+        "wrongly-signed",
+    ],
 )
-async def test_tokens_that_do_not_verify(ensign_server: EmbeddedServer,
-                                         make: Callable[[EmbeddedServer], str]) -> None:
+async def test_tokens_that_do_not_verify(
+    ensign_server: EmbeddedServer, make: Callable[[EmbeddedServer], str]
+) -> None:
     token = make(ensign_server)
-    await assert_unauthenticated(ensign_server, (("authorization", f"Bearer {token}"),),
-                                 "invalid credentials")
+    await assert_unauthenticated(
+        ensign_server, (("authorization", f"Bearer {token}"),), "invalid credentials"
+    )
 
 
 async def test_refresh_token_is_not_an_access_token(ensign_server: EmbeddedServer) -> None:
     now = int(time.time())
-    refresh = forged(ensign_server, nbf=now - 1, aud=["https://ensign.rotational.app",
-                                                     "https://auth.rotational.app/v1/refresh"])
-    await assert_unauthenticated(ensign_server, (("authorization", f"Bearer {refresh}"),),
-                                 "invalid credentials")
+    refresh = forged(
+        ensign_server,
+        nbf=now - 1,
+        aud=["https://ensign.rotational.app", "https://auth.rotational.app/v1/refresh"],
+    )
+    await assert_unauthenticated(
+        ensign_server, (("authorization", f"Bearer {refresh}"),), "invalid credentials"
+    )
 
 
 async def test_status_needs_no_credentials(ensign_server: EmbeddedServer) -> None:
@@ -218,6 +253,7 @@ async def test_status_needs_no_credentials(ensign_server: EmbeddedServer) -> Non
 
 
 # ---- permissions --------------------------------------------------------------------------
+
 
 def _calls(topic: topic_pb2.Topic, expect_ok: bool) -> dict[str, Callable[[Conn], Any]]:
     tid = ids.ulid_to_str(topic.id)
@@ -232,26 +268,35 @@ def _calls(topic: topic_pb2.Topic, expect_ok: bool) -> dict[str, Callable[[Conn]
         return await call.read()
 
     return {
-        "Publish": lambda c: stream(c, "Publish", ensign_pb2.PublisherRequest(
-            open_stream=ensign_pb2.OpenStream())),
-        "Subscribe": lambda c: stream(c, "Subscribe", ensign_pb2.SubscribeRequest(
-            subscription=ensign_pb2.Subscription())),
-        "EnSQL": lambda c: c.stub.EnSQL(query_pb2.Query(query=f"SELECT * FROM {topic.name}"),
-                                        metadata=c.md).read(),
+        "Publish": lambda c: stream(
+            c, "Publish", ensign_pb2.PublisherRequest(open_stream=ensign_pb2.OpenStream())
+        ),
+        "Subscribe": lambda c: stream(
+            c, "Subscribe", ensign_pb2.SubscribeRequest(subscription=ensign_pb2.Subscription())
+        ),
+        "EnSQL": lambda c: c.stub.EnSQL(
+            query_pb2.Query(query=f"SELECT * FROM {topic.name}"), metadata=c.md
+        ).read(),
         "ListTopics": lambda c: c.stub.ListTopics(ensign_pb2.PageInfo(), metadata=c.md),
-        "RetrieveTopic": lambda c: c.stub.RetrieveTopic(topic_pb2.Topic(id=topic.id),
-                                                        metadata=c.md),
+        "RetrieveTopic": lambda c: c.stub.RetrieveTopic(
+            topic_pb2.Topic(id=topic.id), metadata=c.md
+        ),
         "CreateTopic": lambda c: c.stub.CreateTopic(
-            topic_pb2.Topic(name="p" + ids.ulid_to_str(ids.new_ulid())), metadata=c.md),
+            topic_pb2.Topic(name="p" + ids.ulid_to_str(ids.new_ulid())), metadata=c.md
+        ),
         "Archive": lambda c: c.stub.DeleteTopic(
-            topic_pb2.TopicMod(id=tid, operation=topic_pb2.TopicMod.ARCHIVE), metadata=c.md),
+            topic_pb2.TopicMod(id=tid, operation=topic_pb2.TopicMod.ARCHIVE), metadata=c.md
+        ),
         "Destroy": lambda c: c.stub.DeleteTopic(
-            topic_pb2.TopicMod(id=tid, operation=topic_pb2.TopicMod.DESTROY), metadata=c.md),
+            topic_pb2.TopicMod(id=tid, operation=topic_pb2.TopicMod.DESTROY), metadata=c.md
+        ),
         "TopicNames": lambda c: c.stub.TopicNames(ensign_pb2.PageInfo(), metadata=c.md),
-        "TopicExists": lambda c: c.stub.TopicExists(topic_pb2.TopicName(name=topic.name),
-                                                    metadata=c.md),
-        "SetTopicPolicy": lambda c: c.stub.SetTopicPolicy(topic_pb2.TopicPolicy(id=tid),
-                                                          metadata=c.md),
+        "TopicExists": lambda c: c.stub.TopicExists(
+            topic_pb2.TopicName(name=topic.name), metadata=c.md
+        ),
+        "SetTopicPolicy": lambda c: c.stub.SetTopicPolicy(
+            topic_pb2.TopicPolicy(id=tid), metadata=c.md
+        ),
         "Info": lambda c: c.stub.Info(ensign_pb2.InfoRequest(), metadata=c.md),
     }
 
@@ -271,8 +316,15 @@ ALLOWED = {
     "SetTopicPolicy": [{"topics:edit"}],
     "Info": [{"topics:read", "metrics:read"}],
 }
-ALL = ["publisher", "subscriber", "topics:create", "topics:edit", "topics:destroy",
-       "topics:read", "metrics:read"]
+ALL = [
+    "publisher",
+    "subscriber",
+    "topics:create",
+    "topics:edit",
+    "topics:destroy",
+    "topics:read",
+    "metrics:read",
+]
 
 
 async def outcome(call: Any) -> tuple[grpc.StatusCode, str]:
@@ -291,8 +343,7 @@ async def test_every_rpc_checks_its_permission(fresh_server: EmbeddedServer) -> 
     conns: dict[str, Conn] = {}
     try:
         keys = {p: create_apikey(fresh_server, p) for p in ALL}
-        keys["topics:read,metrics:read"] = create_apikey(fresh_server,
-                                                         "topics:read,metrics:read")
+        keys["topics:read,metrics:read"] = create_apikey(fresh_server, "topics:read,metrics:read")
         for perms, creds in keys.items():
             token = login(fresh_server, creds["ClientID"], creds["ClientSecret"])["access_token"]
             conns[perms] = await connect(fresh_server, token=token)
@@ -306,7 +357,8 @@ async def test_every_rpc_checks_its_permission(fresh_server: EmbeddedServer) -> 
                     assert code != Code.PERMISSION_DENIED, (rpc, perms)
                 else:
                     assert (code, details) == (
-                        Code.PERMISSION_DENIED, "not authorized to perform this action"
+                        Code.PERMISSION_DENIED,
+                        "not authorized to perform this action",
                     ), (rpc, perms)
     finally:
         await admin.channel.close()
@@ -316,9 +368,20 @@ async def test_every_rpc_checks_its_permission(fresh_server: EmbeddedServer) -> 
 
 def test_create_apikey_prints_credentials(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "django_ensign.server", "create-apikey", "--data-dir",
-         str(tmp_path), "--permissions", "publisher,subscriber"],
-        check=True, capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "django_ensign.server",
+            "create-apikey",
+            "--data-dir",
+            str(tmp_path),
+            "--permissions",
+            "publisher,subscriber",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     creds = json.loads(out.stdout)
     assert set(creds) == {"ClientID", "ClientSecret"}
@@ -327,9 +390,19 @@ def test_create_apikey_prints_credentials(tmp_path: Path) -> None:
     assert len(creds["ClientSecret"]) == 64
     assert creds["ClientSecret"].isalnum()
     bad = subprocess.run(
-        [sys.executable, "-m", "django_ensign.server", "create-apikey", "--data-dir",
-         str(tmp_path), "--permissions", "root"],
-        capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "django_ensign.server",
+            "create-apikey",
+            "--data-dir",
+            str(tmp_path),
+            "--permissions",
+            "root",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert bad.returncode != 0
 
@@ -337,8 +410,11 @@ def test_create_apikey_prints_credentials(tmp_path: Path) -> None:
 def test_auth_service_survives_malformed_requests(ensign_server: EmbeddedServer) -> None:
     import socket
 
-    for garbage in (b"\x00\xff garbage\r\n\r\n", b"POST /v1/authenticate HTTP/1.1\r\n"
-                    b"Content-Length: nope\r\n\r\n", b"GET\r\n\r\n"):
+    for garbage in (
+        b"\x00\xff garbage\r\n\r\n",
+        b"POST /v1/authenticate HTTP/1.1\r\nContent-Length: nope\r\n\r\n",
+        b"GET\r\n\r\n",
+    ):
         with socket.create_connection(("127.0.0.1", ensign_server.auth_port), timeout=5) as sock:
             sock.sendall(garbage)
             sock.shutdown(socket.SHUT_WR)
@@ -346,8 +422,9 @@ def test_auth_service_survives_malformed_requests(ensign_server: EmbeddedServer)
                 pass
     status, _body = http_json(ensign_server.auth_url + "/v1/authenticate", None)
     assert status == 405
-    request = urllib.request.Request(ensign_server.auth_url + "/v1/authenticate",
-                                     data=b"{not json", method="POST")
+    request = urllib.request.Request(
+        ensign_server.auth_url + "/v1/authenticate", data=b"{not json", method="POST"
+    )
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(request, timeout=5)
     assert err.value.code == 400

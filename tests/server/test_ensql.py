@@ -23,15 +23,28 @@ async def orders(conn: Conn) -> str:
     """A topic whose name begins with the keyword OR, holding four events."""
     name = "orders_" + ids.ulid_to_str(ids.new_ulid()).lower()
     topic = await conn.create_topic(name)
-    await publish_all(conn, topic.id, [
-        make_event(b"1", type_name="Order", version=(1, 0, 0),
-                   metadata={"region": "eu", "amount": "10"}),
-        make_event(b"2", type_name="Order", version=(2, 1, 0),
-                   metadata={"region": "us", "amount": "200"}),
-        make_event(b"3", type_name="Refund", mimetype=1,
-                   metadata={"region": "eu", "amount": "5"}),
-        make_event(b"4", type_name="Order", version=(1, 0, 0), metadata={"region": "EU"}),
-    ])
+    await publish_all(
+        conn,
+        topic.id,
+        [
+            make_event(
+                b"1",
+                type_name="Order",
+                version=(1, 0, 0),
+                metadata={"region": "eu", "amount": "10"},
+            ),
+            make_event(
+                b"2",
+                type_name="Order",
+                version=(2, 1, 0),
+                metadata={"region": "us", "amount": "200"},
+            ),
+            make_event(
+                b"3", type_name="Refund", mimetype=1, metadata={"region": "eu", "amount": "5"}
+            ),
+            make_event(b"4", type_name="Order", version=(1, 0, 0), metadata={"region": "EU"}),
+        ],
+    )
     return name
 
 
@@ -81,10 +94,20 @@ async def test_empty_topic_ends_ok(conn: Conn) -> None:
 
 @pytest.mark.parametrize(
     "query",
-    ["", "   ", "SELECT", "SELECT * FROM", "DELETE FROM {orders}", "SELECT * {orders}",
-     "SELECT * FROM {orders} WHERE", "SELECT * FROM {orders} WHERE region",
-     "SELECT * FROM {orders} LIMIT -1", "SELECT * FROM {orders} WHERE a = 'unterminated",
-     "SELECT * FROM {orders} LIMIT 1 LIMIT 2", "SELECT * FROM {orders} garbage"],
+    [
+        "",
+        "   ",
+        "SELECT",
+        "SELECT * FROM",
+        "DELETE FROM {orders}",
+        "SELECT * {orders}",
+        "SELECT * FROM {orders} WHERE",
+        "SELECT * FROM {orders} WHERE region",
+        "SELECT * FROM {orders} LIMIT -1",
+        "SELECT * FROM {orders} WHERE a = 'unterminated",
+        "SELECT * FROM {orders} LIMIT 1 LIMIT 2",
+        "SELECT * FROM {orders} garbage",
+    ],
 )
 async def test_unparseable_queries_are_invalid(conn: Conn, orders: str, query: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -95,8 +118,10 @@ async def test_unparseable_queries_are_invalid(conn: Conn, orders: str, query: s
 async def test_unknown_topic(conn: Conn) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await run(conn, "SELECT * FROM never_created_topic")
-    assert (err.value.code(), err.value.details()) == (Code.INVALID_ARGUMENT,
-                                                       "unknown topic in query")
+    assert (err.value.code(), err.value.details()) == (
+        Code.INVALID_ARGUMENT,
+        "unknown topic in query",
+    )
 
 
 async def test_explain_is_unimplemented(conn: Conn) -> None:

@@ -17,12 +17,17 @@ async def test_info_counts_are_exact(fresh_server: EmbeddedServer) -> None:
         a = await c.create_topic("a")
         b = await c.create_topic("b")
         await c.create_topic("empty")
-        await publish_all(c, a.id, [make_event(b"12345", type_name="X") for _ in range(3)]
-                          + [make_event(b"1", type_name="Y", mimetype=1)])
+        await publish_all(
+            c,
+            a.id,
+            [make_event(b"12345", type_name="X") for _ in range(3)]
+            + [make_event(b"1", type_name="Y", mimetype=1)],
+        )
         await publish_all(c, b.id, [make_event(b"xy", type_name="X")])
-        await c.stub.DeleteTopic(topic_pb2.TopicMod(id=ids.ulid_to_str(b.id),
-                                                    operation=topic_pb2.TopicMod.ARCHIVE),
-                                 metadata=c.md)
+        await c.stub.DeleteTopic(
+            topic_pb2.TopicMod(id=ids.ulid_to_str(b.id), operation=topic_pb2.TopicMod.ARCHIVE),
+            metadata=c.md,
+        )
         info = await c.stub.Info(ensign_pb2.InfoRequest(), metadata=c.md)
         assert info.project_id == a.project_id
         assert (info.num_topics, info.num_readonly_topics, info.events) == (3, 1, 5)

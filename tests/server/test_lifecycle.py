@@ -26,8 +26,10 @@ from tests.support.server import EmbeddedServer
 
 
 async def stored_data(c: Conn, topic: str) -> list[bytes]:
-    events = [e async for e in c.stub.EnSQL(query_pb2.Query(query=f"SELECT * FROM {topic}"),
-                                            metadata=c.md)]
+    events = [
+        e
+        async for e in c.stub.EnSQL(query_pb2.Query(query=f"SELECT * FROM {topic}"), metadata=c.md)
+    ]
     return [event_pb2.Event.FromString(e.event).data for e in events]
 
 
@@ -39,8 +41,15 @@ def test_first_start_writes_credentials_for_a_full_key(fresh_server: EmbeddedSer
     import jwt
 
     perms = jwt.decode(claims["access_token"], options={"verify_signature": False})["permissions"]
-    assert set(perms) == {"publisher", "subscriber", "topics:create", "topics:edit",
-                          "topics:destroy", "topics:read", "metrics:read"}
+    assert set(perms) == {
+        "publisher",
+        "subscriber",
+        "topics:create",
+        "topics:edit",
+        "topics:destroy",
+        "topics:read",
+        "metrics:read",
+    }
 
 
 async def test_sigterm_exits_zero_and_restart_keeps_topics_keys_and_offsets(
@@ -59,11 +68,14 @@ async def test_sigterm_exits_zero_and_restart_keeps_topics_keys_and_offsets(
         got = await c.stub.RetrieveTopic(topic_pb2.Topic(id=topic.id), metadata=c.md)
         assert got.name == "kept"
         await publish_all(c, topic.id, [make_event(b"c")])
-        events = [e async for e in c.stub.EnSQL(
-            query_pb2.Query(query="SELECT * FROM kept"), metadata=c.md)]
+        events = [
+            e
+            async for e in c.stub.EnSQL(query_pb2.Query(query="SELECT * FROM kept"), metadata=c.md)
+        ]
         assert [e.offset for e in events] == [1, 2, 3]
         assert [e.committed.ToNanoseconds() for e in events] == sorted(
-            e.committed.ToNanoseconds() for e in events)
+            e.committed.ToNanoseconds() for e in events
+        )
     finally:
         await c.channel.close()
 
@@ -107,8 +119,9 @@ async def test_sigterm_sends_in_flight_acks_and_ends_open_streams(
     c = await connect(fresh_server)
     topic = await c.create_topic("inflight")
     subscriber = c.subscribe_stream()
-    await subscriber.write(ensign_pb2.SubscribeRequest(
-        subscription=ensign_pb2.Subscription(topics=["inflight"])))
+    await subscriber.write(
+        ensign_pb2.SubscribeRequest(subscription=ensign_pb2.Subscription(topics=["inflight"]))
+    )
     await subscriber.read()
     call = c.publish_stream()
     await call.write(open_req())
@@ -135,8 +148,10 @@ async def test_sigterm_sends_in_flight_acks_and_ends_open_streams(
 
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await read_acks()
-    assert (err.value.code(), err.value.details()) == (grpc.StatusCode.UNAVAILABLE,
-                                                       "server is shutting down")
+    assert (err.value.code(), err.value.details()) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "server is shutting down",
+    )
     with pytest.raises(grpc.aio.AioRpcError):
         await read_events()
     await c.channel.close()
@@ -155,8 +170,7 @@ async def test_health_service_and_status(ensign_server: EmbeddedServer) -> None:
         health = health_pb2_grpc.HealthStub(channel)
         reply = await health.Check(health_pb2.HealthCheckRequest())
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
-        reply = await health.Check(
-            health_pb2.HealthCheckRequest(service="ensign.v1beta1.Ensign"))
+        reply = await health.Check(health_pb2.HealthCheckRequest(service="ensign.v1beta1.Ensign"))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
         c = await connect(ensign_server, token="unused")
         state = await c.stub.Status(ensign_pb2.HealthCheck(attempts=1))

@@ -55,8 +55,12 @@ async def test_open_stream_topic_filter_by_name_id_or_hash(conn: Conn) -> None:
 
     await conn.create_topic()
     topics = [await conn.create_topic() for _ in range(3)]
-    refs = [topics[0].name, ids.ulid_to_str(topics[1].id).lower(), topic_hash_str(topics[2].name),
-            "no-such-topic"]
+    refs = [
+        topics[0].name,
+        ids.ulid_to_str(topics[1].id).lower(),
+        topic_hash_str(topics[2].name),
+        "no-such-topic",
+    ]
     _, ready = await open_publisher(conn, refs)
     assert set(ready.ready.topics) == {t.name for t in topics}  # type: ignore[attr-defined]
 
@@ -126,8 +130,7 @@ async def test_topic_outside_the_open_stream_filter_is_unknown(conn: Conn) -> No
     call.cancel()  # type: ignore[attr-defined]
 
 
-async def test_foreign_project_topic_is_unknown(fresh_server: EmbeddedServer,
-                                                conn: Conn) -> None:
+async def test_foreign_project_topic_is_unknown(fresh_server: EmbeddedServer, conn: Conn) -> None:
     foreign = await conn.create_topic()
     own = await connect(fresh_server)
     try:
@@ -260,7 +263,8 @@ async def test_server_overwrites_publisher_and_assigns_offsets(conn: Conn) -> No
         assert (await call.read()).WhichOneof("embed") == "ack"  # type: ignore[attr-defined]
     call.cancel()  # type: ignore[attr-defined]
     stored = [
-        e async for e in conn.stub.EnSQL(
+        e
+        async for e in conn.stub.EnSQL(
             query_pb2.Query(query=f"SELECT * FROM {topic.name}"), metadata=conn.md
         )
     ]

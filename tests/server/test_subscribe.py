@@ -17,18 +17,25 @@ from tests.support.server import EmbeddedServer
 Code = grpc.StatusCode
 
 
-async def subscribe(c: Conn, topics: list[str] | None = None, *, group: str | None = None,
-                    query: str | None = None, batch_size: int = 0, window: int = 0,
-                    delivery_timeout: float | None = None) -> Any:
-    sub = ensign_pb2.Subscription(client_id="sub-tests", topics=topics or [],
-                                  batch_size=batch_size, window=window)
+async def subscribe(
+    c: Conn,
+    topics: list[str] | None = None,
+    *,
+    group: str | None = None,
+    query: str | None = None,
+    batch_size: int = 0,
+    window: int = 0,
+    delivery_timeout: float | None = None,
+) -> Any:
+    sub = ensign_pb2.Subscription(
+        client_id="sub-tests", topics=topics or [], batch_size=batch_size, window=window
+    )
     if group is not None:
         sub.group.CopyFrom(groups_pb2.ConsumerGroup(name=group))
         if delivery_timeout is not None:
             seconds = int(delivery_timeout)
             nanos = int((delivery_timeout - seconds) * 1e9)
-            sub.group.delivery_timeout.CopyFrom(duration_pb2.Duration(seconds=seconds,
-                                                                      nanos=nanos))
+            sub.group.delivery_timeout.CopyFrom(duration_pb2.Duration(seconds=seconds, nanos=nanos))
     if query is not None:
         sub.query.CopyFrom(query_pb2.Query(query=query))
     call = c.subscribe_stream()
@@ -91,8 +98,11 @@ async def test_live_tail_gets_new_events_in_order(conn: Conn) -> None:
 async def test_ready_echoes_client_id_and_lists_topics(conn: Conn) -> None:
     topic = await conn.create_topic()
     call = conn.subscribe_stream()
-    await call.write(ensign_pb2.SubscribeRequest(
-        subscription=ensign_pb2.Subscription(client_id="me", topics=[topic.name])))
+    await call.write(
+        ensign_pb2.SubscribeRequest(
+            subscription=ensign_pb2.Subscription(client_id="me", topics=[topic.name])
+        )
+    )
     ready = (await call.read()).ready
     assert ready.client_id == "me"
     assert dict(ready.topics) == {topic.name: topic.id}
@@ -107,18 +117,23 @@ async def test_first_message_must_be_a_subscription(conn: Conn) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await call.read()
     assert (err.value.code(), err.value.details()) == (
-        Code.FAILED_PRECONDITION, "must send subscription to initialize stream")
+        Code.FAILED_PRECONDITION,
+        "must send subscription to initialize stream",
+    )
 
 
 async def test_unmatched_topics_fail(conn: Conn) -> None:
     await conn.create_topic()
     call = conn.subscribe_stream()
-    await call.write(ensign_pb2.SubscribeRequest(
-        subscription=ensign_pb2.Subscription(topics=["no-such-topic"])))
+    await call.write(
+        ensign_pb2.SubscribeRequest(subscription=ensign_pb2.Subscription(topics=["no-such-topic"]))
+    )
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await call.read()
     assert (err.value.code(), err.value.details()) == (
-        Code.FAILED_PRECONDITION, "no topics available")
+        Code.FAILED_PRECONDITION,
+        "no topics available",
+    )
 
 
 async def test_project_without_topics_fails(fresh_server: EmbeddedServer) -> None:
@@ -128,7 +143,9 @@ async def test_project_without_topics_fails(fresh_server: EmbeddedServer) -> Non
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await call.read()
         assert (err.value.code(), err.value.details()) == (
-            Code.FAILED_PRECONDITION, "no topics available")
+            Code.FAILED_PRECONDITION,
+            "no topics available",
+        )
     finally:
         await c.channel.close()
 
@@ -170,8 +187,11 @@ async def test_nacked_event_is_delivered_again(conn: Conn) -> None:
     call = await subscribe(conn, [topic.name], group=group_name())
     first, second = await read_events(call, 2)
     await ack(call, second)
-    await call.write(ensign_pb2.SubscribeRequest(nack=ensign_pb2.Nack(
-        id=first.id, code=ensign_pb2.Nack.UNPROCESSED, error="try later")))
+    await call.write(
+        ensign_pb2.SubscribeRequest(
+            nack=ensign_pb2.Nack(id=first.id, code=ensign_pb2.Nack.UNPROCESSED, error="try later")
+        )
+    )
     (redelivered,) = await read_events(call, 1)
     assert redelivered.id == first.id
     assert data_of([redelivered]) == [b"a"]
@@ -217,27 +237,45 @@ async def test_window_bounds_unacked_events(conn: Conn) -> None:
 
 async def test_query_replays_matching_events_then_continues_live(conn: Conn) -> None:
     topic = await conn.create_topic()
-    await publish_all(conn, topic.id, [
-        make_event(b"old-a", metadata={"color": "red"}),
-        make_event(b"old-b", metadata={"color": "blue"}),
-        make_event(b"old-c", metadata={"color": "red"}),
-    ])
-    call = await subscribe(conn, [topic.name],
-                           query=f"SELECT * FROM {topic.name} WHERE color = 'red'")
+    await publish_all(
+        conn,
+        topic.id,
+        [
+            make_event(b"old-a", metadata={"color": "red"}),
+            make_event(b"old-b", metadata={"color": "blue"}),
+            make_event(b"old-c", metadata={"color": "red"}),
+        ],
+    )
+    call = await subscribe(
+        conn, [topic.name], query=f"SELECT * FROM {topic.name} WHERE color = 'red'"
+    )
     assert data_of(await read_events(call, 2)) == [b"old-a", b"old-c"]
-    await publish_all(conn, topic.id, [make_event(b"new-blue", metadata={"color": "blue"}),
-                                       make_event(b"new-red", metadata={"color": "red"})])
+    await publish_all(
+        conn,
+        topic.id,
+        [
+            make_event(b"new-blue", metadata={"color": "blue"}),
+            make_event(b"new-red", metadata={"color": "red"}),
+        ],
+    )
     assert data_of(await read_events(call, 1)) == [b"new-red"]
     call.cancel()
 
 
 async def test_bad_query_is_invalid(conn: Conn) -> None:
     topic = await conn.create_topic()
-    for query, details in [("SELEC nonsense", None),
-                           ("SELECT * FROM no_such_topic", "unknown topic in query")]:
+    for query, details in [
+        ("SELEC nonsense", None),
+        ("SELECT * FROM no_such_topic", "unknown topic in query"),
+    ]:
         call = conn.subscribe_stream()
-        await call.write(ensign_pb2.SubscribeRequest(subscription=ensign_pb2.Subscription(
-            topics=[topic.name], query=query_pb2.Query(query=query))))
+        await call.write(
+            ensign_pb2.SubscribeRequest(
+                subscription=ensign_pb2.Subscription(
+                    topics=[topic.name], query=query_pb2.Query(query=query)
+                )
+            )
+        )
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await call.read()
         assert err.value.code() == Code.INVALID_ARGUMENT
@@ -259,8 +297,9 @@ async def test_batches_and_ack_batches(conn: Conn) -> None:
         events.extend(reply.events.events)
     assert max(sizes) <= 10
     assert [e.offset for e in events] == list(range(1, 26))
-    await call.write(ensign_pb2.SubscribeRequest(
-        acks=ensign_pb2.AckBatch(ids=[e.id for e in events])))
+    await call.write(
+        ensign_pb2.SubscribeRequest(acks=ensign_pb2.AckBatch(ids=[e.id for e in events]))
+    )
     await publish_all(conn, topic.id, [make_event(b"after")])
     (after,) = await read_events(call, 1)
     assert data_of([after]) == [b"after"]
@@ -312,8 +351,13 @@ async def test_group_by_id_is_distinct_from_group_by_name(conn: Conn) -> None:
     await ack(by_name, event)
     await finish(by_name)
     call = conn.subscribe_stream()
-    await call.write(ensign_pb2.SubscribeRequest(subscription=ensign_pb2.Subscription(
-        topics=[topic.name], group=groups_pb2.ConsumerGroup(id=ids.new_ulid()))))
+    await call.write(
+        ensign_pb2.SubscribeRequest(
+            subscription=ensign_pb2.Subscription(
+                topics=[topic.name], group=groups_pb2.ConsumerGroup(id=ids.new_ulid())
+            )
+        )
+    )
     assert (await call.read()).WhichOneof("embed") == "ready"
     assert data_of(await read_events(call, 1)) == [b"only"]
     call.cancel()
@@ -323,10 +367,14 @@ async def test_group_with_a_query_gets_only_matching_events_and_moves_past_the_r
     conn: Conn,
 ) -> None:
     topic = await conn.create_topic()
-    await publish_all(conn, topic.id, [
-        make_event(b"skip", metadata={"kind": "b"}),
-        make_event(b"take", metadata={"kind": "a"}),
-    ])
+    await publish_all(
+        conn,
+        topic.id,
+        [
+            make_event(b"skip", metadata={"kind": "b"}),
+            make_event(b"take", metadata={"kind": "a"}),
+        ],
+    )
     group = group_name()
     query = f"SELECT * FROM {topic.name} WHERE kind = 'a'"
     call = await subscribe(conn, [topic.name], group=group, query=query)
