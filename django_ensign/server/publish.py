@@ -17,14 +17,11 @@ from django_ensign.server.state import (
     ServerState,
 )
 from django_ensign.server.storage import PendingEvent
+from django_ensign.server.streamcall import NO_TOPICS, Context, StreamCall
 from django_ensign.server.topics import DELETING, READONLY
 
 Code = ensign_pb2.Nack
 OPEN_FIRST = "an open stream message must be sent immediately after opening the stream"
-NO_TOPICS = "no topics available"
-
-Context = grpc.aio.ServicerContext[Any, Any]
-SHUTTING_DOWN = "server is shutting down"
 STORAGE_FAILED = "internal error, please wait and try again"
 _CLOSING = (Code.INTERNAL, STORAGE_FAILED)
 #: Back-pressure: stop reading a stream while this many of its events await storage,
@@ -62,7 +59,7 @@ async def next_request(iterator: Any) -> Any:
         return None
 
 
-class PublishStream:
+class PublishStream(StreamCall):
     """One Publish call."""
 
     def __init__(self, state: ServerState, context: Context) -> None:
@@ -90,24 +87,9 @@ class PublishStream:
         await self.drained.wait()
         await self.out.join()
 
-    async def run(self, requests: Any) -> None:
-        """Serve the call until the client half-closes, cancels, or breaks a rule."""
-        self.task = asyncio.current_task()
-        self.state.streams.add(self)
-        try:
-            await self._run(requests)
-        except asyncio.CancelledError:
-            if not self.closing:
-                raise
-            await self.context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
-        finally:
-            self.state.streams.discard(self)
-
     async def _run(self, requests: Any) -> None:
         state, context = self.state, self.context
-        claims = await state.guard.check(context, any_of=("publisher",))
-        if not state.registry.of_project(claims.project_id):
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, NO_TOPICS)
+        claims = await self.authorize("publisher")
         first = await self._recv(requests)
         if first is None:
             return

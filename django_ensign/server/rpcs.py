@@ -19,9 +19,9 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from django_ensign.proto.api.v1beta1 import ensign_pb2, event_pb2, query_pb2, topic_pb2
 from django_ensign.server import ensql
 from django_ensign.server.groups import GroupManager
-from django_ensign.server.publish import Context
 from django_ensign.server.state import ServerState
 from django_ensign.server.storage import TopicRecord, event_key, read_range
+from django_ensign.server.streamcall import Context
 from django_ensign.server.topics import DELETING, READONLY, READY, name_error
 from django_ensign.wire import ids, topichash
 

@@ -12,9 +12,10 @@ import grpc
 
 from django_ensign.proto.api.v1beta1 import ensign_pb2, query_pb2, topic_pb2
 from django_ensign.server.groups import GroupManager
-from django_ensign.server.publish import Context, PublishStream
+from django_ensign.server.publish import PublishStream
 from django_ensign.server.rpcs import Rpcs
 from django_ensign.server.state import ServerState
+from django_ensign.server.streamcall import Context
 from django_ensign.server.subscribe import SubscribeStream
 
 SERVICE = "ensign.v1beta1.Ensign"

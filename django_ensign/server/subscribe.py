@@ -14,11 +14,11 @@ import grpc
 from django_ensign.proto.api.v1beta1 import ensign_pb2
 from django_ensign.server import ensql, wirefmt
 from django_ensign.server.groups import Group, GroupManager
-from django_ensign.server.publish import SHUTTING_DOWN, Context, next_request
+from django_ensign.server.publish import next_request
 from django_ensign.server.state import BATCH_MAX_BYTES, BATCH_MAX_EVENTS, ServerState
 from django_ensign.server.storage import StoredEvent, read_offsets, read_range
+from django_ensign.server.streamcall import NO_TOPICS, Context, StreamCall
 
-NO_TOPICS = "no topics available"
 SUBSCRIPTION_FIRST = "must send subscription to initialize stream"
 DEFAULT_WINDOW = 1024
 MAX_WINDOW = 100_000
@@ -33,7 +33,7 @@ class _Out:
     wrapper: bytes
 
 
-class SubscribeStream:
+class SubscribeStream(StreamCall):
     """One Subscribe call."""
 
     def __init__(self, state: ServerState, groups: GroupManager, context: Context) -> None:
@@ -56,24 +56,9 @@ class SubscribeStream:
         if self.task is not None:
             self.task.cancel()
 
-    async def run(self, requests: Any) -> None:
-        """Serve the call until the client cancels or half-closes."""
-        self.task = asyncio.current_task()
-        self.state.streams.add(self)
-        try:
-            await self._run(requests)
-        except asyncio.CancelledError:
-            if not self.closing:
-                raise
-            await self.context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
-        finally:
-            self.state.streams.discard(self)
-
     async def _run(self, requests: Any) -> None:
         state, context = self.state, self.context
-        claims = await state.guard.check(context, any_of=("subscriber",))
-        if not state.registry.of_project(claims.project_id):
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, NO_TOPICS)
+        claims = await self.authorize("subscriber")
         try:
             first = await next_request(requests)
         except asyncio.CancelledError:
