@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from django_ensign.wire.protowire import varint as varint  # part of this module's surface
+
 # (field number << 3) | 2 (length-delimited), as varints.
 _WRAPPER_TOPIC_ID = b"\x12"  # EventWrapper.topic_id = 2
 _WRAPPER_EVENT = b"\x4a"  # EventWrapper.event = 9
@@ -17,18 +19,6 @@ _WRAPPER_LOCAL_ID = b"\x82\x01"  # EventWrapper.local_id = 16
 _REQUEST_EVENT = b"\x0a"  # PublisherRequest.event = 1
 _REQUEST_EVENTS = b"\xa2\x06"  # PublisherRequest.events = 100 (EventBatch)
 _BATCH_EVENT = b"\x0a"  # EventBatch.events = 1
-
-
-def varint(value: int) -> bytes:
-    """Protobuf base-128 varint of a non-negative int."""
-    if value < 0x80:
-        return bytes((value,))
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def wrapper(topic_id: bytes, event: bytes, local_id: bytes) -> bytes:

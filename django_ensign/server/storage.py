@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from django_ensign.proto.api.v1beta1 import event_pb2, topic_pb2
 from django_ensign.server import wirefmt
+from django_ensign.wire import protowire
 
 log = logging.getLogger(__name__)
 
@@ -375,7 +376,7 @@ class Storage:
     def _commit_events(self, jobs: list[_AppendJob]) -> None:
         now = time.time_ns()
         stamp = wirefmt.field_bytes(15, wirefmt.timestamp_explicit(now))
-        varint = wirefmt.varint
+        varint = protowire.varint
         offsets = self._offsets
         saved = dict(offsets)
         seqs = self._seqs
