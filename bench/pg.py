@@ -62,7 +62,7 @@ def _drop(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def retrying(action: Callable[[], T], attempts: int = 4) -> T:
+def retrying(action: Callable[[], T], attempts: int = 6) -> T:
     """Run ``action``; after a failure wait for the server and retry (up to ``attempts``).
 
     Other sessions on this machine restart PostgreSQL in their fault tests, so a run can
