@@ -1,9 +1,9 @@
 """PostgreSQL LISTEN for the relay: wake up as soon as a transaction that wrote rows commits.
 
-The writers send ``pg_notify`` from an on-commit callback, once per transaction
-(:func:`django_ensign.outbox.wake_on_commit`). LISTEN needs a session of its own, so it
-does not work through a transaction-pooling proxy such as pgbouncer in transaction
-mode; the relay's polling floor still finds every row there, only later.
+The writers send ``pg_notify`` inside their transaction, once per transaction
+(:func:`django_ensign.outbox.wake_on_commit`); PostgreSQL delivers it on commit. LISTEN
+needs a session of its own, so it does not work through a transaction-pooling proxy such
+as pgbouncer in transaction mode; the relay's polling floor still finds every row there, only later.
 """
 
 from __future__ import annotations

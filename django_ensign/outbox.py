@@ -162,22 +162,27 @@ def publish_many(
     rows = [build_row(message) for message in messages]
     if not rows:
         return []
-    if len(rows) == 1:
-        rows[0].save(using=alias, force_insert=True)
-    else:
-        models.OutboxEvent.objects.using(alias).bulk_create(rows)
-    wake_on_commit(alias)
+    # One transaction for the rows and the relays' NOTIFY, also under autocommit, so a
+    # write costs one commit; inside the caller's transaction this adds no savepoint.
+    with transaction.atomic(using=alias, savepoint=False):
+        if len(rows) == 1:
+            rows[0].save(using=alias, force_insert=True)
+        else:
+            models.OutboxEvent.objects.using(alias).bulk_create(rows)
+        wake_on_commit(alias)
     return rows
 
 
 class _Wake:
-    """The on-commit callback that wakes relays; one per transaction (see ``wake_on_commit``)."""
+    """Marks a transaction whose commit wakes the relays (see ``wake_on_commit``).
+
+    Run on commit, it queues the optional Celery drain.
+    """
 
     def __init__(self, using: str) -> None:
         self.using = using
 
     def __call__(self) -> None:
-        notify(self.using)
         if settings.OUTBOX_CELERY_ON_COMMIT:
             from django_ensign import tasks
 
@@ -185,21 +190,25 @@ class _Wake:
 
 
 def wake_on_commit(using: str) -> None:
-    """After the current transaction commits, wake the relays once however many rows it wrote."""
+    """Make the current transaction wake the relays when it commits, once however many rows.
+
+    PostgreSQL delivers a NOTIFY only when its transaction commits and drops it on
+    rollback, so it is sent right away, inside the transaction: sending it after the
+    commit would cost a second commit (and fsync) per write.
+    """
     connection = connections[using]
     if not (settings.OUTBOX_NOTIFY and connection.vendor == "postgresql") and not (
         settings.OUTBOX_CELERY_ON_COMMIT
     ):
         return
-    if connection.in_atomic_block and any(
-        isinstance(entry[1], _Wake) for entry in connection.run_on_commit
-    ):
-        return  # rolled-back savepoints drop their callbacks, so this stays exact
+    if any(isinstance(entry[1], _Wake) for entry in connection.run_on_commit):
+        return  # rolled-back savepoints drop their callbacks and NOTIFYs alike
+    notify(using)
     transaction.on_commit(_Wake(using), using=using, robust=True)
 
 
 def notify(using: str) -> None:
-    """Send the relays' NOTIFY on ``using`` now (PostgreSQL only)."""
+    """Send the relays' NOTIFY on ``using`` now (PostgreSQL only; delivered on commit)."""
     connection = connections[using]
     if not settings.OUTBOX_NOTIFY or connection.vendor != "postgresql":
         return
