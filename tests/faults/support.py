@@ -35,6 +35,7 @@ from django_ensign.models import OutboxEvent, OutboxStatus
 from django_ensign.relay import Relay, RelayOptions
 from tests.handlerapp.models import Applied
 from tests.outbox.support import server_events, stable_ids
+from tests.support.clients import sdk_client as sdk_client
 from tests.support.server import EmbeddedServer
 
 #: The handler app's topic whose handler records every application in ``Applied``.
@@ -187,21 +188,6 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 # ---- an in-process relay -------------------------------------------------------------
-
-
-def sdk_client(
-    server: EmbeddedServer, *, auth_url: str | None = None, ack_timeout: float = 60.0
-) -> Ensign:
-    """An SDK client of ``server`` (optionally authenticating at another issuer)."""
-    creds = server.credentials
-    return Ensign(
-        client_id=creds.client_id,
-        client_secret=creds.client_secret,
-        endpoint=server.endpoint,
-        insecure=True,
-        auth_url=auth_url or server.auth_url,
-        ack_timeout=ack_timeout,
-    )
 
 
 class RelayThread:

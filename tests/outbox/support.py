@@ -17,8 +17,9 @@ from typing import Any
 from django.db import connection
 from django.test import override_settings
 
-from django_ensign.client import Ensign, ReceivedEvent
+from django_ensign.client import ReceivedEvent
 from django_ensign.wire import metadata
+from tests.support.clients import sdk_client as client_for
 from tests.support.server import EmbeddedServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,17 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def unique_topic(prefix: str = "outbox") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
-
-
-def client_for(server: EmbeddedServer) -> Ensign:
-    creds = server.credentials
-    return Ensign(
-        client_id=creds.client_id,
-        client_secret=creds.client_secret,
-        endpoint=server.endpoint,
-        insecure=True,
-        auth_url=server.auth_url,
-    )
 
 
 def server_events(server: EmbeddedServer, topic: str) -> list[ReceivedEvent]:

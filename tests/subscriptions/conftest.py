@@ -17,22 +17,12 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from django_ensign.client import Ensign, Event
+from django_ensign.client import Event
 from django_ensign.wire.metadata import STABLE_ID_KEY
+from tests.support.clients import sdk_client as client_for
 from tests.support.server import EmbeddedServer
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def client_for(server: EmbeddedServer) -> Ensign:
-    creds = server.credentials
-    return Ensign(
-        client_id=creds.client_id,
-        client_secret=creds.client_secret,
-        endpoint=server.endpoint,
-        insecure=True,
-        auth_url=server.auth_url,
-    )
 
 
 async def publish(
