@@ -27,6 +27,7 @@ from django.db import connections
 
 from django_ensign import claims, notify
 from django_ensign.conf import settings
+from django_ensign.sdkclient import client_from_settings
 from django_ensign.wire import metadata
 
 logger = logging.getLogger(__name__)
@@ -68,18 +69,7 @@ class RelayOptions:
 
 def make_client(max_in_flight: int, ack_timeout: float = 60.0) -> Any:
     """An SDK client configured from the ``ENSIGN_*`` settings."""
-    from django_ensign.client import Ensign
-
-    return Ensign(
-        client_id=settings.CLIENT_ID or "",
-        client_secret=settings.CLIENT_SECRET or "",
-        endpoint=settings.ENDPOINT,
-        insecure=settings.INSECURE,
-        auth_url=settings.AUTH_URL,
-        cred_path=settings.CREDENTIALS_FILE or "",
-        max_in_flight=max_in_flight,
-        ack_timeout=ack_timeout,
-    )
+    return client_from_settings(max_in_flight=max_in_flight, ack_timeout=ack_timeout)
 
 
 class _DatabaseThread:

@@ -28,6 +28,7 @@ from django.db import connections as db_connections
 from django_ensign import dispatch, exceptions
 from django_ensign.conf import settings
 from django_ensign.handlers import Handler, InboundEvent
+from django_ensign.sdkclient import client_from_settings
 from django_ensign.wire import ids, mimetypes
 from django_ensign.wire.metadata import ORDERING_KEY, STABLE_ID_KEY
 
@@ -97,16 +98,7 @@ class SubscriberOptions:
 
 def make_client() -> Any:
     """An SDK client configured from the ``ENSIGN_*`` settings."""
-    from django_ensign.client import Ensign
-
-    return Ensign(
-        client_id=settings.CLIENT_ID or "",
-        client_secret=settings.CLIENT_SECRET or "",
-        endpoint=settings.ENDPOINT,
-        insecure=settings.INSECURE,
-        auth_url=settings.AUTH_URL,
-        cred_path=settings.CREDENTIALS_FILE or "",
-    )
+    return client_from_settings()
 
 
 def inbound_from(received: Any) -> InboundEvent:
