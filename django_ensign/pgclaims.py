@@ -24,17 +24,14 @@ _COLUMNS = (
 
 
 def claim_sql(table: str, with_topics: bool) -> str:
-    """The claim statement; parameters: [topics], limit, token, lease seconds."""
+    """The claim statement; parameters: [topics], limit, token, lease seconds.
+
+    Due waiting rows and expired leases are found by two scans, each over its own
+    partial index in id order, and locked there; one scan with an OR of both would walk
+    the primary key past every acked row still in the table, on every claim.
+    """
     topic_filter = "AND o.topic = ANY(%(topics)s)" if with_topics else ""
-    returning = ", ".join(f"t.{column}" for column in _COLUMNS)
-    return f"""
-        WITH candidates AS (
-            SELECT o.id FROM {table} o
-            WHERE (
-                (o.status IN ('pending', 'retrying') AND o.next_attempt_at <= statement_timestamp())
-                OR (o.status = 'in_flight' AND o.lease_expires_at < statement_timestamp())
-            )
-            {topic_filter}
+    first_of_key = f"""
             AND (
                 o.ordering_key = ''
                 OR NOT EXISTS (
@@ -42,10 +39,27 @@ def claim_sql(table: str, with_topics: bool) -> str:
                     WHERE e.ordering_key = o.ordering_key AND e.id < o.id
                     AND e.status IN ('pending', 'in_flight', 'retrying')
                 )
-            )
+            )"""
+    returning = ", ".join(f"t.{column}" for column in _COLUMNS)
+    return f"""
+        WITH waiting AS (
+            SELECT o.id FROM {table} o
+            WHERE o.status IN ('pending', 'retrying') AND o.next_attempt_at <= statement_timestamp()
+            {topic_filter} {first_of_key}
             ORDER BY o.id
             LIMIT %(limit)s
             FOR UPDATE OF o SKIP LOCKED
+        ), expired AS (
+            SELECT o.id FROM {table} o
+            WHERE o.status = 'in_flight' AND o.lease_expires_at < statement_timestamp()
+            {topic_filter} {first_of_key}
+            ORDER BY o.id
+            LIMIT %(limit)s
+            FOR UPDATE OF o SKIP LOCKED
+        ), candidates AS (
+            SELECT id FROM waiting UNION ALL SELECT id FROM expired
+            ORDER BY id
+            LIMIT %(limit)s
         )
         UPDATE {table} t
         SET status = 'in_flight', lease_token = %(token)s,
