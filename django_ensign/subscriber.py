@@ -264,9 +264,13 @@ class Subscriber:
                 self._report(f"Subscribed to {', '.join(topics)}", 2)
                 delay = 0.1
                 await self._take(subscription)
-            except _FATAL:
-                raise
             except exceptions.EnsignError as exc:
+                # An unreachable auth service is often the server restarting (the
+                # embedded one serves auth too): wait it out like any outage.
+                if isinstance(exc, _FATAL) and not isinstance(
+                    exc, exceptions.AuthServiceUnreachable
+                ):
+                    raise
                 if self.stopping:
                     return
                 self._report(f"Subscription to {', '.join(topics)} failed ({exc}); retrying", 1)

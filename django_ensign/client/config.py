@@ -100,7 +100,7 @@ def resolve(
     is a loopback address.
     """
     env = os.environ if environ is None else environ
-    if cred_path:
+    if cred_path and not (client_id and client_secret):
         file_id, file_secret = load_credentials_file(cred_path)
         client_id = client_id or file_id
         client_secret = client_secret or file_secret

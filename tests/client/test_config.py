@@ -56,6 +56,14 @@ def test_missing_credentials_file_is_a_configuration_error(tmp_path: Path) -> No
         resolve(cred_path=tmp_path / "nope.json", environ=ENV)
 
 
+def test_explicit_credentials_need_no_credentials_file(tmp_path: Path) -> None:
+    # A project's settings may name the embedded server's file before it exists.
+    config = resolve(
+        client_id="arg-id", client_secret="arg-secret", cred_path=tmp_path / "later.json"
+    )
+    assert (config.client_id, config.client_secret) == ("arg-id", "arg-secret")
+
+
 def test_tls_by_default_except_on_loopback() -> None:
     assert resolve(environ=ENV).insecure is False
     assert resolve(endpoint="ensign.example.com:443", environ=ENV).insecure is False

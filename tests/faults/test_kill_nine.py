@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import random
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -149,6 +150,9 @@ def test_kill_9_anywhere_in_the_pipeline_loses_and_duplicates_nothing(
         pipeline.kill_all()
         print(pipeline_state(), pipeline.logs_text())
         raise
-    assert codes == (0, 0), pipeline.logs_text()
+    # A process restarted just before the end may get SIGTERM while Django is still
+    # starting, before its handler is installed: it then dies by the signal, which
+    # loses nothing (the verdict below checks that). Any other exit is a failure.
+    assert all(code in (0, -signal.SIGTERM) for code in codes), (codes, pipeline.logs_text())
     verdict = check_outbox_pipeline(ledger, fresh_server, APPLIED_TOPIC, rows, handled=True)
     verdict.assert_clean()
