@@ -1,7 +1,7 @@
 """Ceiling: a bare SQLite insert loop of the server's event rows, WAL, synchronous=FULL.
 
-The rows, the table (with its indexes) and the statement are the embedded server's own
-(``storage.SCHEMA``, ``storage.event_row``, ``storage.INSERT_EVENT``); transactions
+The rows, the table (with its indexes) and the statements are the embedded server's own
+(``storage.SCHEMA``, ``storage.event_row``, ``storage.insert_rows``); transactions
 hold ``batch`` rows each, as its group commit would when the stream keeps it busy.
 """
 
@@ -49,8 +49,9 @@ def measure(rows: int, batch: int = BATCH, directory: Path | None = None) -> Ins
             started = time.perf_counter()
             for start in range(0, rows, batch):
                 now = time.time_ns()
-                chunk = [
-                    storage.event_row(
+                params: list[object] = []
+                for offset in range(start, min(rows, start + batch)):
+                    params += storage.event_row(
                         1,
                         offset + 1,
                         offset.to_bytes(10, "big"),
@@ -58,10 +59,8 @@ def measure(rows: int, batch: int = BATCH, directory: Path | None = None) -> Ins
                         now,
                         size,
                     )
-                    for offset in range(start, min(rows, start + batch))
-                ]
                 conn.execute("BEGIN IMMEDIATE")
-                conn.executemany(storage.INSERT_EVENT, chunk)
+                storage.insert_rows(conn, params)
                 conn.execute("COMMIT")
                 transactions += 1
             seconds = time.perf_counter() - started
