@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db.models import Count, Min, QuerySet
+from django.db.models import Min, QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -65,8 +65,8 @@ class OutboxHealth:
 def health(using: str = "default") -> OutboxHealth:
     """How the outbox is doing right now."""
     rows = OutboxEvent.objects.using(using)
-    counts = {status: 0 for status in OutboxStatus.values}
-    for entry in rows.values("status").annotate(n=Count("id")).order_by():
-        counts[entry["status"]] = entry["n"]
+    # One count per status, each answered from that status's partial index; a GROUP BY
+    # over the whole table would read every acked row on each admin page view.
+    counts = {status: rows.filter(status=status).count() for status in OutboxStatus.values}
     oldest = rows.filter(status__in=OUTBOX_WAITING).aggregate(oldest=Min("created"))["oldest"]
     return OutboxHealth(counts, timezone.now() - oldest if oldest else None)

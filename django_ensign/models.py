@@ -27,9 +27,10 @@ OUTBOX_WAITING = (OutboxStatus.PENDING, OutboxStatus.RETRYING)
 class OutboxEvent(models.Model):
     """One event to publish, written in the same transaction as the change it describes."""
 
+    # Unique through Meta.constraints: ``unique=True`` would add a second, pattern-ops
+    # index on PostgreSQL that no query here uses and every insert and update pays for.
     event_id = models.CharField(
         max_length=26,
-        unique=True,
         help_text="Stable ULID sent as metadata; consumers deduplicate on it.",
     )
     topic = models.CharField(max_length=512)
@@ -82,8 +83,20 @@ class OutboxEvent(models.Model):
                 name="ensign_outbox_key_open",
                 condition=models.Q(status__in=["pending", "in_flight", "retrying"]),
             ),
-            models.Index(fields=["status", "acked_at"], name="ensign_outbox_status"),
-            models.Index(fields=["topic"], name="ensign_outbox_topic"),
+            # Pruning and counting acked rows; partial, so claims never write to it.
+            models.Index(
+                fields=["acked_at"],
+                name="ensign_outbox_acked",
+                condition=models.Q(status="acked"),
+            ),
+            models.Index(
+                fields=["id"], name="ensign_outbox_dead", condition=models.Q(status="dead")
+            ),
+        ]
+        # Every row changes status twice (claimed, then acked): each index whose predicate
+        # the new version meets takes an entry each time, so the set above is kept small.
+        constraints = [
+            models.UniqueConstraint(fields=["event_id"], name="ensign_outbox_event_id_unique"),
         ]
 
     def __str__(self) -> str:

@@ -1,7 +1,7 @@
 """PostgreSQL LISTEN for the relay: wake up as soon as a transaction that wrote rows commits.
 
-The writers send ``pg_notify`` inside their transaction, once per transaction
-(:func:`django_ensign.outbox.wake_on_commit`); PostgreSQL delivers it on commit. LISTEN
+The writers' INSERT carries the ``pg_notify`` (:mod:`django_ensign.pgwrite`), so it
+joins their transaction; PostgreSQL delivers it on commit, once per transaction. LISTEN
 needs a session of its own, so it does not work through a transaction-pooling proxy such
 as pgbouncer in transaction mode; the relay's polling floor still finds every row there, only later.
 """

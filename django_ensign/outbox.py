@@ -18,7 +18,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections, router, transaction
 from django.utils.connection import ConnectionDoesNotExist
 
-from django_ensign import exceptions, models
+from django_ensign import exceptions, models, pgwrite
 from django_ensign.client import events
 from django_ensign.conf import settings
 from django_ensign.wire import ids, mimetypes
@@ -101,8 +101,8 @@ def check_alias(using: str) -> str:
     return using
 
 
-def build_row(message: Message) -> models.OutboxEvent:
-    """An unsaved :class:`OutboxEvent` for ``message`` with a fresh stable id."""
+def prepare(message: Message) -> pgwrite.NewRow:
+    """Validate and encode ``message`` into the columns of a new row, with a fresh stable id."""
     validate_topic(message.topic)
     data, mimetype = encode(message.data, message.mimetype)
     if not data:
@@ -111,15 +111,14 @@ def build_row(message: Message) -> models.OutboxEvent:
     events.parse_mimetype(mimetype)
     if message.type_version:
         events.parse_version(message.type_version)
-    meta = {str(k): str(v) for k, v in message.meta.items()}
-    return models.OutboxEvent(
+    return pgwrite.NewRow(
         event_id=ids.ulid_to_str(ids.new_ulid()),
         topic=message.topic,
         data=data,
         mimetype=mimetype,
         type_name=message.type_name,
         type_version=message.type_version,
-        metadata=meta,
+        metadata={str(k): str(v) for k, v in message.meta.items()},
         ordering_key="" if message.key is None else str(message.key),
     )
 
@@ -159,58 +158,59 @@ def publish_many(
 ) -> list[models.OutboxEvent]:
     """Write many events in one ``INSERT`` (the bulk path), in the current transaction."""
     alias = check_alias(using or router.db_for_write(models.OutboxEvent))
-    rows = [build_row(message) for message in messages]
+    return _write([prepare(message) for message in messages], alias, want_rows=True)
+
+
+def write(messages: Iterable[Message], *, using: str) -> None:
+    """:func:`publish_many` for callers that need no model instances back (the signals)."""
+    _write([prepare(message) for message in messages], check_alias(using), want_rows=False)
+
+
+def _write(rows: list[pgwrite.NewRow], alias: str, *, want_rows: bool) -> list[models.OutboxEvent]:
     if not rows:
         return []
     # One transaction for the rows and the relays' NOTIFY, also under autocommit, so a
     # write costs one commit; inside the caller's transaction this adds no savepoint.
     with transaction.atomic(using=alias, savepoint=False):
-        if len(rows) == 1:
-            rows[0].save(using=alias, force_insert=True)
+        if connections[alias].vendor == "postgresql":
+            channel = settings.OUTBOX_NOTIFY_CHANNEL if settings.OUTBOX_NOTIFY else None
+            written = pgwrite.insert(rows, using=alias, channel=channel)
+            instances = []
+            if want_rows:
+                instances = [_saved(row, written[row.event_id], alias) for row in rows]
         else:
-            models.OutboxEvent.objects.using(alias).bulk_create(rows)
-        wake_on_commit(alias)
-    return rows
+            instances = [models.OutboxEvent(**row._asdict()) for row in rows]
+            if len(instances) == 1:
+                instances[0].save(using=alias, force_insert=True)
+            else:
+                models.OutboxEvent.objects.using(alias).bulk_create(instances)
+        _drain_on_commit(alias)
+    return instances
+
+
+def _saved(row: pgwrite.NewRow, written: pgwrite.Written, alias: str) -> models.OutboxEvent:
+    instance = models.OutboxEvent(**row._asdict(), **written._asdict())
+    instance._state.adding = False
+    instance._state.db = alias
+    return instance
 
 
 class _Wake:
-    """Marks a transaction whose commit wakes the relays (see ``wake_on_commit``).
-
-    Run on commit, it queues the optional Celery drain.
-    """
+    """Run on commit, queues the optional Celery drain (once per transaction)."""
 
     def __init__(self, using: str) -> None:
         self.using = using
 
     def __call__(self) -> None:
-        if settings.OUTBOX_CELERY_ON_COMMIT:
-            from django_ensign import tasks
+        from django_ensign import tasks
 
-            tasks.publish_outbox.delay()
+        tasks.publish_outbox.delay()
 
 
-def wake_on_commit(using: str) -> None:
-    """Make the current transaction wake the relays when it commits, once however many rows.
-
-    PostgreSQL delivers a NOTIFY only when its transaction commits and drops it on
-    rollback, so it is sent right away, inside the transaction: sending it after the
-    commit would cost a second commit (and fsync) per write.
-    """
-    connection = connections[using]
-    if not (settings.OUTBOX_NOTIFY and connection.vendor == "postgresql") and not (
-        settings.OUTBOX_CELERY_ON_COMMIT
-    ):
+def _drain_on_commit(using: str) -> None:
+    """With ``ENSIGN_OUTBOX_CELERY_ON_COMMIT``, queue one Celery drain per committed transaction."""
+    if not settings.OUTBOX_CELERY_ON_COMMIT:
         return
-    if any(isinstance(entry[1], _Wake) for entry in connection.run_on_commit):
-        return  # rolled-back savepoints drop their callbacks and NOTIFYs alike
-    notify(using)
+    if any(isinstance(entry[1], _Wake) for entry in connections[using].run_on_commit):
+        return  # rolled-back savepoints drop their callbacks
     transaction.on_commit(_Wake(using), using=using, robust=True)
-
-
-def notify(using: str) -> None:
-    """Send the relays' NOTIFY on ``using`` now (PostgreSQL only; delivered on commit)."""
-    connection = connections[using]
-    if not settings.OUTBOX_NOTIFY or connection.vendor != "postgresql":
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_notify(%s, '')", [settings.OUTBOX_NOTIFY_CHANNEL])

@@ -13,9 +13,12 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from django.db import connections
+from django.db import connections, transaction
 
 from django_ensign.models import OutboxEvent
+
+#: Run before a claim, in its transaction (see :func:`claim`).
+PLANNER_SETTING = "SET LOCAL enable_bitmapscan = off"
 
 _COLUMNS = (
     "id", "event_id", "topic", "data", "mimetype", "type_name", "type_version",
@@ -73,7 +76,7 @@ def claim_sql(table: str, with_topics: bool) -> str:
 def claim(
     *, limit: int, lease_seconds: float, topics: Sequence[str], using: str
 ) -> list[tuple[Any, ...]]:
-    """Claim and lease in one statement (autocommit: its own short transaction)."""
+    """Claim and lease in one statement, in its own short transaction."""
     table = connections[using].ops.quote_name(OutboxEvent._meta.db_table)
     params: dict[str, Any] = {
         "limit": limit,
@@ -81,7 +84,13 @@ def claim(
         "lease": lease_seconds,
         "topics": list(topics),
     }
-    with connections[using].cursor() as cursor:
+    with transaction.atomic(using=using), connections[using].cursor() as cursor:
+        # A backlog written since the last ANALYZE looks tiny to the planner, which then
+        # bitmap-scans and sorts every waiting row (and probes each one's key) to return
+        # the first few hundred: 95 ms per claim on 20,000 rows, growing with the backlog.
+        # Without bitmap scans the only plan left walks the partial index in id order and
+        # stops at the limit, whatever the statistics say.
+        cursor.execute(PLANNER_SETTING)
         cursor.execute(claim_sql(table, bool(topics)), params)
         rows = sorted(cursor.fetchall(), key=lambda row: row[0])
     return [(params["token"], *row) for row in rows]

@@ -181,7 +181,7 @@ def _write(instance: models.Model, action: str, using: str) -> None:
         return
     message = publication.message(instance, action)
     if message is not None:
-        outbox.publish_many([message], using=using)
+        outbox.write([message], using=using)
 
 
 def _on_save(

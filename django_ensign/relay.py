@@ -103,11 +103,15 @@ class Relay:
         self._wake = asyncio.Event()
         self._outcomes: list[claims.Outcome] = []
         self._outcome_ready = asyncio.Event()
+        #: Rows claimed whose Ack or Nack has not come yet (the in-flight window).
         self._in_flight = 0
+        #: Outcomes come but not yet written back; bounded so a slow database holds claims back.
+        self._unrecorded = 0
         self._leases: Counter[uuid.UUID] = Counter()
         #: local id → (row, monotonic deadline) of each event sent and not yet answered.
         self._pending: dict[bytes, tuple[claims.Claimed, float]] = {}
         self._all_replied = asyncio.Event()
+        self._refill_at = max(1, min(self.options.batch_size, self.options.max_in_flight // 2))
         self._claims = _DatabaseThread("ensign-claim", self.options.using)
         self._records = _DatabaseThread("ensign-record", self.options.using)
 
@@ -158,14 +162,14 @@ class Relay:
         opts = self.options
         while not self._stopping:
             room = opts.max_in_flight - self._in_flight
-            if room <= 0:
-                self._wake.clear()  # the recorder sets it again when it frees room
+            if room <= 0 or self._unrecorded >= opts.max_in_flight:
+                self._wake.clear()  # replies and the recorder set it again when room frees up
                 await self._sleep(opts.poll_seconds)
                 continue
             self._wake.clear()
             # With ``once``, an empty claim means "drained" only if no outcome was still
             # unrecorded when it started: those unblock the next rows of their keys.
-            settled_before = self._in_flight == 0
+            settled_before = self._in_flight == 0 and self._unrecorded == 0
             try:
                 rows = await self._claims.run(
                     claims.claim,
@@ -257,6 +261,12 @@ class Relay:
     def _settle(self, outcome: claims.Outcome) -> None:
         self._outcomes.append(outcome)
         self._outcome_ready.set()
+        self._in_flight -= 1
+        self._unrecorded += 1
+        # Claiming again as soon as a whole batch fits keeps the pipeline full while the
+        # outcomes are written back, without a claim per reply when replies come singly.
+        if self.options.max_in_flight - self._in_flight >= self._refill_at:
+            self._wake.set()
         if not self._pending:
             self._all_replied.set()
 
@@ -305,8 +315,8 @@ class Relay:
         self.stats.stale += result.stale
         if result.dead:
             logger.error("%d outbox events are dead: ids %s", result.dead, result.dead_ids[:20])
+        self._unrecorded -= len(batch)
         for outcome in batch:
-            self._in_flight -= 1
             self._forget_lease(outcome.row.token)
         self._wake.set()  # the next rows of these keys are claimable now
 

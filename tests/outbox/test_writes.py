@@ -200,3 +200,22 @@ def test_a_database_the_outbox_table_is_not_routed_to_is_refused() -> None:
 def test_rows_written_in_autocommit_mode_are_committed() -> None:
     Order.objects.create(reference="auto")
     assert OutboxEvent.objects.filter(type_name="OrderCreated").count() == 1
+
+
+def test_publish_returns_the_saved_row_as_the_database_holds_it() -> None:
+    row = outbox.publish("things", {"a": 1}, type_name="Thing", meta={"n": "1"}, key=7)
+    assert row.pk is not None
+    assert not row._state.adding
+    stored = OutboxEvent.objects.get(pk=row.pk)
+    for field in OutboxEvent._meta.concrete_fields:
+        assert field.value_from_object(row) == field.value_from_object(stored), field.name
+    assert stored.status == "pending"
+    assert stored.created is not None
+
+
+def test_a_bulk_write_returns_each_row_with_its_own_id() -> None:
+    messages = [outbox.Message("things", {"n": n}, key=str(n)) for n in range(2500)]
+    rows = outbox.publish_many(messages)
+    assert len({row.pk for row in rows}) == 2500
+    stored = dict(OutboxEvent.objects.values_list("pk", "ordering_key"))
+    assert all(stored[row.pk] == row.ordering_key for row in rows)
