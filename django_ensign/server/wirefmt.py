@@ -37,6 +37,17 @@ def timestamp_explicit(ns: int) -> bytes:
     return b"\x08" + varint(seconds) + b"\x10" + varint(nanos)
 
 
+def offset_field(offset: int) -> bytes:
+    """EventWrapper ``offset`` (3); the writer needs one per row, so small ones are unrolled."""
+    if offset < 0x80:
+        return bytes((0x18, offset))
+    if offset < 0x4000:
+        return bytes((0x18, (offset & 0x7F) | 0x80, offset >> 7))
+    if offset < 0x200000:
+        return bytes((0x18, (offset & 0x7F) | 0x80, ((offset >> 7) & 0x7F) | 0x80, offset >> 14))
+    return b"\x18" + varint(offset)
+
+
 def committed_suffix(offset: int, committed_ns: int) -> bytes:
     """EventWrapper fields ``offset`` (3) and ``committed`` (15), appended to a wrapper."""
     return field_varint(3, offset) + field_bytes(15, timestamp(committed_ns))
@@ -54,14 +65,19 @@ def ack_body(local_id: bytes, committed_ns: int) -> bytes:
 
 def ack_entries(local_ids: list[bytes], committed_ns: int, number: int) -> bytes:
     """Field ``number`` repeated: one Ack per local id, all with the same commit time."""
+    if not local_ids:
+        return b""
     stamp = field_bytes(2, timestamp(committed_ns))
     tag = varint((number << 3) | 2)
+    size = len(local_ids[0])
+    if size < 128 and len(set(map(len, local_ids))) == 1:
+        # Every entry is head + local id + stamp with the same head: one join builds them.
+        head = tag + varint(2 + size + len(stamp)) + bytes((10, size))
+        return head + (stamp + head).join(local_ids) + stamp
     out = []
     for local_id in local_ids:
-        size = len(local_id)
-        body = (bytes((10, size)) if size < 128 else b"\x0a" + varint(size)) + local_id + stamp
-        size = len(body)
-        out.append(tag + (bytes((size,)) if size < 128 else varint(size)) + body)
+        body = field_bytes(1, local_id) + stamp
+        out.append(tag + varint(len(body)) + body)
     return b"".join(out)
 
 

@@ -298,3 +298,58 @@ async def test_batch_extension_acks_and_nacks_every_event(conn: Conn) -> None:
     await call.done_writing()  # type: ignore[attr-defined]
     close = await call.read()  # type: ignore[attr-defined]
     assert (close.close_stream.events, close.close_stream.acks) == (51, 50)
+
+
+async def test_batched_events_are_stored_with_the_servers_fields_however_they_are_framed(
+    conn: Conn,
+) -> None:
+    from django_ensign.proto.api.v1beta1 import query_pb2
+
+    topic = await conn.create_topic()
+    raw = conn.channel.stream_stream(
+        "/ensign.v1beta1.Ensign/Publish",
+        request_serializer=lambda b: b,
+        response_deserializer=ensign_pb2.PublisherReply.FromString,
+    )
+    call = raw(metadata=conn.md)
+    await call.write(open_req().SerializeToString())
+    assert (await call.read()).WhichOneof("embed") == "ready"
+
+    def batch(wrappers: list[event_pb2.EventWrapper]) -> bytes:
+        events = ensign_pb2.EventBatch(events=wrappers)
+        return ensign_pb2.PublisherRequest(events=events).SerializeToString()
+
+    plain = [wrapper(topic.id, make_event(b'{"n": %d}' % n)) for n in range(3)]
+    forged = [wrapper(topic.id, make_event(b'{"n": %d}' % n)) for n in range(3, 5)]
+    forged[1].publisher.CopyFrom(event_pb2.Publisher(publisher_id="forged"))
+    forged[1].offset = 99
+    # The events field twice in one request: protobuf merges the two batches into one.
+    twice = [wrapper(topic.id, make_event(b'{"n": %d}' % n)) for n in range(5, 7)]
+    await call.write(batch(plain))
+    await call.write(batch(forged))
+    await call.write(batch(twice[:1]) + batch(twice[1:]))
+    acked: list[bytes] = []
+    while len(acked) < 7:
+        reply = await call.read()
+        assert not reply.replies.nacks
+        acked += [a.id for a in reply.replies.acks]
+    assert acked == [w.local_id for w in plain + forged + twice]
+    await call.done_writing()
+    stored = [
+        e
+        async for e in conn.stub.EnSQL(
+            query_pb2.Query(query=f"SELECT * FROM {topic.name}"), metadata=conn.md
+        )
+    ]
+    assert [e.offset for e in stored] == [1, 2, 3, 4, 5, 6, 7]
+    assert [event_pb2.Event.FromString(e.event).data for e in stored] == [
+        b'{"n": %d}' % n for n in range(7)
+    ]
+    for e in stored:
+        assert e.topic_id == topic.id
+        assert e.publisher.publisher_id == conn.server.credentials.client_id
+        assert e.publisher.client_id == "tests"
+        assert e.local_id == b""
+        assert len(e.id) == 10
+        assert e.committed.seconds > 0
+    assert len({e.id for e in stored}) == 7
