@@ -242,6 +242,10 @@ def _dedup_key(rule: _DedupRule, event: event_pb2.Event) -> bytes:
     return digest.digest()
 
 
+#: Fewest events in a request for ``_run_rows`` to build its rows.
+_COLUMN_MIN = 8
+
+
 def _one_topic(
     items: list[PendingEvent],
 ) -> tuple[bytes, tuple[bytes, ...], tuple[bytes, ...], tuple[int, ...]] | None:
@@ -487,7 +491,8 @@ class Storage:
                 if not items:
                     failures.append(_NO_FAILURES)
                     continue
-                columns = _one_topic(items)
+                # Column-wise only pays off past a few events; single events take the loop.
+                columns = _one_topic(items) if len(items) >= _COLUMN_MIN else None
                 if columns is not None and columns[0] in seqs and columns[0] not in dedup:
                     if columns[0] != topic_id:
                         if topic_id:
