@@ -127,14 +127,14 @@ def claim(
     vendor = connections[using].vendor
     if vendor == "sqlite":
         return [
-            _from_row(row)
+            from_row(row)
             for row in sqliteclaims.claim(
                 limit=limit, lease_seconds=lease_seconds, topics=topics, using=using
             )
         ]
     if vendor == "postgresql":
         return [
-            _from_row(row)
+            from_row(row)
             for row in pgclaims.claim(
                 limit=limit, lease_seconds=lease_seconds, topics=topics, using=using
             )
@@ -172,7 +172,8 @@ def claim(
     ]
 
 
-def _from_row(row: tuple[Any, ...]) -> Claimed:
+def from_row(row: tuple[Any, ...]) -> Claimed:
+    """A claimed row from ``(token, *columns)``, as the vendor claim modules return it."""
     token, id_, event_id, topic, data, mimetype, type_name, type_version, meta, key, attempts = row
     if isinstance(meta, str | bytes):
         meta = json.loads(meta)

@@ -96,23 +96,25 @@ def claim(
     return [(params["token"], *row) for row in rows]
 
 
+def record_acks_sql(table: str) -> str:
+    """The ack statement; parameters: ids, lease tokens, commit times (arrays, same order)."""
+    return f"""
+        UPDATE {table} t
+        SET status = 'acked', acked_at = COALESCE(v.acked_at, statement_timestamp()),
+            lease_token = NULL, lease_expires_at = NULL, nack_code = NULL, nack_error = ''
+        FROM unnest(%s::bigint[], %s::uuid[], %s::timestamptz[]) AS v(id, token, acked_at)
+        WHERE t.id = v.id AND t.lease_token = v.token AND t.status = 'in_flight'
+    """
+
+
 def record_acks(acks: Sequence[tuple[int, uuid.UUID, dt.datetime | None]], using: str) -> int:
     """Mark rows acked at the server's commit time while their lease still holds them."""
     if not acks:
         return 0
     table = connections[using].ops.quote_name(OutboxEvent._meta.db_table)
-    ids = [a[0] for a in acks]
-    tokens = [a[1] for a in acks]
-    times = [a[2] for a in acks]
     with connections[using].cursor() as cursor:
         cursor.execute(
-            f"""
-            UPDATE {table} t
-            SET status = 'acked', acked_at = COALESCE(v.acked_at, statement_timestamp()),
-                lease_token = NULL, lease_expires_at = NULL, nack_code = NULL, nack_error = ''
-            FROM unnest(%s::bigint[], %s::uuid[], %s::timestamptz[]) AS v(id, token, acked_at)
-            WHERE t.id = v.id AND t.lease_token = v.token AND t.status = 'in_flight'
-            """,
-            [ids, tokens, times],
+            record_acks_sql(table),
+            [[a[0] for a in acks], [a[1] for a in acks], [a[2] for a in acks]],
         )
         return int(cursor.rowcount)

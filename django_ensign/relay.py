@@ -20,15 +20,18 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import Error as DatabaseError  # also InterfaceError: a connection that died
 from django.db import connections
 
-from django_ensign import claims, notify
+from django_ensign import claims, notify, workerdb
 from django_ensign.conf import settings
 from django_ensign.sdkclient import client_from_settings
 from django_ensign.wire import metadata
+
+if TYPE_CHECKING:
+    from django_ensign.pgasync import AsyncStatements
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +84,7 @@ class _DatabaseThread:
 
     async def run(self, func: Callable[..., T], /, **kwargs: Any) -> T:
         def call() -> T:
-            connections[self._using].close_if_unusable_or_obsolete()
+            workerdb.refresh_connections()
             return func(using=self._using, **kwargs)
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
@@ -114,6 +117,8 @@ class Relay:
         self._refill_at = max(1, min(self.options.batch_size, self.options.max_in_flight // 2))
         self._claims = _DatabaseThread("ensign-claim", self.options.using)
         self._records = _DatabaseThread("ensign-record", self.options.using)
+        #: PostgreSQL: claims and acks on the event loop's own connections.
+        self._pg: AsyncStatements | None = None
 
     # -- control -----------------------------------------------------------------
 
@@ -129,6 +134,10 @@ class Relay:
         """Run until :meth:`stop` (or drained, with ``once``); returns what was done."""
         if self._client is None:
             self._client = make_client(self.options.max_in_flight, self.options.publish_timeout)
+        if self._is_postgres():
+            from django_ensign import pgasync  # needs psycopg, which SQLite users may lack
+
+            self._pg = await pgasync.AsyncStatements.open(self.options.using)
         helpers = [
             asyncio.create_task(self._record_loop(), name="ensign-relay-recorder"),
             asyncio.create_task(self._renew_loop(), name="ensign-relay-renewer"),
@@ -149,6 +158,8 @@ class Relay:
             if self._owns_client:
                 with contextlib.suppress(Exception):
                     await self._client.close()
+            if self._pg is not None:
+                await self._pg.close()
             await self._claims.close()
             await self._records.close()
         return self.stats
@@ -171,12 +182,7 @@ class Relay:
             # unrecorded when it started: those unblock the next rows of their keys.
             settled_before = self._in_flight == 0 and self._unrecorded == 0
             try:
-                rows = await self._claims.run(
-                    claims.claim,
-                    limit=min(opts.batch_size, room),
-                    lease_seconds=opts.lease_seconds,
-                    topics=opts.topics,
-                )
+                rows = await self._claim(min(opts.batch_size, room))
             except DatabaseError as err:
                 logger.warning("outbox claim failed (%s); retrying", err)
                 await self._sleep(opts.poll_seconds)
@@ -188,6 +194,17 @@ class Relay:
             if opts.once and settled_before:
                 return
             await self._sleep(opts.poll_seconds)
+
+    async def _claim(self, limit: int) -> list[claims.Claimed]:
+        opts = self.options
+        if self._pg is None:
+            return await self._claims.run(
+                claims.claim, limit=limit, lease_seconds=opts.lease_seconds, topics=opts.topics
+            )
+        rows = await self._pg.claim(
+            limit=limit, lease_seconds=opts.lease_seconds, topics=opts.topics
+        )
+        return [claims.from_row(row) for row in rows]
 
     async def _sleep(self, seconds: float) -> None:
         """Until a notification, a recorded outcome, :meth:`stop`, or ``seconds``."""
@@ -296,13 +313,7 @@ class Relay:
         opts = self.options
         while True:
             try:
-                result = await self._records.run(
-                    claims.record,
-                    outcomes=batch,
-                    max_attempts=opts.max_attempts,
-                    backoff_base=opts.backoff_base,
-                    backoff_max=opts.backoff_max,
-                )
+                result = await self._record(batch)
                 break
             except Exception as err:  # keep the outcomes; the leases are renewed meanwhile
                 logger.warning(
@@ -319,6 +330,28 @@ class Relay:
         for outcome in batch:
             self._forget_lease(outcome.row.token)
         self._wake.set()  # the next rows of these keys are claimable now
+
+    async def _record(self, batch: list[claims.Outcome]) -> claims.Recorded:
+        """Write ``batch`` back: acks straight from the loop on PostgreSQL, the rest in a thread."""
+        acks = [o for o in batch if isinstance(o, claims.Acked)] if self._pg is not None else []
+        rest = [o for o in batch if not isinstance(o, claims.Acked)] if acks else batch
+        result = claims.Recorded()
+        if rest:
+            opts = self.options
+            result = await self._records.run(
+                claims.record,
+                outcomes=rest,
+                max_attempts=opts.max_attempts,
+                backoff_base=opts.backoff_base,
+                backoff_max=opts.backoff_max,
+            )
+        if acks and self._pg is not None:
+            acked = await self._pg.record_acks(
+                [(o.row.id, o.row.token, o.committed_at) for o in acks]
+            )
+            result.acked += acked
+            result.stale += len(acks) - acked
+        return result
 
     async def _renew_loop(self) -> None:
         every = max(self.options.lease_seconds / 3, 0.05)
