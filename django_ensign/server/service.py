@@ -12,7 +12,7 @@ import grpc
 
 from django_ensign.proto.api.v1beta1 import ensign_pb2, query_pb2, topic_pb2
 from django_ensign.server.groups import GroupManager
-from django_ensign.server.publish import PublishStream
+from django_ensign.server.publish import PublishStream, parse_request
 from django_ensign.server.rpcs import Rpcs
 from django_ensign.server.state import ServerState
 from django_ensign.server.streamcall import Context
@@ -98,7 +98,7 @@ class EnsignService:
         handlers = {
             "Publish": grpc.stream_stream_rpc_method_handler(
                 self.publish,
-                request_deserializer=pb.PublisherRequest.FromString,
+                request_deserializer=parse_request,
                 response_serializer=_serialize,
             ),
             "Subscribe": grpc.stream_stream_rpc_method_handler(

@@ -26,10 +26,7 @@ def make_topic(storage: Storage, seq: int) -> bytes:
 
 
 def pending(topic_id: bytes, n: int) -> list[PendingEvent]:
-    return [
-        PendingEvent(topic_id, ids.new_ulid()[:10], b"\x12\x10" + topic_id, b"e%d" % i)
-        for i in range(n)
-    ]
+    return [(topic_id, ids.new_ulid()[:10], b"\x12\x10" + topic_id, i) for i in range(n)]
 
 
 Result = tuple[int | None, frozenset[int]]
