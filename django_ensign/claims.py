@@ -176,7 +176,7 @@ def from_row(row: tuple[Any, ...]) -> Claimed:
     """A claimed row from ``(token, *columns)``, as the vendor claim modules return it."""
     token, id_, event_id, topic, data, mimetype, type_name, type_version, meta, key, attempts = row
     if isinstance(meta, str | bytes):
-        meta = json.loads(meta)
+        meta = json.loads(meta) if len(meta) > 2 else None  # "{}" or empty
     return Claimed(
         id=id_,
         token=token,

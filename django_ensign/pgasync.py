@@ -12,7 +12,6 @@ the relay imports this module, and only on PostgreSQL (it needs psycopg).
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -74,15 +73,14 @@ class AsyncStatements:
         rows.sort(key=lambda row: row[0])
         return [(token, *row) for row in rows]
 
-    async def record_acks(self, acks: Sequence[tuple[int, uuid.UUID, dt.datetime | None]]) -> int:
+    async def record_acks(self, acks: Sequence[pgclaims.Ack]) -> int:
         """:func:`pgclaims.record_acks` in one autocommit statement."""
         if not acks:
             return 0
         try:
             conn = await self._records.get()
             cursor = await conn.execute(
-                pgclaims.record_acks_sql(self._table),
-                [[a[0] for a in acks], [a[1] for a in acks], [a[2] for a in acks]],
+                pgclaims.record_acks_sql(self._table), pgclaims.record_acks_params(acks)
             )
         except psycopg.Error as err:
             await self._records.drop()

@@ -43,7 +43,10 @@ def claim_sql(table: str, with_topics: bool) -> str:
                     AND e.status IN ('pending', 'in_flight', 'retrying')
                 )
             )"""
-    returning = ", ".join(f"t.{column}" for column in _COLUMNS)
+    # Metadata comes back as JSON text: most rows carry none, and "{}" needs no parser.
+    returning = ", ".join(
+        f"t.{column}::text" if column == "metadata" else f"t.{column}" for column in _COLUMNS
+    )
     return f"""
         WITH waiting AS (
             SELECT o.id FROM {table} o
@@ -107,14 +110,26 @@ def record_acks_sql(table: str) -> str:
     """
 
 
-def record_acks(acks: Sequence[tuple[int, uuid.UUID, dt.datetime | None]], using: str) -> int:
+Ack = tuple[int, uuid.UUID, dt.datetime | None]
+
+
+def record_acks_params(acks: Sequence[Ack]) -> list[str]:
+    """The ack statement's three arrays as PostgreSQL array literals.
+
+    Joining strings costs a fraction of adapting three lists of hundreds of values
+    element by element, and the statement casts them anyway.
+    """
+    ids = ",".join([str(a[0]) for a in acks])
+    tokens = ",".join([str(a[1]) for a in acks])
+    times = ",".join([f'"{a[2].isoformat()}"' if a[2] else "NULL" for a in acks])
+    return [f"{{{ids}}}", f"{{{tokens}}}", f"{{{times}}}"]
+
+
+def record_acks(acks: Sequence[Ack], using: str) -> int:
     """Mark rows acked at the server's commit time while their lease still holds them."""
     if not acks:
         return 0
     table = connections[using].ops.quote_name(OutboxEvent._meta.db_table)
     with connections[using].cursor() as cursor:
-        cursor.execute(
-            record_acks_sql(table),
-            [[a[0] for a in acks], [a[1] for a in acks], [a[2] for a in acks]],
-        )
+        cursor.execute(record_acks_sql(table), record_acks_params(acks))
         return int(cursor.rowcount)
