@@ -12,7 +12,6 @@ the relay imports this module, and only on PostgreSQL (it needs psycopg).
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,20 +57,16 @@ class AsyncStatements:
     async def claim(
         self, *, limit: int, lease_seconds: float, topics: Sequence[str]
     ) -> list[tuple[Any, ...]]:
-        """:func:`pgclaims.claim`, same rows, same transaction shape."""
-        token = uuid.uuid4()
-        params = {"limit": limit, "token": token, "lease": lease_seconds, "topics": list(topics)}
+        """:func:`pgclaims.claim`: the same statement, rows and autocommit transaction."""
+        params = pgclaims.claim_params(limit, lease_seconds, topics)
         try:
             conn = await self._claims.get()
-            async with conn.transaction():
-                await conn.execute(pgclaims.PLANNER_SETTING)
-                cursor = await conn.execute(pgclaims.claim_sql(self._table, bool(topics)), params)
-                rows = await cursor.fetchall()
+            cursor = await conn.execute(pgclaims.CLAIM_SQL, params)
+            rows = await cursor.fetchall()
         except psycopg.Error as err:
             await self._claims.drop()
             raise DatabaseError(f"outbox claim failed: {err}") from err
-        rows.sort(key=lambda row: row[0])
-        return [(token, *row) for row in rows]
+        return pgclaims.claimed_rows(params, rows)
 
     async def record_acks(self, acks: Sequence[pgclaims.Ack]) -> int:
         """:func:`pgclaims.record_acks` in one autocommit statement."""

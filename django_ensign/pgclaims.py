@@ -13,90 +13,36 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import connections
 
 from django_ensign.models import OutboxEvent
 
-#: Run before a claim, in its transaction (see :func:`claim`).
-PLANNER_SETTING = "SET LOCAL enable_bitmapscan = off"
-
-_COLUMNS = (
-    "id", "event_id", "topic", "data", "mimetype", "type_name", "type_version",
-    "metadata", "ordering_key", "attempts",
-)  # fmt: skip
+#: The claim, a function created by migration 0003 (its docstring says why a function);
+#: parameters: limit, lease seconds, lease token, topics (NULL for all). Its rows are
+#: id, event_id, topic, data, mimetype, type_name, type_version, metadata (JSON text),
+#: ordering_key, attempts.
+CLAIM_SQL = "SELECT * FROM ensign_outbox_claim(%s, %s, %s, %s)"
 
 
-def claim_sql(table: str, with_topics: bool) -> str:
-    """The claim statement; parameters: [topics], limit, token, lease seconds.
+def claim_params(limit: int, lease_seconds: float, topics: Sequence[str]) -> list[Any]:
+    """Parameters of :data:`CLAIM_SQL` under a new lease token (the first one)."""
+    return [limit, float(lease_seconds), uuid.uuid4(), list(topics) or None]
 
-    Due waiting rows and expired leases are found by two scans, each over its own
-    partial index in id order, and locked there; one scan with an OR of both would walk
-    the primary key past every acked row still in the table, on every claim.
-    """
-    topic_filter = "AND o.topic = ANY(%(topics)s)" if with_topics else ""
-    first_of_key = f"""
-            AND (
-                o.ordering_key = ''
-                OR NOT EXISTS (
-                    SELECT 1 FROM {table} e
-                    WHERE e.ordering_key = o.ordering_key AND e.id < o.id
-                    AND e.status IN ('pending', 'in_flight', 'retrying')
-                )
-            )"""
-    # Metadata comes back as JSON text: most rows carry none, and "{}" needs no parser.
-    returning = ", ".join(
-        f"t.{column}::text" if column == "metadata" else f"t.{column}" for column in _COLUMNS
-    )
-    return f"""
-        WITH waiting AS (
-            SELECT o.id FROM {table} o
-            WHERE o.status IN ('pending', 'retrying') AND o.next_attempt_at <= statement_timestamp()
-            {topic_filter} {first_of_key}
-            ORDER BY o.id
-            LIMIT %(limit)s
-            FOR UPDATE OF o SKIP LOCKED
-        ), expired AS (
-            SELECT o.id FROM {table} o
-            WHERE o.status = 'in_flight' AND o.lease_expires_at < statement_timestamp()
-            {topic_filter} {first_of_key}
-            ORDER BY o.id
-            LIMIT %(limit)s
-            FOR UPDATE OF o SKIP LOCKED
-        ), candidates AS (
-            SELECT id FROM waiting UNION ALL SELECT id FROM expired
-            ORDER BY id
-            LIMIT %(limit)s
-        )
-        UPDATE {table} t
-        SET status = 'in_flight', lease_token = %(token)s,
-            lease_expires_at = statement_timestamp() + %(lease)s * interval '1 second',
-            attempts = t.attempts + 1
-        WHERE t.id = ANY(ARRAY(SELECT id FROM candidates))
-        RETURNING {returning}
-    """
+
+def claimed_rows(params: list[Any], rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """``(token, *columns)`` per claimed row, oldest first."""
+    token = params[2]
+    return [(token, *row) for row in sorted(rows, key=lambda row: row[0])]
 
 
 def claim(
     *, limit: int, lease_seconds: float, topics: Sequence[str], using: str
 ) -> list[tuple[Any, ...]]:
-    """Claim and lease in one statement, in its own short transaction."""
-    table = connections[using].ops.quote_name(OutboxEvent._meta.db_table)
-    params: dict[str, Any] = {
-        "limit": limit,
-        "token": uuid.uuid4(),
-        "lease": lease_seconds,
-        "topics": list(topics),
-    }
-    with transaction.atomic(using=using), connections[using].cursor() as cursor:
-        # A backlog written since the last ANALYZE looks tiny to the planner, which then
-        # bitmap-scans and sorts every waiting row (and probes each one's key) to return
-        # the first few hundred: 95 ms per claim on 20,000 rows, growing with the backlog.
-        # Without bitmap scans the only plan left walks the partial index in id order and
-        # stops at the limit, whatever the statistics say.
-        cursor.execute(PLANNER_SETTING)
-        cursor.execute(claim_sql(table, bool(topics)), params)
-        rows = sorted(cursor.fetchall(), key=lambda row: row[0])
-    return [(params["token"], *row) for row in rows]
+    """Claim and lease in one statement (autocommit: its own short transaction)."""
+    params = claim_params(limit, lease_seconds, topics)
+    with connections[using].cursor() as cursor:
+        cursor.execute(CLAIM_SQL, params)
+        return claimed_rows(params, cursor.fetchall())
 
 
 def record_acks_sql(table: str) -> str:

@@ -115,6 +115,8 @@ class Relay:
         self._pending: dict[bytes, tuple[claims.Claimed, float]] = {}
         self._all_replied = asyncio.Event()
         self._refill_at = max(1, min(self.options.batch_size, self.options.max_in_flight // 2))
+        #: The claim loop waits for replies or records to free room (not for new rows).
+        self._starved = False
         self._claims = _DatabaseThread("ensign-claim", self.options.using)
         self._records = _DatabaseThread("ensign-record", self.options.using)
         #: PostgreSQL: claims and acks on the event loop's own connections.
@@ -175,14 +177,17 @@ class Relay:
             room = opts.max_in_flight - self._in_flight
             if room <= 0 or self._unrecorded >= opts.max_in_flight:
                 self._wake.clear()  # replies and the recorder set it again when room frees up
+                self._starved = True
                 await self._sleep(opts.poll_seconds)
+                self._starved = False
                 continue
             self._wake.clear()
             # With ``once``, an empty claim means "drained" only if no outcome was still
             # unrecorded when it started: those unblock the next rows of their keys.
             settled_before = self._in_flight == 0 and self._unrecorded == 0
+            limit = min(opts.batch_size, room)
             try:
-                rows = await self._claim(min(opts.batch_size, room))
+                rows = await self._claim(limit)
             except DatabaseError as err:
                 logger.warning("outbox claim failed (%s); retrying", err)
                 await self._sleep(opts.poll_seconds)
@@ -190,6 +195,11 @@ class Relay:
             if rows:
                 self.stats.claimed += len(rows)
                 await self._publish(rows)
+                if len(rows) < limit and not opts.once:
+                    # Every due row was taken: the next claim waits for a commit's NOTIFY,
+                    # an outcome (the next rows of its keys) or the poll, rather than
+                    # running empty and making the next commit wait for it.
+                    await self._sleep(opts.poll_seconds)
                 continue
             if opts.once and settled_before:
                 return
@@ -282,7 +292,7 @@ class Relay:
         self._unrecorded += 1
         # Claiming again as soon as a whole batch fits keeps the pipeline full while the
         # outcomes are written back, without a claim per reply when replies come singly.
-        if self.options.max_in_flight - self._in_flight >= self._refill_at:
+        if self._starved and self.options.max_in_flight - self._in_flight >= self._refill_at:
             self._wake.set()
         if not self._pending:
             self._all_replied.set()
@@ -329,7 +339,8 @@ class Relay:
         self._unrecorded -= len(batch)
         for outcome in batch:
             self._forget_lease(outcome.row.token)
-        self._wake.set()  # the next rows of these keys are claimable now
+        if self._starved or any(outcome.row.ordering_key for outcome in batch):
+            self._wake.set()  # room again, or the next rows of these keys are claimable now
 
     async def _record(self, batch: list[claims.Outcome]) -> claims.Recorded:
         """Write ``batch`` back: acks straight from the loop on PostgreSQL, the rest in a thread."""
