@@ -41,7 +41,9 @@ from django_ensign import backoff, pgclaims, sqliteclaims
 from django_ensign.models import OUTBOX_UNFINISHED, OUTBOX_WAITING, OutboxEvent, OutboxStatus
 
 
-@dataclass(frozen=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, and a
+# relay builds one of these per row and an outcome per event.
+@dataclass(slots=True)
 class Claimed:
     """A row the relay holds a lease on, with what it needs to publish it."""
 
@@ -58,7 +60,7 @@ class Claimed:
     attempts: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Acked:
     """The server acked the row's event at ``committed_at``."""
 
@@ -66,7 +68,7 @@ class Acked:
     committed_at: dt.datetime | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Failed:
     """The server nacked the event (``code`` set) or no reply came (``code`` None).
 

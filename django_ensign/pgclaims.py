@@ -65,9 +65,13 @@ def record_acks_params(acks: Sequence[Ack]) -> list[str]:
     Joining strings costs a fraction of adapting three lists of hundreds of values
     element by element, and the statement casts them anyway.
     """
+    # A claim's rows share one token and a server group commit one commit time, so
+    # each distinct value is formatted once.
+    token_text = {token: str(token) for token in {a[1] for a in acks}}
+    time_text = {at: f'"{at.isoformat()}"' if at else "NULL" for at in {a[2] for a in acks}}
     ids = ",".join([str(a[0]) for a in acks])
-    tokens = ",".join([str(a[1]) for a in acks])
-    times = ",".join([f'"{a[2].isoformat()}"' if a[2] else "NULL" for a in acks])
+    tokens = ",".join([token_text[a[1]] for a in acks])
+    times = ",".join([time_text[a[2]] for a in acks])
     return [f"{{{ids}}}", f"{{{tokens}}}", f"{{{times}}}"]
 
 
