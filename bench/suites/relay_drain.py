@@ -26,15 +26,6 @@ def drain_timeout(rows: int) -> float:
     return min(900.0, 120.0 + rows / 50)
 
 
-def rows_for(ctx: Context, db: str) -> int:
-    """Rows of a drain: SQLite drains are capped at ``SQLITE_ROWS`` (see the note)."""
-    return ctx.events if db == "postgres" else min(ctx.events, SQLITE_ROWS)
-
-
-#: Most rows of a SQLite drain: its claim query grows with the pending rows (see notes).
-SQLITE_ROWS = 5_000
-
-
 @dataclass(frozen=True)
 class Drain:
     """One drain: rows acked, wall seconds (process start to exit), ack span."""
@@ -63,7 +54,7 @@ class Drain:
 def drain(ctx: Context, server: EmbeddedServer, shape: tuple[str, int, bool]) -> Drain:
     """Fill a fresh database with rows and drain it with the shape's relays."""
     db, relays, batch = shape
-    rows = rows_for(ctx, db)
+    rows = ctx.events
     project = djproject.Project(db, ctx.workdir, server).create()
     try:
         topic = f"drain-{db}-{relays}-{'batch' if batch else 'plain'}"
@@ -131,7 +122,7 @@ def run(ctx: Context) -> report.Result:
         )
     method = (
         f"For each row: a fresh database (PostgreSQL scratch database or SQLite file in WAL "
-        f"mode), {ctx.events:,} pending outbox rows (SQLite: at most {SQLITE_ROWS:,}) "
+        f"mode), {ctx.events:,} pending outbox rows "
         "written by `bench_fill_outbox` (≈200-byte "
         "JSON, a distinct ordering key per row as model signals write them), then N relay "
         "processes `manage.py ensign_publish_outbox --once` started together against one "
