@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import inspect
 import json
 from collections.abc import Awaitable, Callable
@@ -92,7 +93,7 @@ class Handler:
     mimetype: str | None = None
     name: str = ""
 
-    @property
+    @functools.cached_property
     def is_async(self) -> bool:
         """Whether the handler is an ``async def`` function."""
         return inspect.iscoroutinefunction(self.func)

@@ -14,6 +14,7 @@ instead, and acked once the broker has accepted the task.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import contextvars
@@ -40,6 +41,8 @@ NACK_UNPROCESSED = 100
 NACK_DELIVER_AGAIN_ANY = 104
 #: Default window: events delivered and not yet acked, per concurrent slot.
 WINDOW_PER_SLOT = 32
+#: Most events handled in one database transaction (and held waiting for a thread).
+MAX_BATCH = 200
 #: Seconds between two progress lines at verbosity 1.
 PROGRESS_SECONDS = 10.0
 
@@ -126,6 +129,11 @@ def inbound_from(received: Any) -> InboundEvent:
     )
 
 
+def _ordering_key(received: Any) -> str:
+    """The event's ordering key ("" if none): events of one key are handled in order."""
+    return str(received.meta.get(ORDERING_KEY, ""))
+
+
 class Subscriber:
     """One subscriber process's loop; :meth:`run` until :meth:`stop` is called."""
 
@@ -136,13 +144,20 @@ class Subscriber:
         report: Reporter | None = None,
         client_factory: Callable[[], Any] = make_client,
         on_settled: Callable[[Any], None] | None = None,
+        verbosity: int = 3,
     ) -> None:
-        """``on_settled`` is called with each SDK event once it is acked (tests, metrics)."""
+        """``on_settled`` is called with each SDK event once it is acked (tests, metrics).
+
+        ``report`` gets the lines of levels up to ``verbosity`` only.
+        """
         if not options.topics:
             raise exceptions.ConfigurationError("subscribe to at least one topic")
         self.options = options
         self.stats = Stats()
         self._report = report or (lambda message, level: log.info(message))
+        # Per-event lines are not even formatted when nobody reads them: at thousands of
+        # events a second the formatting is a measurable share of the loop's time.
+        self._verbosity = verbosity
         self._client_factory = client_factory
         self._on_settled = on_settled
         self._stop = asyncio.Event()
@@ -152,15 +167,18 @@ class Subscriber:
         self._tasks: set[asyncio.Task[None]] = set()
         self._subscriptions: set[Any] = set()
         self._key_tails: dict[str, asyncio.Task[None]] = {}
-        # One thread per slot, each keeping its own database connection; an event holds
-        # a slot from delivery to ack, so concurrency bounds the events in hand.
+        # One thread per slot, each keeping its own database connection; a batch of
+        # events holds a slot from hand-over to ack, so concurrency bounds the batches
+        # in hand and MAX_BATCH their size.
         self._threads = [
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"ensign-handler-{n}")
             for n in range(max(1, options.concurrency))
         ]
-        self._free: asyncio.Queue[concurrent.futures.ThreadPoolExecutor] = asyncio.Queue()
-        for thread in self._threads:
-            self._free.put_nowait(thread)
+        self._idle = list(self._threads)
+        self._applying = 0  # batches in their one-transaction try
+        self._share = max(1, MAX_BATCH // len(self._threads))
+        self._hand: collections.deque[Any] = collections.deque()
+        self._room = asyncio.Event()
 
     @property
     def stopping(self) -> bool:
@@ -288,45 +306,130 @@ class Subscriber:
     async def _take(self, subscription: Any) -> None:
         # Once stopping, events still arriving are left unacked rather than nacked: a nack
         # would have the server send them straight back to this stream until it closes;
-        # unacked, they go back to the group when the stream ends.
-        async for received in subscription:
-            if self.stopping:
-                return
-            thread = await self._free.get()
-            if self.stopping:
-                self._free.put_nowait(thread)
-                return
-            self.stats.received += 1
-            self._spawn(received, thread)
+        # unacked, they go back to the group when the stream ends. So do events still in
+        # hand, not yet given to a thread, when this stream ends.
+        try:
+            async for received in subscription:
+                if self.stopping:
+                    return
+                self.stats.received += 1
+                self._hand.append(received)
+                self._dispatch()
+                while len(self._hand) >= MAX_BATCH and not self.stopping:
+                    self._room.clear()
+                    await self._room.wait()
+        finally:
+            self._hand.clear()
 
-    def _spawn(self, received: Any, thread: concurrent.futures.ThreadPoolExecutor) -> None:
-        key = str(dict(received.meta).get(ORDERING_KEY, ""))
-        before = self._key_tails.get(key) if key else None
-        task = asyncio.create_task(self._settle(received, thread, before))
+    def _dispatch(self) -> None:
+        """Give the events in hand to idle threads, at most MAX_BATCH to each.
+
+        Called when an event arrives, when a batch's transaction ends and when a thread
+        comes free, so nothing waits for a batch to fill. While a batch is being
+        applied, events arriving meanwhile wait for it to end and then go together,
+        unless a thread's share of MAX_BATCH is in hand already: a few larger
+        transactions cost far less per event than many of one or two events each.
+        """
+        while self._hand and self._idle and not self.stopping:
+            if self._applying and len(self._hand) < self._share:
+                break
+            take = min(len(self._hand), MAX_BATCH)
+            batch = [self._hand.popleft() for _ in range(take)]
+            self._spawn(batch, self._idle.pop())
+        if len(self._hand) < MAX_BATCH:
+            self._room.set()
+
+    def _spawn(self, batch: list[Any], thread: concurrent.futures.ThreadPoolExecutor) -> None:
+        keys = [key for key in (_ordering_key(received) for received in batch) if key]
+        before = {self._key_tails[key] for key in keys if key in self._key_tails}
+        task = asyncio.create_task(self._settle_batch(batch, thread, before))
         self._tasks.add(task)
-        if key:
+        for key in keys:
             self._key_tails[key] = task
 
         def done(finished: asyncio.Task[None]) -> None:
             self._tasks.discard(finished)
-            self._free.put_nowait(thread)
-            if key and self._key_tails.get(key) is finished:
-                del self._key_tails[key]
+            for key in keys:
+                if self._key_tails.get(key) is finished:
+                    del self._key_tails[key]
+            self._idle.append(thread)
+            self._dispatch()
 
         task.add_done_callback(done)
 
-    async def _settle(
+    async def _settle_batch(
         self,
-        received: Any,
+        batch: list[Any],
         thread: concurrent.futures.ThreadPoolExecutor,
-        before: asyncio.Task[None] | None,
+        before: set[asyncio.Task[None]],
     ) -> None:
-        """Handle one event and ack it, or nack it if it could not be settled."""
-        if before is not None:
+        """Settle events taken together: one transaction if all goes well, else one each."""
+        for earlier in before:
             # Events of one ordering key are handled in delivery order.
             with contextlib.suppress(BaseException):
-                await asyncio.shield(before)
+                await asyncio.shield(earlier)
         self._current.set(thread)
+        if not self.options.celery:
+            self._applying += 1
+            try:
+                batch = await self._handle_together(batch)
+            finally:
+                self._applying -= 1
+                self._dispatch()
+        # One at a time (each in its own transaction, with its own retries); events of one
+        # ordering key still go in delivery order.
+        tails: dict[str, asyncio.Task[None]] = {}
+        singles = []
+        for received in batch:
+            key = _ordering_key(received)
+            single = asyncio.create_task(self._settle(received, tails.get(key)))
+            singles.append(single)
+            if key:
+                tails[key] = single
+        await asyncio.gather(*singles, return_exceptions=True)
+
+    async def _handle_together(self, batch: list[Any]) -> list[Any]:
+        """Apply ``batch`` in one transaction and ack it; returns what must go one by one.
+
+        That is all of it but the events dead-lettered at once when a handler raised:
+        nothing was applied then.
+        """
+        work: list[tuple[InboundEvent, list[Handler]]] = []
+        taken: list[Any] = []
+        try:
+            for received in batch:
+                event = inbound_from(received)
+                routed = await self._route(event)
+                if routed is None:  # dead-lettered at once: acked like a handled event
+                    await self._ack(received)
+                else:
+                    work.append((event, routed))
+                    taken.append(received)
+            if not work:
+                return []
+            results = await self._db(dispatch.attempt_batch, work)
+        except Exception:
+            log.exception("could not handle %d events together", len(batch))
+            return [received for received in batch if not received.acked()]
+        if results is None:
+            return taken
+        for (event, _), outcome in zip(work, results, strict=True):
+            self._count(event, outcome, [])
+        for received in taken:
+            await self._ack(received)
+        return []
+
+    async def _ack(self, received: Any) -> None:
+        with contextlib.suppress(Exception):
+            await received.ack()
+        if self._on_settled is not None:
+            self._on_settled(received)
+
+    async def _settle(self, received: Any, before: asyncio.Task[None] | None) -> None:
+        """Handle one event and ack it, or nack it if it could not be settled."""
+        if before is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(before)
         try:
             event = inbound_from(received)
             settled = await (
@@ -339,10 +442,7 @@ class Subscriber:
             await self._nack(received, NACK_UNPROCESSED, f"{type(exc).__name__}: {exc}"[:1000])
             return
         if settled:
-            with contextlib.suppress(Exception):
-                await received.ack()
-            if self._on_settled is not None:
-                self._on_settled(received)
+            await self._ack(received)
         else:
             await self._nack(received, NACK_DELIVER_AGAIN_ANY, "subscriber stopping during retries")
 
@@ -405,12 +505,14 @@ class Subscriber:
             name = result.handler.name
             if result.outcome is dispatch.Outcome.HANDLED:
                 self.stats.handled += 1
-                self._report(f"Handled {event.topic} {event.event_id} with {name}", 2)
+                if self._verbosity >= 2:
+                    self._report(f"Handled {event.topic} {event.event_id} with {name}", 2)
             elif result.outcome is dispatch.Outcome.DUPLICATE:
                 self.stats.duplicates += 1
-                self._report(
-                    f"Skipped {event.topic} {event.event_id} for {name}: already handled", 3
-                )
+                if self._verbosity >= 3:
+                    self._report(
+                        f"Skipped {event.topic} {event.event_id} for {name}: already handled", 3
+                    )
             elif name not in retrying:
                 self.stats.dead += 1
                 self._report(
@@ -425,7 +527,8 @@ class Subscriber:
 
         await self._db(tasks.enqueue_event, event)
         self.stats.queued += 1
-        self._report(f"Queued {event.topic} {event.event_id} for Celery", 2)
+        if self._verbosity >= 2:
+            self._report(f"Queued {event.topic} {event.event_id} for Celery", 2)
         return True
 
 
@@ -434,12 +537,13 @@ def run(
     *,
     report: Reporter | None = None,
     handle_signals: bool = True,
+    verbosity: int = 3,
 ) -> Stats:
     """Run a subscriber until SIGTERM or SIGINT (when ``handle_signals``); returns its counts."""
     import signal
 
     async def main() -> Stats:
-        subscriber = Subscriber(options, report=report)
+        subscriber = Subscriber(options, report=report, verbosity=verbosity)
         if handle_signals:
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):

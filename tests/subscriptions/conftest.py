@@ -32,12 +32,13 @@ async def publish(
     *,
     type_name: str = "Reading",
     stable_ids: list[str] | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> None:
-    """Publish JSON events and wait for every ack."""
+    """Publish JSON events (each with ``metadata``) and wait for every ack."""
     client = client_for(server)
     try:
         for n, payload in enumerate(payloads):
-            meta = {STABLE_ID_KEY: stable_ids[n]} if stable_ids else {}
+            meta = {**(metadata or {}), **({STABLE_ID_KEY: stable_ids[n]} if stable_ids else {})}
             event = Event(
                 json.dumps(payload).encode(),
                 "application/json",

@@ -132,3 +132,38 @@ def test_event_payload_round_trips() -> None:
         offset=7,
     )
     assert InboundEvent.from_payload(json.loads(json.dumps(event.to_payload()))) == event
+
+
+def test_a_batch_applies_each_event_once_and_skips_what_was_applied_before() -> None:
+    before = make_event("sub-multi", "01J0000000000000000000000D")
+    dispatch.handle_now(before)
+    first = make_event("sub-multi", "01J0000000000000000000000E")
+    second = make_event("sub-multi", "01J0000000000000000000000F")
+    work = [(e, dispatch.plan(e)) for e in (first, first, before, second)]
+
+    results = dispatch.attempt_batch(work)
+
+    assert results is not None
+    assert [{r.outcome for r in per_event} for per_event in results] == [
+        {dispatch.Outcome.HANDLED},  # sync and async handler
+        {dispatch.Outcome.DUPLICATE},  # the same stable id again in the batch
+        {dispatch.Outcome.DUPLICATE},  # applied by an earlier transaction
+        {dispatch.Outcome.HANDLED},
+    ]
+    applied = Applied.objects.values_list("handler", "event_id")
+    assert sorted(applied) == sorted(
+        (handler, e.event_id) for handler in ("sync", "async") for e in (before, first, second)
+    )
+    assert InboxEvent.objects.count() == 6
+
+
+@pytest.mark.parametrize("failing_topic", ["sub-flaky", "sub-async-fail"])
+def test_a_handler_failing_in_a_batch_rolls_back_every_event_of_it(failing_topic: str) -> None:
+    Switch.objects.create(name="flaky", on=True)
+    ok = make_event("sub-multi", "01J0000000000000000000000G")
+    failing = make_event(failing_topic, "01J0000000000000000000000H")
+
+    assert dispatch.attempt_batch([(e, dispatch.plan(e)) for e in (ok, failing)]) is None
+
+    assert not Applied.objects.exists()
+    assert not InboxEvent.objects.exists()

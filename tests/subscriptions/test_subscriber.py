@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from django_ensign.models import DeadLetter, DeadLetterReason, InboxEvent
 from django_ensign.proto.api.v1beta1 import event_pb2
 from django_ensign.subscriber import Stats, Subscriber, SubscriberOptions, inbound_from
 from django_ensign.wire.ids import new_ulid, ulid_to_str
+from django_ensign.wire.metadata import ORDERING_KEY
 from tests.handlerapp.models import Applied, Switch
 from tests.subscriptions.conftest import client_for, publish
 from tests.support.server import EmbeddedServer
@@ -118,6 +120,42 @@ def test_a_failing_handler_is_retried_then_dead_lettered_and_the_stream_moves_on
     assert (dead.reason, dead.attempts, dead.topic) == (DeadLetterReason.FAILED, 3, "sub-flaky")
     assert not Applied.objects.filter(handler="flaky").exists()
     assert Applied.objects.filter(topic="sub-multi").count() == 2
+
+
+@override_settings(ENSIGN_SUBSCRIBER_BACKOFF_BASE=0.01, ENSIGN_SUBSCRIBER_BACKOFF_MAX=0.02)
+def test_a_failing_event_among_many_is_dead_lettered_and_each_other_applied_once(
+    fresh_server: EmbeddedServer,
+) -> None:
+    Switch.objects.create(name="flaky", on=True)
+
+    async def interleaved() -> None:
+        await publish(fresh_server, "sub-bulk", [{"n": n} for n in range(40)])
+        await publish(fresh_server, "sub-flaky", [{"n": 40}])
+        await publish(fresh_server, "sub-bulk", [{"n": n} for n in range(41, 80)])
+
+    asyncio.run(interleaved())
+
+    # One slot: the events that arrive while a transaction runs are applied together.
+    stats = run_until(fresh_server, ("sub-bulk", "sub-flaky"), 80, concurrency=1, max_attempts=3)
+
+    assert (stats.handled, stats.dead) == (79, 1)
+    assert DeadLetter.objects.get().attempts == 3
+    assert not Applied.objects.filter(handler="flaky").exists()
+    bulk = Applied.objects.filter(handler="bulk")
+    assert bulk.count() == bulk.values("event_id").distinct().count() == 79
+    assert InboxEvent.objects.count() == 79
+
+
+def test_events_of_one_ordering_key_are_applied_in_the_order_published(
+    fresh_server: EmbeddedServer,
+) -> None:
+    payloads = [{"n": n} for n in range(60)]
+    asyncio.run(publish(fresh_server, "sub-bulk", payloads, metadata={ORDERING_KEY: "one"}))
+
+    run_until(fresh_server, ("sub-bulk",), 60, concurrency=4)
+
+    applied = Applied.objects.filter(handler="bulk").order_by("id").values_list("value", flat=True)
+    assert [json.loads(value)["n"] for value in applied] == list(range(60))
 
 
 def test_an_async_handler_failure_rolls_back_what_it_wrote(fresh_server: EmbeddedServer) -> None:

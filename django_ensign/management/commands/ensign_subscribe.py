@@ -104,7 +104,7 @@ class Command(BaseCommand):
                 self.stdout.flush()
 
         try:
-            stats = subscriber.run(opts, report=report)
+            stats = subscriber.run(opts, report=report, verbosity=verbosity)
         except exceptions.EnsignError as exc:  # configuration, credentials, permissions
             raise CommandError(f"cannot subscribe: {exc}") from exc
         if verbosity >= 1:
