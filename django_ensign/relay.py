@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Seconds the recorder waits for more outcomes when fewer than a claim's worth are in.
+RECORD_LINGER = 0.005
+
 
 @dataclass
 class RelayStats:
@@ -313,6 +316,10 @@ class Relay:
     async def _record_loop(self) -> None:
         while True:
             await self._outcome_ready.wait()
+            if len(self._outcomes) < self._refill_at and not self._stopping:
+                # Replies that come one per message (plain framing, a slow trickle) would
+                # otherwise cost a statement each; a few milliseconds gather them.
+                await asyncio.sleep(RECORD_LINGER)
             await self._record_pending()
 
     async def _record_pending(self) -> None:
