@@ -304,22 +304,19 @@ class Subscriber:
             delay = min(delay * 2, settings.SUBSCRIBER_RECONNECT_MAX)
 
     async def _take(self, subscription: Any) -> None:
-        # Once stopping, events still arriving are left unacked rather than nacked: a nack
-        # would have the server send them straight back to this stream until it closes;
-        # unacked, they go back to the group when the stream ends. So do events still in
-        # hand, not yet given to a thread, when this stream ends.
-        try:
-            async for received in subscription:
-                if self.stopping:
-                    return
-                self.stats.received += 1
-                self._hand.append(received)
-                self._dispatch()
-                while len(self._hand) >= MAX_BATCH and not self.stopping:
-                    self._room.clear()
-                    await self._room.wait()
-        finally:
-            self._hand.clear()
+        # Once stopping, events still arriving, and those in hand not yet given to a
+        # thread, are left unacked rather than nacked: a nack would have the server send
+        # them straight back to this stream until it closes; unacked, they go back to the
+        # group when the stream ends. Events in hand from a stream that broke are still
+        # handled: a redelivered copy is then a duplicate, skipped by the inbox.
+        async for received in subscription:
+            if self.stopping:
+                return
+            self._hand.append(received)
+            self._dispatch()
+            while len(self._hand) >= MAX_BATCH and not self.stopping:
+                self._room.clear()
+                await self._room.wait()
 
     def _dispatch(self) -> None:
         """Give the events in hand to idle threads, at most MAX_BATCH to each.
@@ -335,6 +332,7 @@ class Subscriber:
                 break
             take = min(len(self._hand), MAX_BATCH)
             batch = [self._hand.popleft() for _ in range(take)]
+            self.stats.received += take
             self._spawn(batch, self._idle.pop())
         if len(self._hand) < MAX_BATCH:
             self._room.set()
