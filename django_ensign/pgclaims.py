@@ -1,11 +1,11 @@
 """PostgreSQL fast paths of :mod:`django_ensign.claims`: one statement per claim, one per acks.
 
-Same semantics as the portable ORM versions (which SQLite uses): the claim's WHERE
-repeats the partial indexes' predicates so the planner can use them, locks with
-``FOR UPDATE SKIP LOCKED`` and leases in the same statement; acks are one ``UPDATE …
-FROM unnest(…)`` guarded by each row's lease token.
+Same semantics as the portable ORM versions (which SQLite uses). The claim is the
+``ensign_outbox_claim`` function of migration 0003: it locks with ``FOR UPDATE SKIP
+LOCKED`` and leases in the same statement. Acks are one ``UPDATE … FROM unnest(…)``
+guarded by each row's lease token. The relay runs both statements through
+:mod:`django_ensign.pgasync`; the functions here run them on Django's connection.
 """
-
 from __future__ import annotations
 
 import datetime as dt
