@@ -6,6 +6,7 @@ LOCKED`` and leases in the same statement. Acks are one ``UPDATE … FROM unnest
 guarded by each row's lease token. The relay runs both statements through
 :mod:`django_ensign.pgasync`; the functions here run them on Django's connection.
 """
+
 from __future__ import annotations
 
 import datetime as dt
