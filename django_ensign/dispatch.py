@@ -32,7 +32,7 @@ from django.db import IntegrityError, connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
-from django_ensign import exceptions, models
+from django_ensign import exceptions, models, workerdb
 from django_ensign.conf import settings
 from django_ensign.handlers import Handler, InboundEvent, registry
 
@@ -58,27 +58,6 @@ class HandlerResult:
     def permanent(self) -> bool:
         """A failure that retrying cannot fix."""
         return isinstance(self.error, exceptions.DeadLetterNow)
-
-
-def refresh_connections() -> None:
-    """Close this thread's broken or expired connections, as Django does around requests.
-
-    With ``CONN_MAX_AGE = 0`` (Django's default) a connection would be closed after every
-    event; a subscriber is one long unit of work, so it keeps its connections and only
-    replaces broken ones. Connections inside an atomic block belong to a caller's
-    transaction and are left alone.
-    """
-    for conn in connections.all(initialized_only=True):
-        if conn.in_atomic_block:
-            continue
-        if conn.connection is not None and not conn.settings_dict.get("CONN_MAX_AGE"):
-            if conn.errors_occurred:
-                if conn.is_usable():
-                    conn.errors_occurred = False
-                else:
-                    conn.close()
-            continue
-        conn.close_if_unusable_or_obsolete()
 
 
 def _is_json(mimetype: str) -> bool:
@@ -150,7 +129,7 @@ def attempt_batch(work: Work) -> list[list[HandlerResult]] | None:
     caller falls back to :func:`attempt` per event. A key seen twice in ``work``
     (one stable id published twice) is applied at its first occurrence.
     """
-    refresh_connections()
+    workerdb.refresh_connections()
     try:
         with transaction.atomic():
             fresh = _record_inbox(work)
@@ -165,7 +144,7 @@ def attempt_batch(work: Work) -> list[list[HandlerResult]] | None:
     except Exception:
         return None
     finally:
-        refresh_connections()
+        workerdb.refresh_connections()
     return [
         [
             HandlerResult(entry, Outcome.HANDLED if apply else Outcome.DUPLICATE)
@@ -292,11 +271,11 @@ async def _await_each(calls: Sequence[tuple[Handler, InboundEvent]]) -> None:
 
 def attempt(event: InboundEvent, handlers: Iterable[Handler]) -> list[HandlerResult]:
     """Try each handler once; database connections are refreshed around the batch."""
-    refresh_connections()
+    workerdb.refresh_connections()
     try:
         return [run_handler(entry, event) for entry in handlers]
     finally:
-        refresh_connections()
+        workerdb.refresh_connections()
 
 
 def backoff(attempt_number: int) -> float:
@@ -320,7 +299,7 @@ def dead_letter(
     """Record ``event`` as dead for ``handler`` (blank: for every handler); idempotent."""
     message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     now = timezone.now()
-    refresh_connections()
+    workerdb.refresh_connections()
     try:
         with transaction.atomic():
             row, created = models.DeadLetter.objects.select_for_update().get_or_create(
@@ -353,7 +332,7 @@ def dead_letter(
                 row.save()
         return row
     finally:
-        refresh_connections()
+        workerdb.refresh_connections()
 
 
 def settle(
@@ -447,7 +426,7 @@ def replay(row: models.DeadLetter) -> bool:
         failures = [r for r in attempt(event, handlers) if r.outcome is Outcome.FAILED]
         if failures:
             error, trace = failures[0].error or "failed", failures[0].traceback
-    refresh_connections()
+    workerdb.refresh_connections()
     if error:
         message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         models.DeadLetter.objects.filter(pk=row.pk).update(
