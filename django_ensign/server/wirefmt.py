@@ -6,6 +6,9 @@ subscribe paths; the layouts follow SCHEMA.md field numbers.
 
 from __future__ import annotations
 
+import operator
+from itertools import repeat
+
 from django_ensign.wire.protowire import varint
 
 
@@ -46,6 +49,31 @@ def offset_field(offset: int) -> bytes:
     if offset < 0x200000:
         return bytes((0x18, (offset & 0x7F) | 0x80, ((offset >> 7) & 0x7F) | 0x80, offset >> 14))
     return b"\x18" + varint(offset)
+
+
+#: ``offset`` field heads for each value of an offset's low seven bits: the whole field
+#: when the offset is below 128, else its tag and first varint byte.
+_ONE_BYTE = [bytes((0x18, low)) for low in range(0x80)]
+_MORE_BYTES = [bytes((0x18, low | 0x80)) for low in range(0x80)]
+
+
+def offset_fields(start: int, count: int) -> list[bytes]:
+    """``offset_field`` of ``count`` consecutive offsets from ``start``.
+
+    Offsets that differ only in their low seven bits share the rest of their varint, so
+    a block of 128 takes one concatenation in C instead of a Python call per offset.
+    """
+    fields: list[bytes] = []
+    offset, end = start, start + count
+    while offset < end:
+        high = offset >> 7
+        stop = min(end - (high << 7), 0x80)
+        if high:
+            fields += map(operator.add, _MORE_BYTES[offset & 0x7F : stop], repeat(varint(high)))
+        else:
+            fields += _ONE_BYTE[offset:stop]
+        offset = (high + 1) << 7
+    return fields
 
 
 def committed_suffix(offset: int, committed_ns: int) -> bytes:

@@ -6,7 +6,15 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from django_ensign.server.storage import PendingEvent, Recent, Storage, read_range
+from django_ensign.proto.api.v1beta1.event_pb2 import EventWrapper
+from django_ensign.server.storage import (
+    PendingEvent,
+    Recent,
+    Storage,
+    event_row,
+    insert_rows,
+    read_range,
+)
 from django_ensign.wire import ids
 
 
@@ -111,3 +119,28 @@ async def test_a_failed_write_fails_its_events_and_keeps_offsets(tmp_path: Path)
     stored = await storage.read(lambda conn: read_range(conn, a, 0, 10))
     assert [e.offset for e in stored] == [1]
     storage.close()
+
+
+async def test_batched_events_carry_their_offsets_across_varint_boundaries(
+    tmp_path: Path,
+) -> None:
+    storage = Storage(tmp_path / "db")
+    storage.load_topics()
+    a = make_topic(storage, 1)
+    storage.close()
+    # A topic already past the three-byte varints: its next offsets take four bytes.
+    last = (1 << 21) - 200
+    reopened = Storage(tmp_path / "db")
+    reopened.execute_sync(
+        lambda conn: insert_rows(conn, list(event_row(1, last, b"r" * 10, b"", 0, 0)))
+    )
+    reopened.load_topics()
+    reopened.start(asyncio.get_running_loop())
+    for count in (300, 1):
+        got, callback = future_result()
+        reopened.append(pending(a, count), callback)  # type: ignore[arg-type]
+        assert (await got)[0] is not None
+    stored = await reopened.read(lambda conn: read_range(conn, a, last, 1000))
+    offsets = [EventWrapper.FromString(e.wrapper).offset for e in stored]
+    assert offsets == [e.offset for e in stored] == list(range(last + 1, last + 302))
+    reopened.close()
