@@ -3,8 +3,7 @@
 Every write runs on one writer thread. Event appends that arrive while a transaction is
 being written wait in a queue and then share the next transaction and its fsync
 (``synchronous=FULL``), so an ack is only ever sent for an event that is on disk. Reads use
-their own connections from a small thread pool; WAL lets them run beside the writer, and
-WAL checkpoints run on a thread of their own (``checkpoints``).
+their own connections from a small thread pool; WAL lets them run beside the writer.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from typing import Any, TypeVar
 
 from django_ensign.proto.api.v1beta1 import event_pb2, topic_pb2
 from django_ensign.server import wirefmt
-from django_ensign.server.checkpoints import Checkpointer
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +328,6 @@ class Storage:
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ensign-read")
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._checkpoints = Checkpointer(lambda: _connect(path))
         self.listeners: list[CommitListener] = []
         self._closed = False
 
@@ -367,7 +364,6 @@ class Storage:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start the writer thread; results are delivered on ``loop``."""
         self._loop = loop
-        self._checkpoints.start(self._conn)
         self._thread = threading.Thread(target=self._writer, name="ensign-writer", daemon=True)
         self._thread.start()
 
@@ -379,7 +375,6 @@ class Storage:
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
-            self._checkpoints.close()
         self._readers.shutdown(wait=True)
         self._conn.close()
 
@@ -573,8 +568,6 @@ class Storage:
             if topic_id:
                 offsets[topic_id] = offset
             conn = self._conn
-            if self._checkpoints.wal_full:
-                self._checkpoints.catch_up(conn)
             conn.execute("BEGIN IMMEDIATE")
             try:
                 insert_rows(conn, params)
@@ -582,7 +575,6 @@ class Storage:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            self._checkpoints.written(sum(map(len, params[2::EVENT_FIELDS])))
         except Exception:
             log.exception("event write failed; nacking %d events", len(params) // EVENT_FIELDS)
             offsets.clear()
