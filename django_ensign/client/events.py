@@ -349,6 +349,9 @@ class Event:
         )
 
 
+_EventMessage = event_pb2.Event
+
+
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -395,31 +398,32 @@ class ReceivedEvent:
         self.epoch: int = wrapper.epoch
         self.committed: Timestamp = wrapper.committed
         self.is_duplicate: bool = wrapper.is_duplicate
-        self.raw: bytes = wrapper.event
-        self.decode_error: str | None = None
-        self.data: bytes = b""
-        self.meta: dict[str, str] = {}
-        self.mimetype: int = 0
-        self.type_name: str = ""
-        self.type_version: str = "0.0.0"
-        self.created: Timestamp = Timestamp()
-        if not wrapper.event:
-            self.decode_error = "empty event"
-        else:
+        raw = self.raw = wrapper.event
+        event = None
+        error = "empty event"
+        if raw:
             try:
-                event = event_pb2.Event.FromString(wrapper.event)
+                event = _EventMessage.FromString(raw)
             except Exception as err:  # protobuf raises its own DecodeError types
-                self.decode_error = f"undecodable event: {err}"
-            else:
-                self.data = event.data
-                self.meta = dict(event.metadata)
-                self.mimetype = int(event.mimetype)
-                self.type_name = event.type.name
-                self.type_version = (
-                    f"{event.type.major_version}.{event.type.minor_version}."
-                    f"{event.type.patch_version}"
-                )
-                self.created = event.created
+                error = f"undecodable event: {err}"
+        if event is None:
+            self.decode_error: str | None = error
+            self.data: bytes = b""
+            self.meta: dict[str, str] = {}
+            self.mimetype: int = 0
+            self.type_name: str = ""
+            self.type_version: str = "0.0.0"
+            self.created: Timestamp = Timestamp()
+        else:
+            self.decode_error = None
+            self.data = event.data
+            metadata = event.metadata
+            self.meta = dict(metadata) if metadata else {}
+            self.mimetype = event.mimetype
+            kind = event.type
+            self.type_name = kind.name
+            self.type_version = f"{kind.major_version}.{kind.minor_version}.{kind.patch_version}"
+            self.created = event.created
         self._subscription = subscription
         self._state = EventState.SUBSCRIBED if subscription is not None else EventState.INITIALIZED
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass, field
+from types import CoroutineType
 from typing import Any
 
 import grpc
@@ -434,10 +436,26 @@ class Publisher:
         except Exception:
             logger.exception("publish callback %r failed", callback)
             return
-        if inspect.isawaitable(result):
-            task = asyncio.get_running_loop().create_task(_guard(result, callback))
-            self._callbacks.add(task)
-            task.add_done_callback(self._callbacks.discard)
+        if type(result) is not CoroutineType:
+            if inspect.isawaitable(result):
+                self._track(asyncio.get_running_loop().create_task(_guard(result, callback)))
+            return
+        # Most callbacks finish without suspending: run the first step here, in a context
+        # of its own as a task would, and make a task only for one that has to wait.
+        context = contextvars.copy_context()
+        try:
+            waiting = context.run(result.send, None)
+        except (StopIteration, asyncio.CancelledError):
+            return  # done (a task of it would have ended cancelled: nothing to report)
+        except Exception:
+            logger.exception("publish callback %r failed", callback)
+            return
+        loop = asyncio.get_running_loop()
+        self._track(loop.create_task(_resume(result, waiting, callback), context=context))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._callbacks.add(task)
+        task.add_done_callback(self._callbacks.discard)
 
     async def _expire(self) -> None:
         """Fail the wait of events whose deadline passed without an outcome."""
@@ -464,6 +482,39 @@ class Publisher:
 async def _guard(result: Awaitable[Any], callback: Callback) -> None:
     try:
         await result
+    except Exception:
+        logger.exception("publish callback %r failed", callback)
+
+
+class _Suspended:
+    """A started coroutine, awaitable from where it suspended (its first yield is given)."""
+
+    __slots__ = ("coro", "yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        self.coro = coro
+        self.yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, yielded = self.coro, self.yielded
+        while True:
+            try:
+                sent = yield yielded
+            except BaseException as err:  # a cancellation thrown in by the task
+                try:
+                    yielded = coro.throw(err)
+                except StopIteration:
+                    return
+                continue
+            try:
+                yielded = coro.send(sent)
+            except StopIteration:
+                return
+
+
+async def _resume(coro: Coroutine[Any, Any, Any], yielded: Any, callback: Callback) -> None:
+    try:
+        await _Suspended(coro, yielded)
     except Exception:
         logger.exception("publish callback %r failed", callback)
 

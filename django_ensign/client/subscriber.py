@@ -15,6 +15,7 @@ from django_ensign.client import exceptions, handshake
 from django_ensign.client.connection import EOF, Connection
 from django_ensign.client.errors import is_retryable, translate
 from django_ensign.client.events import ReceivedEvent
+from django_ensign.client.inbox import Inbox
 from django_ensign.client.topics import TopicCache
 from django_ensign.proto.api.v1beta1 import ensign_pb2, groups_pb2, query_pb2
 
@@ -91,9 +92,7 @@ class Subscription:
         self._on_open = on_open
         # The stream is read by a task of its own: cancelling a caller's wait (wait_for,
         # a timeout) must not cancel the gRPC read, which would end the whole call.
-        self._queue: asyncio.Queue[ReceivedEvent | BaseException | None] = asyncio.Queue(
-            max(2 * batch_size, 64)
-        )
+        self._queue: Inbox[ReceivedEvent | BaseException | None] = Inbox(max(2 * batch_size, 64))
         self._pump: asyncio.Task[None] | None = None
         self._finished = False
         self._pending_acks: list[bytes] = []
@@ -142,6 +141,7 @@ class Subscription:
     async def _run(self) -> None:
         ending: BaseException | None = None
         backoff = 0.05
+        queue = self._queue
         try:
             # After close() half-closes the stream, keep reading (and dropping deliveries)
             # until the server ends it: by then it has read our last acks.
@@ -182,19 +182,22 @@ class Subscription:
                     continue
                 kind = reply.WhichOneof("embed")
                 if kind == "event":
-                    await self._queue.put(self._received(reply.event))
+                    wrapper = reply.event
+                    received = ReceivedEvent(wrapper, self._names.get(wrapper.topic_id, ""), self)
+                    if not queue.offer(received):
+                        await queue.put(received)
                 elif kind == "events":
                     for wrapper in reply.events.events:
                         if self._closed:
                             break
-                        await self._queue.put(self._received(wrapper))
+                        await queue.put(self._received(wrapper))
                 elif kind == "ready":
                     self._ready(reply.ready)
         except exceptions.EnsignError as err:
             ending = err
         finally:
             if not self._closed:
-                await self._queue.put(ending)
+                self._queue.push(ending)
 
     def _received(self, wrapper: Any) -> ReceivedEvent:
         return ReceivedEvent(wrapper, self._names.get(wrapper.topic_id, ""), self)
@@ -286,8 +289,7 @@ class Subscription:
         self._closed = True
         if self._ack_timer is not None and not self._ack_timer.done():
             self._ack_timer.cancel()
-        while not self._queue.empty():  # frees a pump waiting for room
-            self._queue.get_nowait()
+        self._queue.clear()  # frees a pump waiting for room
         call = self._call
         if call is not None:
             with contextlib.suppress(Exception):
@@ -303,7 +305,6 @@ class Subscription:
             with contextlib.suppress(BaseException):
                 await self._pump
         self._finished = True
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(None)  # wakes a reader blocked in __anext__
+        self._queue.push(None)  # wakes a reader blocked in __anext__
 
     aclose = close

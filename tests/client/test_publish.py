@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -48,6 +49,35 @@ async def test_callbacks_get_each_outcome(client: Ensign, topic_name: Callable[[
     await client.close()
     assert sorted(a.id for a in acks) == sorted(e.local_id for e in events)
     assert len(sync_acks) == 1
+
+
+async def test_async_callbacks_that_wait_finish_before_close_in_their_own_context(
+    client: Ensign, topic_name: Callable[[], str]
+) -> None:
+    topic = topic_name()
+    gate = asyncio.Event()
+    seen: contextvars.ContextVar[bytes | None] = contextvars.ContextVar("seen", default=None)
+    leaked: list[bytes] = []
+    finished: list[bytes] = []
+    events = [Event(b"%d" % i, "text/plain") for i in range(20)]
+
+    async def on_ack(ack: Ack) -> None:
+        if seen.get() is not None:
+            leaked.append(ack.id)
+        seen.set(ack.id)
+        await gate.wait()
+        if ack.id == events[0].local_id:
+            raise RuntimeError("a failing callback must not stop the others")
+        finished.append(ack.id)
+
+    await client.publish(topic, *events, on_ack=on_ack, ensure_exists=True)
+    await client.flush(timeout=10)
+    assert not finished
+    gate.set()
+    await client.close()
+    assert sorted(finished) == sorted(e.local_id for e in events[1:])
+    assert not leaked
+    assert seen.get() is None
 
 
 async def test_archived_topic_nacks_with_id_code_and_error(
