@@ -12,8 +12,9 @@ order and stops at the limit.
 Due waiting rows and expired leases are found by two scans, each over its own partial
 index in id order; a single scan with an OR of both would walk the primary key past
 every acked row still in the table. A row is claimable only while no earlier row of its
-ordering key is unfinished. The function's text is frozen here: change it with a new
-migration.
+ordering key is unfinished. The claim commits without waiting for its WAL flush (the
+relay publishes right after it, and a lost claim only means a later retry). The
+function's text is frozen here: change it with a new migration.
 """
 
 from django.db import migrations
@@ -30,6 +31,10 @@ SET enable_bitmapscan = off
 AS $body$
 #variable_conflict use_column
 BEGIN
+    -- For the rest of this claim's transaction only: its commit need not wait for the
+    -- WAL flush. A claim lost in a database crash leaves its rows waiting again, to be
+    -- published again (at least once, as any retry); nothing is lost.
+    PERFORM set_config('synchronous_commit', 'off', true);
     RETURN QUERY
     WITH waiting AS (
         SELECT o.id FROM django_ensign_outboxevent o
