@@ -80,6 +80,23 @@ def event_type(name: str, version: tuple[int, int, int]) -> bytes:
     return _string(_EVENT_TYPE, body)
 
 
+#: Encoded ``key`` halves of metadata map entries: a publisher sends the same few keys
+#: on every event. Bounded, so arbitrary keys cannot grow it without limit.
+_META_KEYS: dict[str, bytes] = {}
+_META_KEYS_MAX = 1024
+#: The last ``created`` second's encoding: events published together share it.
+_last_second: tuple[int, bytes] = (0, b"")
+
+
+def _meta_key(key: str) -> bytes:
+    encoded = _META_KEYS.get(key)
+    if encoded is None:
+        encoded = _string(b"\x0a", key.encode())
+        if len(_META_KEYS) < _META_KEYS_MAX:
+            _META_KEYS[key] = encoded
+    return encoded
+
+
 def event(
     data: bytes,
     meta: dict[str, str],
@@ -88,16 +105,22 @@ def event(
     created_ns: int,
 ) -> bytes:
     """A serialized ``Event``; ``type_field`` comes from :func:`event_type`."""
+    global _last_second
     parts = [_EVENT_DATA, varint(len(data)), data]
     for key, value in meta.items():
-        entry = _string(b"\x0a", key.encode()) + _string(b"\x12", value.encode())
-        parts.append(_string(_EVENT_METADATA, entry))
+        raw = value.encode()
+        entry = b"".join((_meta_key(key), b"\x12", varint(len(raw)), raw))
+        parts += (_EVENT_METADATA, varint(len(entry)), entry)
     if mimetype:
         parts.append(_EVENT_MIMETYPE + varint(mimetype))
     parts.append(type_field)
     seconds, nanos = divmod(created_ns, 1_000_000_000)
-    stamp = (b"\x08" + varint(seconds) if seconds else b"") + (
-        b"\x10" + varint(nanos) if nanos else b""
-    )
-    parts.append(_string(_EVENT_CREATED, stamp))
+    if seconds == _last_second[0]:
+        stamp = _last_second[1]
+    else:
+        stamp = b"\x08" + varint(seconds) if seconds else b""
+        _last_second = (seconds, stamp)
+    if nanos:
+        stamp += b"\x10" + varint(nanos)
+    parts += (_EVENT_CREATED, varint(len(stamp)), stamp)
     return b"".join(parts)

@@ -72,3 +72,18 @@ def test_event_payload_parses_as_event(
         version
     )
     assert parsed.created.seconds * 1_000_000_000 + parsed.created.nanos == created_ns
+
+
+def test_events_of_the_same_second_keep_their_own_times_and_metadata() -> None:
+    second = 1_700_000_000 * 1_000_000_000
+    frames = [
+        framing.event(b"x", {"k": f"v{n}"}, 1, framing.event_type("T", (1, 0, 0)), second + n)
+        for n in (0, 5, 999_999_999)
+    ]
+    parsed = [event_pb2.Event.FromString(raw) for raw in frames]
+    assert [(p.created.seconds, p.created.nanos) for p in parsed] == [
+        (1_700_000_000, 0),
+        (1_700_000_000, 5),
+        (1_700_000_000, 999_999_999),
+    ]
+    assert [dict(p.metadata) for p in parsed] == [{"k": "v0"}, {"k": "v5"}, {"k": "v999999999"}]
