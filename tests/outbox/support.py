@@ -111,6 +111,19 @@ def wait_until(condition: Any, timeout: float, what: str, every: float = 0.1) ->
         time.sleep(every)
 
 
+def relays_listening() -> int:
+    """Relay processes past start-up: each holds one session that ran ``LISTEN`` (PostgreSQL)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query LIKE 'LISTEN %%'"
+        )
+        row = cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
 def stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
     """SIGTERM and wait; returns the exit code."""
     if process.poll() is None:

@@ -18,6 +18,7 @@ from django_ensign.models import OutboxEvent, OutboxStatus
 from django_ensign.wire import metadata
 from tests.outbox.support import (
     client_for,
+    relays_listening,
     run_async,
     server_events,
     stable_ids,
@@ -72,6 +73,9 @@ def test_several_relays_publish_every_row_exactly_once(
         for i in range(3)
     ]
     try:
+        # All three in their loops before the rest is written: a relay still starting up
+        # when the rows are done would be stopped before it could handle SIGTERM.
+        wait_until(lambda: relays_listening() >= 3, 60, "three relays listening")
         rows += write(topic, 300, keys=30, start=300)  # more rows while they run
         wait_until(lambda: acked() == 600, 90, "600 acked rows")
     finally:
@@ -135,6 +139,7 @@ def test_per_key_order_holds_under_four_relays_with_nacks_and_retries(
     env = {"TEST_RELAY_CREATE_TOPICS": "0"}
     relays = [start_relay(ensign_server, "--batch-size", "5", log=log, **env) for _ in range(4)]
     try:
+        wait_until(lambda: relays_listening() >= 4, 60, "four relays listening")
         wait_until(
             lambda: OutboxEvent.objects.filter(status=OutboxStatus.RETRYING).exists(),
             60,
