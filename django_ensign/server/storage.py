@@ -538,31 +538,22 @@ class Storage:
                     stored = b"".join(
                         (wrapper, _ID_FIELD, rlid, suffix, offset_field(offset), stamp)
                     )
-                    if rule is None:
-                        params += (
-                            base | offset,
-                            bytearray(rlid),
-                            bytearray(stored),
-                            now,
-                            size,
-                            0,
-                            None,
-                        )
-                    else:
+                    dedup_key = original = None
+                    if rule is not None:
                         dedup_key, original = self._find_duplicate(
                             rule, topic_id, rlid, wrapper, seen_keys
                         )
                         if original is not None:
                             stored += wirefmt.duplicate_suffix(original)
-                        params += (
-                            base | offset,
-                            bytearray(rlid),
-                            bytearray(stored),
-                            now,
-                            size,
-                            int(original is not None),
-                            dedup_key,
-                        )
+                    params += (
+                        base | offset,
+                        bytearray(rlid),
+                        bytearray(stored),
+                        now,
+                        size,
+                        int(original is not None),
+                        dedup_key,
+                    )
                     recent.append((offset, rlid, stored))
                 failures.append(frozenset(failed) if failed else _NO_FAILURES)
             if topic_id:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 
@@ -27,6 +29,19 @@ async def open_publisher(c: Conn, topics: list[str] | None = None) -> tuple[obje
     await call.write(open_req(topics or []))
     ready = await call.read()
     return call, ready
+
+
+async def open_raw_publisher(c: Conn) -> Any:
+    """A Publish call that sends bytes as given, past its OpenStream and StreamReady."""
+    raw = c.channel.stream_stream(
+        "/ensign.v1beta1.Ensign/Publish",
+        request_serializer=lambda b: b,
+        response_deserializer=ensign_pb2.PublisherReply.FromString,
+    )
+    call = raw(metadata=c.md)
+    await call.write(open_req().SerializeToString())
+    assert (await call.read()).WhichOneof("embed") == "ready"
+    return call
 
 
 async def test_ready_lists_topics_and_advertises_the_batch_extension(conn: Conn) -> None:
@@ -220,14 +235,7 @@ async def test_malformed_protobuf_bytes_end_the_call_and_the_server_keeps_servin
     conn: Conn,
 ) -> None:
     topic = await conn.create_topic()
-    raw = conn.channel.stream_stream(
-        "/ensign.v1beta1.Ensign/Publish",
-        request_serializer=lambda b: b,
-        response_deserializer=ensign_pb2.PublisherReply.FromString,
-    )
-    call = raw(metadata=conn.md)
-    await call.write(open_req().SerializeToString())
-    assert (await call.read()).WhichOneof("embed") == "ready"
+    call = await open_raw_publisher(conn)
     await call.write(b"\x0a\xff\xff\xff\xff\x0f garbage")
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await call.read()
@@ -306,14 +314,7 @@ async def test_batched_events_are_stored_with_the_servers_fields_however_they_ar
     from django_ensign.proto.api.v1beta1 import query_pb2
 
     topic = await conn.create_topic()
-    raw = conn.channel.stream_stream(
-        "/ensign.v1beta1.Ensign/Publish",
-        request_serializer=lambda b: b,
-        response_deserializer=ensign_pb2.PublisherReply.FromString,
-    )
-    call = raw(metadata=conn.md)
-    await call.write(open_req().SerializeToString())
-    assert (await call.read()).WhichOneof("embed") == "ready"
+    call = await open_raw_publisher(conn)
 
     def batch(wrappers: list[event_pb2.EventWrapper]) -> bytes:
         events = ensign_pb2.EventBatch(events=wrappers)
