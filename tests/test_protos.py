@@ -43,6 +43,13 @@ def test_batch_extension_fields_are_clear_of_ensigns() -> None:
     assert request["events"] >= 100
 
 
+def test_subscription_start_is_an_extension_whose_default_is_plain_ensigns() -> None:
+    fields = {f.name: f.number for f in ensign_pb2.Subscription.DESCRIPTOR.fields}
+    assert fields["start"] >= 100
+    # A client that does not send it gets what it always got: a new group starts earliest.
+    assert ensign_pb2.Subscription().start == ensign_pb2.Subscription.EARLIEST == 0
+
+
 def test_extension_fields_are_unknown_to_plain_ensign_parsers() -> None:
     # An Ensign peer built without our fields must still parse the message;
     # an empty message type stands in for its view of StreamReady's extension.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import logging
 import sqlite3
@@ -11,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from django_ensign.proto.api.v1beta1 import groups_pb2
-from django_ensign.server.storage import Storage
+from django_ensign.server.storage import Storage, TopicRecord
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,14 @@ class Group:
         self.cursors: dict[bytes, TopicCursor] = {}
         self.by_rlid: dict[bytes, tuple[bytes, int]] = {}
         self.waiters: set[asyncio.Event] = set()
+
+    def has_position(self, topic_id: bytes) -> bool:
+        """Whether the group has started on ``topic_id`` (durably, or in this process)."""
+        return topic_id in self.positions or topic_id in self.cursors
+
+    def start_after(self, topic_id: bytes, offset: int) -> None:
+        """Start the group on a topic it has no position on with the next event after ``offset``."""
+        self.cursors[topic_id] = TopicCursor(acked=offset, next=offset + 1)
 
     def cursor(self, topic_id: bytes) -> TopicCursor:
         """The group's cursor on a topic, starting after its durable position."""
@@ -162,6 +171,20 @@ class Group:
             waiter.set()
 
 
+#: (project id, group key, topic id, acked offset) of one row of ``group_offsets``.
+_PositionRow = tuple[bytes, str, bytes, int]
+
+
+def _save_positions(conn: sqlite3.Connection, rows: list[_PositionRow]) -> None:
+    # MAX: a position only moves forward, whichever of two writes lands last.
+    conn.executemany(
+        "INSERT INTO group_offsets (project_id, group_key, topic_id, offset)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (project_id, group_key, topic_id)"
+        " DO UPDATE SET offset = MAX(offset, excluded.offset)",
+        rows,
+    )
+
+
 def group_key(group: groups_pb2.ConsumerGroup) -> str:
     """The stable key of a group: its id if given, else its name."""
     if group.id:
@@ -212,6 +235,36 @@ class GroupManager:
             self._groups[ident] = group
             return group
 
+    async def begin(self, group: Group, topics: list[TopicRecord], latest: bool) -> None:
+        """Fix where ``group`` starts on each topic, before a stream of it is ready.
+
+        A topic the group has a position on resumes after it. Otherwise it starts at
+        the topic's first event, or with ``latest`` at the topic's current end, which is
+        saved before this returns so that a reconnect or a server restart resumes there.
+        """
+        async with self._locks[(group.project_id, group.key)]:
+            # No await between reading an end and pinning the cursor: an event committed
+            # meanwhile is past the end (so delivered), and another stream of the group
+            # cannot start the topic elsewhere. Pinning the earliest cursors too means the
+            # first stream of a new group to be ready decides where it starts.
+            rows: list[_PositionRow] = []
+            for topic in topics:
+                if latest and not group.has_position(topic.id):
+                    end = topic.offset
+                    group.start_after(topic.id, end)
+                    rows.append((group.project_id, group.key, topic.id, end))
+                group.cursor(topic.id)
+            if not rows:
+                return
+            try:
+                await self.storage.write(functools.partial(_save_positions, rows=rows))
+            except Exception:
+                for row in rows:
+                    self.mark_dirty(group, row[2])  # the background flush tries again
+                raise
+            for _, _, topic_id, end in rows:
+                group.positions[topic_id] = max(group.positions.get(topic_id, 0), end)
+
     @staticmethod
     def _timeout(spec: groups_pb2.ConsumerGroup) -> float:
         if spec.HasField("delivery_timeout"):
@@ -236,17 +289,8 @@ class GroupManager:
             return
         dirty, self._dirty = self._dirty, {}
         rows = [(g.project_id, g.key, tid, g.cursor(tid).acked) for g, tid in dirty]
-
-        def save(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT INTO group_offsets (project_id, group_key, topic_id, offset)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (project_id, group_key, topic_id)"
-                " DO UPDATE SET offset = MAX(offset, excluded.offset)",
-                rows,
-            )
-
         try:
-            await self.storage.write(save)
+            await self.storage.write(functools.partial(_save_positions, rows=rows))
         except Exception:
             log.exception("could not save consumer group positions")
             for group, tid in dirty:

@@ -1,4 +1,5 @@
-"""The Subscribe stream (PROTOCOL.md §4): live tail, consumer groups, query replay, batches."""
+"""The Subscribe stream (PROTOCOL.md §4): live tail, consumer groups (from the start or the
+end), query replay, batches."""
 
 from __future__ import annotations
 
@@ -90,6 +91,8 @@ class SubscribeStream(StreamCall):
             self.window = min(sub.window, MAX_WINDOW)
         if sub.HasField("group") and (sub.group.id or sub.group.name):
             self.group = await self.groups.get(claims.project_id, sub.group)
+            latest = sub.start == ensign_pb2.Subscription.LATEST
+            await self.groups.begin(self.group, topics, latest)
         start = {t.id: t.offset for t in topics}
         ready = ensign_pb2.SubscribeReply(
             ready=ensign_pb2.StreamReady(

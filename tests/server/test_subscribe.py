@@ -11,7 +11,16 @@ from google.protobuf import duration_pb2
 
 from django_ensign.proto.api.v1beta1 import ensign_pb2, event_pb2, groups_pb2, query_pb2
 from django_ensign.wire import ids
-from tests.server.conftest import EOF, Conn, connect, make_event, publish_all
+from tests.server.conftest import (
+    EOF,
+    Conn,
+    connect,
+    event_req,
+    make_event,
+    open_req,
+    publish_all,
+    wrapper,
+)
 from tests.support.server import EmbeddedServer
 
 Code = grpc.StatusCode
@@ -26,10 +35,13 @@ async def subscribe(
     batch_size: int = 0,
     window: int = 0,
     delivery_timeout: float | None = None,
+    latest: bool = False,
 ) -> Any:
     sub = ensign_pb2.Subscription(
         client_id="sub-tests", topics=topics or [], batch_size=batch_size, window=window
     )
+    if latest:
+        sub.start = ensign_pb2.Subscription.LATEST
     if group is not None:
         sub.group.CopyFrom(groups_pb2.ConsumerGroup(name=group))
         if delivery_timeout is not None:
@@ -386,3 +398,144 @@ async def test_group_with_a_query_gets_only_matching_events_and_moves_past_the_r
     again = await subscribe(conn, [topic.name], group=group, query=query)
     assert data_of(await read_events(again, 1)) == [b"later"]
     again.cancel()
+
+
+async def test_new_group_from_latest_skips_stored_events_and_gets_new_ones(conn: Conn) -> None:
+    topic = await conn.create_topic()
+    await publish_all(conn, topic.id, [make_event(b"old-%d" % i) for i in range(3)])
+    call = await subscribe(conn, [topic.name], group=group_name(), latest=True)
+    await publish_all(conn, topic.id, [make_event(b"new-0"), make_event(b"new-1")])
+    # Delivery is in offset order, so a stored event would have come first.
+    events = await read_events(call, 2)
+    assert data_of(events) == [b"new-0", b"new-1"]
+    assert [e.offset for e in events] == [4, 5]
+    call.cancel()
+    # The default is unchanged: another new group starts at the first event.
+    earliest = await subscribe(conn, [topic.name], group=group_name())
+    assert data_of(await read_events(earliest, 5)) == [
+        b"old-0",
+        b"old-1",
+        b"old-2",
+        b"new-0",
+        b"new-1",
+    ]
+    earliest.cancel()
+
+
+async def test_group_with_an_acked_position_ignores_latest_and_resumes(conn: Conn) -> None:
+    topic = await conn.create_topic()
+    await publish_all(conn, topic.id, [make_event(b"%d" % i) for i in range(4)])
+    group = group_name()
+    call = await subscribe(conn, [topic.name], group=group)
+    events = await read_events(call, 4)
+    for event in events[:2]:
+        await ack(call, event)
+    await finish(call)
+    again = await subscribe(conn, [topic.name], group=group, latest=True)
+    assert data_of(await read_events(again, 2)) == [b"2", b"3"]
+    again.cancel()
+
+
+async def test_a_stream_joining_a_group_that_started_earliest_ignores_latest(
+    conn: Conn,
+) -> None:
+    # Nothing is acked yet: the group's position exists only in the server's memory.
+    topic = await conn.create_topic()
+    await publish_all(conn, topic.id, [make_event(b"%d" % i) for i in range(3)])
+    group = group_name()
+    first = await subscribe(conn, [topic.name], group=group, window=1)
+    assert data_of(await read_events(first, 1)) == [b"0"]
+    second = await subscribe(conn, [topic.name], group=group, latest=True)
+    assert data_of(await read_events(second, 2)) == [b"1", b"2"]
+    first.cancel()
+    second.cancel()
+
+
+async def test_a_group_reconnecting_after_latest_resumes_at_its_start_not_the_topics(
+    conn: Conn,
+) -> None:
+    topic = await conn.create_topic()
+    await publish_all(conn, topic.id, [make_event(b"old")])
+    group = group_name()
+    call = await subscribe(conn, [topic.name], group=group, latest=True)
+    await finish(call)  # nothing delivered, nothing acked
+    await publish_all(conn, topic.id, [make_event(b"while-away")])
+    for latest in (False, True):
+        again = await subscribe(conn, [topic.name], group=group, latest=latest)
+        assert data_of(await read_events(again, 1)) == [b"while-away"]
+        again.cancel()
+
+
+async def test_latest_applies_per_topic_where_the_group_has_no_position(conn: Conn) -> None:
+    known, fresh = await conn.create_topic(), await conn.create_topic()
+    await publish_all(conn, known.id, [make_event(b"known-%d" % i) for i in range(3)])
+    await publish_all(conn, fresh.id, [make_event(b"fresh-old")])
+    group = group_name()
+    call = await subscribe(conn, [known.name], group=group)
+    (first, *_) = await read_events(call, 3)
+    await ack(call, first)
+    await finish(call)
+    both = await subscribe(conn, [known.name, fresh.name], group=group, latest=True)
+    # The known topic resumes after its acked event; the new one starts at its end.
+    assert data_of(await read_events(both, 2)) == [b"known-1", b"known-2"]
+    await publish_all(conn, fresh.id, [make_event(b"fresh-new")])
+    (event,) = await read_events(both, 1)
+    assert (data_of([event]), event.topic_id) == ([b"fresh-new"], fresh.id)
+    both.cancel()
+
+
+async def test_latest_skips_no_event_committed_after_ready(conn: Conn) -> None:
+    # A publisher keeps committing while the group's stream opens. Every event it sends
+    # after the subscriber has StreamReady must be delivered, with no gap in the offsets.
+    topic = await conn.create_topic()
+    busy, ready = asyncio.Event(), asyncio.Event()
+    sent_after_ready: list[int] = []
+
+    async def keep_publishing() -> int:
+        stream = conn.publish_stream()
+        await stream.write(open_req())
+        assert (await stream.read()).WhichOneof("embed") == "ready"
+        offset = 0  # one publisher, each ack awaited: the offsets are 1, 2, 3 ...
+        while len(sent_after_ready) < 50:
+            after = ready.is_set()
+            await stream.write(event_req(wrapper(topic.id, make_event(b"%d" % offset))))
+            assert (await stream.read()).WhichOneof("embed") == "ack"
+            offset += 1
+            if after:
+                sent_after_ready.append(offset)
+            if offset == 20:
+                busy.set()
+        stream.cancel()
+        return offset
+
+    publisher = asyncio.create_task(keep_publishing())
+    await asyncio.wait_for(busy.wait(), 20)
+    call = await subscribe(conn, [topic.name], group=group_name(), latest=True)
+    ready.set()
+    last = await asyncio.wait_for(publisher, 20)
+    offsets: list[int] = []
+    while not offsets or offsets[-1] < last:
+        offsets += [e.offset for e in await read_events(call, 1)]
+    assert offsets[0] > 20, "stored events were delivered"
+    assert offsets == list(range(offsets[0], last + 1))
+    assert offsets[0] <= sent_after_ready[0]
+    call.cancel()
+
+
+async def test_latest_position_survives_a_server_restart(fresh_server: EmbeddedServer) -> None:
+    c = await connect(fresh_server)
+    topic = await c.create_topic("late-group")
+    await publish_all(c, topic.id, [make_event(b"old-%d" % i) for i in range(3)])
+    call = await subscribe(c, [topic.name], group="late", latest=True)
+    call.cancel()
+    await publish_all(c, topic.id, [make_event(b"while-away")])
+    await c.channel.close()
+    assert fresh_server.stop() == 0
+    fresh_server.start()
+    c = await connect(fresh_server)
+    try:
+        call = await subscribe(c, [topic.name], group="late")
+        assert data_of(await read_events(call, 1)) == [b"while-away"]
+        call.cancel()
+    finally:
+        await c.channel.close()

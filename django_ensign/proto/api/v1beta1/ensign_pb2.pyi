@@ -4,8 +4,8 @@
 isort:skip_file
 The Ensign v1beta1 service, wire-compatible with Ensign servers and clients.
 Fields numbered 100 and above, and the messages at the end of this file,
-belong to django-ensign's negotiated batch extension; Ensign peers skip them
-as unknown fields.
+are django-ensign's extensions (the negotiated batch extension and
+Subscription.start); Ensign peers skip them as unknown fields.
 """
 
 from django_ensign.proto.api.v1beta1 import event_pb2 as _event_pb2
@@ -370,17 +370,46 @@ Global___StreamReady: _TypeAlias = StreamReady  # noqa: Y015
 class Subscription(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    class _Start:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _StartEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Subscription._Start.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        EARLIEST: Subscription._Start.ValueType  # 0
+        """The topic's first event (plain Ensign's consumer-group intent)."""
+        LATEST: Subscription._Start.ValueType  # 1
+        """The topic's end when the subscription is accepted: only events committed after
+        that. The server records the position before StreamReady, so a group that
+        reconnects before its first ack resumes there, not at the start.
+        """
+
+    class Start(_Start, metaclass=_StartEnumTypeWrapper):
+        """Extension: where the group starts on a topic it has no position on yet. A group
+        with a position always resumes after it; a stream without a group is a live tail.
+        """
+
+    EARLIEST: Subscription.Start.ValueType  # 0
+    """The topic's first event (plain Ensign's consumer-group intent)."""
+    LATEST: Subscription.Start.ValueType  # 1
+    """The topic's end when the subscription is accepted: only events committed after
+    that. The server records the position before StreamReady, so a group that
+    reconnects before its first ack resumes there, not at the start.
+    """
+
     CLIENT_ID_FIELD_NUMBER: _builtins.int
     TOPICS_FIELD_NUMBER: _builtins.int
     QUERY_FIELD_NUMBER: _builtins.int
     GROUP_FIELD_NUMBER: _builtins.int
     BATCH_SIZE_FIELD_NUMBER: _builtins.int
     WINDOW_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     batch_size: _builtins.int
     """Extension: ask for up to batch_size events per SubscribeReply (0: one event per reply)."""
     window: _builtins.int
     """Extension: most events delivered but not yet acked or nacked (0: the server's default)."""
+    start: Global___Subscription.Start.ValueType
     @_builtins.property
     def topics(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -396,10 +425,11 @@ class Subscription(_message.Message):
         group: _groups_pb2.ConsumerGroup | None = ...,
         batch_size: _builtins.int = ...,
         window: _builtins.int = ...,
+        start: Global___Subscription.Start.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "query", b"query"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "client_id", b"client_id", "group", b"group", "query", b"query", "topics", b"topics", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "client_id", b"client_id", "group", b"group", "query", b"query", "start", b"start", "topics", b"topics", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

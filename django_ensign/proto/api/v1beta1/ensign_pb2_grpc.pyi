@@ -4,8 +4,8 @@
 isort:skip_file
 The Ensign v1beta1 service, wire-compatible with Ensign servers and clients.
 Fields numbered 100 and above, and the messages at the end of this file,
-belong to django-ensign's negotiated batch extension; Ensign peers skip them
-as unknown fields.
+are django-ensign's extensions (the negotiated batch extension and
+Subscription.start); Ensign peers skip them as unknown fields.
 """
 
 from django_ensign.proto.api.v1beta1 import ensign_pb2 as _ensign_pb2
