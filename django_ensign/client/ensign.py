@@ -18,9 +18,11 @@ from django_ensign.client.query import ParamValue, QueryCursor, build_query
 from django_ensign.client.status import ProjectInfo, ServerStatus
 from django_ensign.client.subscriber import (
     DEFAULT_BATCH_SIZE,
+    Start,
     Subscription,
     as_query,
     consumer_group,
+    start_position,
 )
 from django_ensign.client.topics import (
     DeduplicationStrategy,
@@ -175,6 +177,7 @@ class Ensign:
         batch_size: int | None = None,
         reconnect: bool = True,
         window: int = 0,
+        start: Start = "earliest",
     ) -> Subscription:
         """Events of the topics (names or ids) as they are committed: ``async for ev in ...``.
 
@@ -183,7 +186,11 @@ class Ensign:
         events first. ``batch_size`` asks a server with the batch extension for up to that
         many events per message; ``window`` caps the events delivered but not yet acked
         (0: the server's default), which keeps slow handlers within a group's delivery
-        timeout.
+        timeout. ``start`` says where a group begins on a topic it has no position on
+        yet: ``"earliest"`` (the topic's first event) or ``"latest"`` (only events
+        committed after the subscription opens; the embedded server records that
+        position at once). A group with a position resumes after it either way; without
+        a group the stream is a live tail whatever ``start`` says.
         """
         self._check_open()
         names = _flatten_topics(topics)
@@ -202,6 +209,7 @@ class Ensign:
             query=as_query(query),
             batch_size=batch_size,
             window=window,
+            start=start_position(start),
             reconnect=reconnect,
             batch=self.batch,
             on_open=self._track,

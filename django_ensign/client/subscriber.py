@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 import grpc.aio
@@ -28,6 +28,22 @@ ACK_BATCH = 256
 # How long close() waits for the server to end the stream after our half-close (it reads
 # the last acks and releases the deliveries first) before cancelling it.
 CLOSE_GRACE = 5.0
+
+
+Start = Literal["earliest", "latest"]
+"""Where a consumer group starts on a topic it has no position on yet."""
+
+_STARTS = {"earliest": ensign_pb2.Subscription.EARLIEST, "latest": ensign_pb2.Subscription.LATEST}
+
+
+def start_position(start: Start) -> ensign_pb2.Subscription.Start.ValueType:
+    """The ``Subscription.start`` value of ``"earliest"`` or ``"latest"``."""
+    try:
+        return _STARTS[start]
+    except (KeyError, TypeError):
+        raise exceptions.ConfigurationError(
+            f"start must be 'earliest' or 'latest', got {start!r}"
+        ) from None
 
 
 def consumer_group(group: str | groups_pb2.ConsumerGroup | None) -> groups_pb2.ConsumerGroup | None:
@@ -66,6 +82,7 @@ class Subscription:
         query: query_pb2.Query | None,
         batch_size: int,
         window: int = 0,
+        start: ensign_pb2.Subscription.Start.ValueType = ensign_pb2.Subscription.EARLIEST,
         reconnect: bool = True,
         backoff_max: float = 2.0,
         batch: bool = True,
@@ -81,6 +98,7 @@ class Subscription:
                 group=group,
                 batch_size=batch_size,
                 window=window,
+                start=start,
             )
         )
         self._reconnect = reconnect

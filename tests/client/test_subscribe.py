@@ -208,3 +208,65 @@ async def test_window_caps_unacked_deliveries(
         await first_two[0].ack()
         (third,) = await take(sub, 1)
     assert [e.data for e in [*first_two, third]] == [b"0", b"1", b"2"]
+
+
+async def test_consumer_group_from_latest_gets_only_new_events_then_resumes(
+    ensign_server: EmbeddedServer, topic_name: Callable[[], str], batch: bool
+) -> None:
+    topic = topic_name()
+    group = f"g{uuid.uuid4().hex[:12]}"
+    async with make_client(ensign_server, batch=batch) as client:
+        await client.create_topic(topic)
+        await client.publish(topic, [Event(b"old-%d" % i, "text/plain") for i in range(3)])
+        await client.flush(timeout=10)
+        async with client.subscribe(topic, consumer_group=group, start="latest") as first:
+            await client.publish(topic, [Event(b"new-%d" % i, "text/plain") for i in range(2)])
+            new = await take(first, 2)
+            for event in new:
+                await event.ack()
+        # Away, then back: the group resumes after its acks, whatever start says.
+        await client.publish(topic, Event(b"while-away", "text/plain"))
+        await client.flush(timeout=10)
+        async with client.subscribe(topic, consumer_group=group, start="latest") as second:
+            (resumed,) = await take(second, 1)
+            await resumed.ack()
+    assert [e.data for e in new] == [b"new-0", b"new-1"]
+    assert resumed.data == b"while-away"
+
+
+async def test_a_group_that_started_latest_resumes_there_before_any_ack(
+    client: Ensign, topic_name: Callable[[], str]
+) -> None:
+    topic = topic_name()
+    group = f"g{uuid.uuid4().hex[:12]}"
+    await client.create_topic(topic)
+    await client.publish(topic, Event(b"old", "text/plain"))
+    await client.flush(timeout=10)
+    async with client.subscribe(topic, consumer_group=group, start="latest"):
+        pass  # opened (the server has recorded the group's start), nothing delivered
+    await client.publish(topic, Event(b"while-away", "text/plain"))
+    await client.flush(timeout=10)
+    async with client.subscribe(topic, consumer_group=group) as again:
+        (event,) = await take(again, 1)
+        await event.ack()
+    assert event.data == b"while-away"
+
+
+async def test_default_start_of_a_new_group_is_the_first_event(
+    client: Ensign, topic_name: Callable[[], str]
+) -> None:
+    topic = topic_name()
+    await client.create_topic(topic)
+    await client.publish(topic, [Event(b"%d" % i, "text/plain") for i in range(2)])
+    await client.flush(timeout=10)
+    default = client.subscribe(topic, consumer_group=f"g{uuid.uuid4().hex[:12]}")
+    earliest = client.subscribe(topic, consumer_group=f"g{uuid.uuid4().hex[:12]}", start="earliest")
+    for subscription in (default, earliest):
+        async with subscription:
+            received = await take(subscription, 2)
+        assert [e.data for e in received] == [b"0", b"1"]
+
+
+async def test_an_unknown_start_is_a_configuration_error(client: Ensign) -> None:
+    with pytest.raises(exceptions.ConfigurationError, match="earliest"):
+        client.subscribe("anything", consumer_group="g", start="newest")  # type: ignore[arg-type]
