@@ -85,6 +85,8 @@ class SubscriberOptions:
 
     topics: tuple[str, ...]
     group: str | None = field(default_factory=lambda: settings.SUBSCRIBER_GROUP)
+    #: With a group: where it begins on a topic it has no position on yet (a position
+    #: always wins). Without one: replay stored events first, or only new ones.
     start: Literal["earliest", "latest"] = "earliest"
     concurrency: int = field(default_factory=lambda: settings.SUBSCRIBER_CONCURRENCY)
     celery: bool = False
@@ -247,6 +249,7 @@ class Subscriber:
         kwargs: dict[str, Any] = {}
         if self.options.group:
             kwargs["consumer_group"] = self.options.group
+            kwargs["start"] = self.options.start
         if query:
             kwargs["query"] = query
         if self.options.batch_size is not None:

@@ -76,6 +76,29 @@ def test_sigterm_finishes_and_acks_the_event_in_hand(
     assert "received 1," in again.output()
 
 
+@pytest.mark.timeout(120)
+def test_from_latest_starts_a_new_group_at_the_end_and_a_restart_resumes(
+    fresh_server: EmbeddedServer, subscriber_process: Start
+) -> None:
+    def values() -> list[str]:
+        return sorted(Applied.objects.filter(handler="sync").values_list("value", flat=True))
+
+    publish_sync(fresh_server, "sub-multi", [{"n": "old"}])
+    proc = subscriber_process("sub-multi", "--from", "latest", "-v", "2")
+    wait_until(lambda: "Subscribed to sub-multi" in proc.output(), 60, "the subscription")
+    publish_sync(fresh_server, "sub-multi", [{"n": "new"}])
+    wait_until(lambda: applied("sync") == 1, 60, "the new event")
+    assert proc.terminate() == 0, proc.output()
+    assert "only applies with --no-group" not in proc.output()
+    assert values() == ['{"n": "new"}']
+
+    publish_sync(fresh_server, "sub-multi", [{"n": "while-away"}])
+    again = subscriber_process("sub-multi", "--from", "latest", "-v", "2")
+    wait_until(lambda: applied("sync") == 2, 60, "the event published while it was away")
+    assert again.terminate() == 0, again.output()
+    assert values() == ['{"n": "new"}', '{"n": "while-away"}']
+
+
 def test_a_topic_without_handlers_is_refused(
     fresh_server: EmbeddedServer, subscriber_process: Start
 ) -> None:

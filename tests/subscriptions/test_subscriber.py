@@ -31,12 +31,15 @@ def run_until(
     settled: int,
     *,
     before: Callable[[], Any] | None = None,
+    once_subscribed: Callable[[], Any] | None = None,
     **options: Any,
 ) -> Stats:
-    """Run a subscriber until ``settled`` events were acked; ``before`` publishes meanwhile."""
+    """Run a subscriber until ``settled`` events were acked; ``before`` publishes meanwhile,
+    ``once_subscribed`` after the subscriber's stream is open."""
 
     async def main() -> Stats:
         done = asyncio.Event()
+        subscribed = asyncio.Event()
         seen: list[Any] = []
 
         def on_settled(event: Any) -> None:
@@ -44,14 +47,22 @@ def run_until(
             if len(seen) >= settled:
                 done.set()
 
+        def report(message: str, level: int) -> None:
+            if message.startswith("Subscribed to"):
+                subscribed.set()
+
         subscriber = Subscriber(
             SubscriberOptions(topics=topics, group=options.pop("group", "tests"), **options),
             client_factory=lambda: client_for(server),
             on_settled=on_settled,
+            report=report,
         )
         runner = asyncio.create_task(subscriber.run())
         if before is not None:
             await before()
+        if once_subscribed is not None:
+            await asyncio.wait_for(subscribed.wait(), 60)
+            await once_subscribed()
         waiter = asyncio.create_task(done.wait())
         finished, _ = await asyncio.wait(
             {runner, waiter}, timeout=60, return_when="FIRST_COMPLETED"
@@ -175,6 +186,32 @@ def test_a_restarted_group_resumes_after_what_it_acked(fresh_server: EmbeddedSer
     assert stats.received == 3
     assert stats.duplicates == 0
     assert Applied.objects.filter(handler="sync").count() == 8
+
+
+def test_a_new_group_from_latest_applies_only_what_comes_after_and_then_resumes(
+    fresh_server: EmbeddedServer,
+) -> None:
+    def applied() -> list[int]:
+        values = Applied.objects.filter(handler="sync").values_list("value", flat=True)
+        return sorted(json.loads(value)["n"] for value in values)
+
+    asyncio.run(publish(fresh_server, "sub-multi", [{"n": n} for n in range(3)]))
+
+    stats = run_until(
+        fresh_server,
+        ("sub-multi",),
+        2,
+        group="late",
+        start="latest",
+        once_subscribed=lambda: publish(fresh_server, "sub-multi", [{"n": 3}, {"n": 4}]),
+    )
+    assert stats.received == 2
+    assert applied() == [3, 4]
+
+    # Restarted: the group resumes after its position (neither the start nor the end).
+    asyncio.run(publish(fresh_server, "sub-multi", [{"n": 5}]))
+    run_until(fresh_server, ("sub-multi",), 1, group="late", start="latest")
+    assert applied() == [3, 4, 5]
 
 
 @pytest.mark.slow

@@ -36,8 +36,10 @@ class Command(BaseCommand):
             dest="start",
             choices=["earliest", "latest"],
             default="earliest",
-            help="Without a group: replay stored events first (earliest) or only new ones "
-            "(latest). A group always resumes after its acked position.",
+            help="Where to begin: the topic's first stored event (earliest) or only events "
+            "committed after the subscription starts (latest). Applies to a new group (per "
+            "topic) and to --no-group; a group that has a position on a topic (acked, or set "
+            "by an earlier --from latest) resumes after it and ignores --from.",
         )
         parser.add_argument(
             "--concurrency",
@@ -95,8 +97,6 @@ class Command(BaseCommand):
             celery=celery,
             batch_size=settings.SUBSCRIBER_BATCH_SIZE if batch_size is None else batch_size,
         )
-        if opts.group and start == "latest" and verbosity >= 1:
-            self.stderr.write("--from latest only applies with --no-group; the group resumes")
 
         def report(message: str, level: int) -> None:
             if verbosity >= level:
