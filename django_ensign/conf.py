@@ -92,7 +92,7 @@ class Settings:
     @property
     def OUTBOX_MAX_IN_FLIGHT(self) -> int:
         """Events published and not yet acked or nacked, per relay."""
-        return int(self._get("OUTBOX_MAX_IN_FLIGHT", 1000))
+        return int(self._get("OUTBOX_MAX_IN_FLIGHT", 4000))
 
     @property
     def OUTBOX_LEASE_SECONDS(self) -> float:
@@ -167,7 +167,7 @@ class Settings:
 
     @property
     def SUBSCRIBER_WINDOW(self) -> int | None:
-        """Most events delivered and not yet acked per stream (None: 32 per concurrent slot).
+        """Most events delivered and not yet acked per stream (None: 64 per concurrent slot).
 
         Bounded so that events waiting in this process are handled within the server's
         delivery timeout; 0 leaves it to the server.

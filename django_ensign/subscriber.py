@@ -40,7 +40,7 @@ T = TypeVar("T")
 NACK_UNPROCESSED = 100
 NACK_DELIVER_AGAIN_ANY = 104
 #: Default window: events delivered and not yet acked, per concurrent slot.
-WINDOW_PER_SLOT = 32
+WINDOW_PER_SLOT = 64
 #: Most events handled in one database transaction (and held waiting for a thread).
 MAX_BATCH = 200
 #: Seconds between two progress lines at verbosity 1.
@@ -95,7 +95,7 @@ class SubscriberOptions:
     window: int | None = field(default_factory=lambda: settings.SUBSCRIBER_WINDOW)
 
     def effective_window(self) -> int:
-        """The window asked of the server: the setting, else 32 events per concurrent slot."""
+        """The window asked of the server: the setting, else 64 events per concurrent slot."""
         if self.window is not None:
             return max(0, self.window)
         return max(WINDOW_PER_SLOT * max(1, self.concurrency), self.batch_size or 0)

@@ -25,6 +25,8 @@ DEFAULT_BATCH_SIZE = 128
 # Acks wait at most this long (or for ACK_BATCH of them) before going out in one AckBatch.
 ACK_DELAY = 0.02
 ACK_BATCH = 256
+#: The server's window when the subscription does not ask for one (its DEFAULT_WINDOW).
+SERVER_WINDOW = 1024
 # How long close() waits for the server to end the stream after our half-close (it reads
 # the last acks and releases the deliveries first) before cancelling it.
 CLOSE_GRACE = 5.0
@@ -114,6 +116,9 @@ class Subscription:
         self._pump: asyncio.Task[None] | None = None
         self._finished = False
         self._pending_acks: list[bytes] = []
+        # A window's worth of acks held back stalls the server: send once a quarter of it
+        # is waiting, so a small window keeps turning over while acks still go together.
+        self._ack_batch = max(1, min(ACK_BATCH, (window or SERVER_WINDOW) // 4))
         self._ack_timer: asyncio.Task[None] | None = None
         self._write_lock: asyncio.Lock | None = None
         self._closed = False
@@ -254,7 +259,7 @@ class Subscription:
             await self._write(ensign_pb2.SubscribeRequest(ack=ensign_pb2.Ack(id=event_id)))
             return
         self._pending_acks.append(event_id)
-        if len(self._pending_acks) >= ACK_BATCH:
+        if len(self._pending_acks) >= self._ack_batch:
             await self._flush_acks()
         elif self._ack_timer is None or self._ack_timer.done():
             self._ack_timer = asyncio.get_running_loop().create_task(self._flush_later())

@@ -251,6 +251,19 @@ def _dedup_key(rule: _DedupRule, event: event_pb2.Event) -> bytes:
 
 #: Fewest events in a request for ``_run_rows`` to build its rows.
 _COLUMN_MIN = 8
+#: A commit costs about 100 µs of CPU (mostly the WAL write and fsync) whatever it holds.
+#: When several small appends met in one commit, more are on their way (streams sending
+#: event by event), so the writer waits this long to let them share the next commit:
+#: about 4 events a commit become about 20, at no cost to a lone event's latency.
+GATHER_LINGER = 0.002
+#: Appends holding this many events already share their commit's cost well.
+GATHER_BELOW = 256
+
+
+def _should_gather(jobs: list[_AppendJob | _CallJob | None]) -> bool:
+    """Whether the next commit should wait ``GATHER_LINGER`` for company."""
+    appends = [job[0] for job in jobs if isinstance(job, tuple)]
+    return len(appends) > 1 and sum(map(len, appends)) < GATHER_BELOW
 
 
 def _one_topic(
@@ -446,13 +459,17 @@ class Storage:
     # ---- writer thread ---------------------------------------------------------------
     def _writer(self) -> None:
         stop = False
+        gather = False
         while not stop:
             jobs = [self._queue.get()]
+            if gather:
+                time.sleep(GATHER_LINGER)
             while True:
                 try:
                     jobs.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            gather = _should_gather(jobs)
             appends: list[_AppendJob] = []
             for job in jobs:
                 if job is None:
