@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import datetime as dt
 import logging
 import signal
 import threading
@@ -39,6 +40,7 @@ T = TypeVar("T")
 
 #: Seconds the recorder waits for more outcomes when fewer than a claim's worth are in.
 RECORD_LINGER = 0.005
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass
@@ -116,6 +118,7 @@ class Relay:
         self._leases: Counter[uuid.UUID] = Counter()
         #: local id → (row, monotonic deadline) of each event sent and not yet answered.
         self._pending: dict[bytes, tuple[claims.Claimed, float]] = {}
+        self._last_commit: tuple[tuple[int, int], dt.datetime] = ((-1, -1), _EPOCH)
         self._all_replied = asyncio.Event()
         self._refill_at = max(1, min(self.options.batch_size, self.options.max_in_flight // 2))
         #: The claim loop waits for replies or records to free room (not for new rows).
@@ -263,7 +266,16 @@ class Relay:
     def _on_ack(self, ack: Any) -> None:
         found = self._pending.pop(ack.id, None)
         if found is not None:  # else: a late reply for an event this relay gave up on
-            self._settle(claims.Acked(found[0], ack.committed_at))
+            self._settle(claims.Acked(found[0], self._committed_at(ack.committed)))
+
+    def _committed_at(self, stamp: Any) -> dt.datetime:
+        """The datetime of an Ack's commit time; the events of one commit share it."""
+        key = (stamp.seconds, stamp.nanos)
+        if key != self._last_commit[0]:
+            from django_ensign.client.events import timestamp_to_datetime
+
+            self._last_commit = (key, timestamp_to_datetime(stamp))
+        return self._last_commit[1]
 
     def _on_nack(self, nack: Any) -> None:
         found = self._pending.pop(nack.id, None)

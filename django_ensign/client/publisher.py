@@ -436,6 +436,8 @@ class Publisher:
         except Exception:
             logger.exception("publish callback %r failed", callback)
             return
+        if result is None:
+            return  # a plain function: the usual callback, and isawaitable is not free
         if type(result) is not CoroutineType:
             if inspect.isawaitable(result):
                 self._track(asyncio.get_running_loop().create_task(_guard(result, callback)))
