@@ -190,7 +190,8 @@ class Ensign:
         yet: ``"earliest"`` (the topic's first event) or ``"latest"`` (only events
         committed after the subscription opens; the embedded server records that
         position at once). A group with a position resumes after it either way; without
-        a group the stream is a live tail whatever ``start`` says.
+        a group ``start`` does not apply: the stream is a live tail (after the replay of
+        ``query``, if given).
         """
         self._check_open()
         names = _flatten_topics(topics)

@@ -22,10 +22,12 @@ from django_ensign.proto.api.v1beta1 import ensign_pb2, groups_pb2, query_pb2
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 128
-# Acks wait at most this long (or for ACK_BATCH of them) before going out in one AckBatch.
+# Acks wait at most this long (or until a quarter of the window, at most ACK_BATCH, is
+# waiting) before going out in one AckBatch.
 ACK_DELAY = 0.02
 ACK_BATCH = 256
-#: The server's window when the subscription does not ask for one (its DEFAULT_WINDOW).
+#: The server's window when the subscription does not ask for one (the embedded server's
+#: ``subscribe.DEFAULT_WINDOW``).
 SERVER_WINDOW = 1024
 # How long close() waits for the server to end the stream after our half-close (it reads
 # the last acks and releases the deliveries first) before cancelling it.

@@ -258,7 +258,7 @@ class GroupManager:
                 return
             try:
                 await self.storage.write(functools.partial(_save_positions, rows=rows))
-            except Exception:
+            except BaseException:  # also a cancelled handshake: the cursors stay pinned
                 for row in rows:
                     self.mark_dirty(group, row[2])  # the background flush tries again
                 raise

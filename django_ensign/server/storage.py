@@ -252,9 +252,10 @@ def _dedup_key(rule: _DedupRule, event: event_pb2.Event) -> bytes:
 #: Fewest events in a request for ``_run_rows`` to build its rows.
 _COLUMN_MIN = 8
 #: A commit costs about 100 µs of CPU (mostly the WAL write and fsync) whatever it holds.
-#: When several small appends met in one commit, more are on their way (streams sending
-#: event by event), so the writer waits this long to let them share the next commit:
-#: about 4 events a commit become about 20, at no cost to a lone event's latency.
+#: When several small appends met in one commit and more came while it was written,
+#: streams are sending event by event, so the writer waits this long to let the next ones
+#: share the next commit: about 4 events a commit become about 20. An append that finds
+#: the writer idle is written at once.
 GATHER_LINGER = 0.002
 #: Appends holding this many events already share their commit's cost well.
 GATHER_BELOW = 256
@@ -461,9 +462,15 @@ class Storage:
         stop = False
         gather = False
         while not stop:
-            jobs = [self._queue.get()]
-            if gather:
-                time.sleep(GATHER_LINGER)
+            try:
+                jobs = [self._queue.get_nowait()]
+            except queue.Empty:
+                # Nothing came during the last commit: whoever is writing waits for its
+                # acks, so waiting for company would only delay them.
+                jobs = [self._queue.get()]
+            else:
+                if gather:
+                    time.sleep(GATHER_LINGER)
             while True:
                 try:
                     jobs.append(self._queue.get_nowait())
@@ -485,12 +492,18 @@ class Storage:
                 self._commit_events(appends)
 
     def _run_call(self, job: _CallJob) -> None:
+        # Marked running first, so a caller cancelled from now on cannot cancel the
+        # future under us (setting a cancelled future's result raises and would end the
+        # writer thread). One cancelled before still has its work done, unanswered.
+        wanted = job.future.set_running_or_notify_cancel()
         try:
             result = self._transaction(self._conn, job.fn)
         except BaseException as exc:
-            job.future.set_exception(exc)
+            if wanted:
+                job.future.set_exception(exc)
         else:
-            job.future.set_result(result)
+            if wanted:
+                job.future.set_result(result)
 
     def _commit_events(self, jobs: list[_AppendJob]) -> None:
         now = time.time_ns()

@@ -21,6 +21,7 @@ from django_ensign.server.storage import StoredEvent, read_offsets, read_range
 from django_ensign.server.streamcall import NO_TOPICS, Context, StreamCall
 
 SUBSCRIPTION_FIRST = "must send subscription to initialize stream"
+#: The window of a subscription that asks for none (the SDK's SERVER_WINDOW assumes it).
 DEFAULT_WINDOW = 1024
 MAX_WINDOW = 100_000
 _FETCH = 256

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+import threading
 from pathlib import Path
 
 from django_ensign.proto.api.v1beta1.event_pb2 import EventWrapper
@@ -76,6 +78,40 @@ async def test_queued_appends_share_one_commit_and_get_per_topic_offsets(
     stored = await reopened.read(lambda conn: read_range(conn, a, 0, 10))
     assert [e.offset for e in stored] == [1, 2, 3]
     reopened.close()
+
+
+async def test_a_write_whose_caller_gave_up_is_done_and_the_writer_goes_on(
+    tmp_path: Path,
+) -> None:
+    storage = Storage(tmp_path / "db")
+    storage.load_topics()
+    storage.start(asyncio.get_running_loop())
+    busy, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        busy.set()
+        release.wait(10)
+
+    def mark(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO meta (key, value) VALUES ('abandoned', 'written')")
+
+    held = asyncio.ensure_future(storage.write(hold))
+    await asyncio.to_thread(busy.wait, 10)
+    abandoned = asyncio.ensure_future(storage.write(mark))
+    await asyncio.sleep(0)  # lets the write queue its job behind the held one
+    abandoned.cancel()  # as a Subscribe handshake cancelled by its client
+    with contextlib.suppress(asyncio.CancelledError):
+        await abandoned
+    release.set()
+    await held
+    value = await asyncio.wait_for(
+        storage.write(
+            lambda conn: conn.execute("SELECT value FROM meta WHERE key = 'abandoned'").fetchone()
+        ),
+        10,
+    )
+    assert value == ("written",)
+    storage.close()
 
 
 def future_result() -> tuple[asyncio.Future[Result], object]:

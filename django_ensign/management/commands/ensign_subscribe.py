@@ -38,8 +38,9 @@ class Command(BaseCommand):
             default="earliest",
             help="Where to begin: the topic's first stored event (earliest) or only events "
             "committed after the subscription starts (latest). Applies to a new group (per "
-            "topic) and to --no-group; a group that has a position on a topic (acked, or set "
-            "by an earlier --from latest) resumes after it and ignores --from.",
+            "topic) and to --no-group; a group that has a position on a topic (acked, set "
+            "by an earlier --from latest, or held by the server since an earlier stream of "
+            "the group) resumes after it and ignores --from.",
         )
         parser.add_argument(
             "--concurrency",
