@@ -107,7 +107,7 @@ class PublishStream(StreamCall):
 
     async def _run(self, requests: Any) -> None:
         state, context = self.state, self.context
-        claims = await self.authorize("publisher")
+        claims = await self.authorize("publisher", requests)
         received = await self._recv(requests)
         if received is None:
             return

@@ -60,7 +60,7 @@ class SubscribeStream(StreamCall):
 
     async def _run(self, requests: Any) -> None:
         state, context = self.state, self.context
-        claims = await self.authorize("subscriber")
+        claims = await self.authorize("subscriber", requests)
         try:
             first = await next_request(requests)
         except asyncio.CancelledError:

@@ -445,3 +445,27 @@ def test_keep_alive_serves_several_requests_on_one_connection(
             assert json.loads(response.read())["status"] == "ok"
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("opening", [True, False], ids=["opening-sent", "nothing-sent"])
+async def test_a_refused_stream_ends_with_the_servers_status(
+    ensign_server: EmbeddedServer, opening: bool
+) -> None:
+    """The server takes the opening message before it refuses (so the client's write
+    completes and it reads this status, not a core write error), and refuses a client
+    that sends nothing all the same."""
+    conn = await connect(ensign_server, token="garbage")
+    try:
+        # The race the opening message closes is lost only now and then: try it often.
+        for _ in range(10 if opening else 1):
+            call = conn.stub.Publish(metadata=conn.md)
+            if opening:
+                await call.write(ensign_pb2.PublisherRequest(open_stream=ensign_pb2.OpenStream()))
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await call.read()
+            assert (err.value.code(), err.value.details()) == (
+                Code.UNAUTHENTICATED,
+                "invalid credentials",
+            )
+    finally:
+        await conn.channel.close()
