@@ -1,6 +1,6 @@
-"""Operations on outbox rows for people: retry now, requeue dead rows, prune, status counts.
+"""Operations on the tables for people: retry now, requeue dead rows, prune, status counts.
 
-The admin's actions and the prune command call these; so can your own code.
+The admin's actions and the prune commands call these; so can your own code.
 """
 
 from __future__ import annotations
@@ -8,11 +8,13 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from django.db import router
 from django.db.models import Min, QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from django_ensign.models import OUTBOX_WAITING, OutboxEvent, OutboxStatus
+from django_ensign.models import OUTBOX_WAITING, InboxEvent, OutboxEvent, OutboxStatus
+from django_ensign.pruning import delete_in_batches
 
 
 def retry_now(rows: QuerySet[OutboxEvent]) -> int:
@@ -41,13 +43,41 @@ def prune(older_than: dt.timedelta, *, batch_size: int = 1000, using: str = "def
     """
     cutoff = timezone.now() - older_than
     old = OutboxEvent.objects.using(using).filter(status=OutboxStatus.ACKED, acked_at__lt=cutoff)
-    deleted = 0
-    while True:
-        ids = list(old.order_by("id").values_list("id", flat=True)[:batch_size])
-        if not ids:
-            return deleted
-        count, _ = OutboxEvent.objects.using(using).filter(id__in=ids).delete()
-        deleted += count
+    return delete_in_batches(old.order_by("id"), batch_size)
+
+
+#: The shortest age :func:`prune_inbox` accepts without ``force``: shorter ages sit too
+#: close to the redelivery windows (delivery timeout, relay retries) to be safe to prune.
+INBOX_PRUNE_FLOOR = dt.timedelta(hours=1)
+
+
+def prune_inbox(
+    older_than: dt.timedelta,
+    *,
+    batch_size: int = 1000,
+    using: str | None = None,
+    force: bool = False,
+) -> int:
+    """Delete inbox rows handled more than ``older_than`` ago, ``batch_size`` at a time.
+
+    An event redelivered after its row is gone is applied again, so ``older_than`` must
+    exceed every redelivery window: a consumer group's delivery timeout, how long an
+    outbox row can stay unacked (relay retries and downtime), any replay from an
+    earlier position. Below :data:`INBOX_PRUNE_FLOOR` this raises ValueError unless
+    ``force``. ``using`` defaults to where the router writes inbox rows. Dead letters
+    are never pruned: they wait for a person.
+    """
+    if older_than < INBOX_PRUNE_FLOOR and not force:
+        raise ValueError(
+            f"refusing to prune inbox rows younger than {INBOX_PRUNE_FLOOR} (asked for "
+            f"{older_than}): an event redelivered after its row is pruned is applied again; "
+            "pick an age longer than any redelivery window, or pass --force (force=True)"
+        )
+    alias = using or router.db_for_write(InboxEvent)
+    cutoff = timezone.now() - older_than
+    old = InboxEvent.objects.using(alias).filter(handled_at__lt=cutoff)
+    # Oldest first, along the handled_at index.
+    return delete_in_batches(old.order_by("handled_at"), batch_size)
 
 
 @dataclass(frozen=True)

@@ -97,4 +97,17 @@ def enqueue_event(event: _Any) -> None:
     handle_event.apply_async(args=[event.to_payload()], **options)
 
 
+@_shared_task(name="django_ensign.tasks.prune_inbox", ignore_result=False)  # type: ignore[untyped-decorator]
+def prune_inbox(older_than: str = "7d", batch_size: int = 1000, using: str | None = None) -> int:
+    """``ensign_prune_inbox`` for beat: delete inbox rows older than ``older_than``.
+
+    Returns how many went. Keep the age past every redelivery window; under an hour
+    is refused (see :func:`django_ensign.housekeeping.prune_inbox`).
+    """
+    from django_ensign import housekeeping
+    from django_ensign.pruning import parse_age
+
+    return housekeeping.prune_inbox(parse_age(older_than), batch_size=batch_size, using=using)
+
+
 # === end subscriber tasks ===================================================

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import re
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_ensign import housekeeping
-
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_age(text: str) -> dt.timedelta:
-    """``"90s"``, ``"15m"``, ``"12h"``, ``"7d"``, ``"2w"`` → a timedelta."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
-    if not match:
-        raise CommandError(f"--older-than {text!r}: use a number and a unit, e.g. 7d, 12h, 30m")
-    return dt.timedelta(**{_UNITS[match[2]]: float(match[1])})
+from django_ensign.pruning import parse_age
 
 
 class Command(BaseCommand):
@@ -36,5 +25,9 @@ class Command(BaseCommand):
     def handle(
         self, *args: Any, older_than: str, batch_size: int, database: str, **options: Any
     ) -> None:
-        deleted = housekeeping.prune(parse_age(older_than), batch_size=batch_size, using=database)
+        try:
+            age = parse_age(older_than)
+        except ValueError as exc:
+            raise CommandError(f"--older-than {exc}") from None
+        deleted = housekeeping.prune(age, batch_size=batch_size, using=database)
         self.stdout.write(f"deleted {deleted} acked outbox rows")
