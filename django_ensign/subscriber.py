@@ -95,10 +95,14 @@ class SubscriberOptions:
     window: int | None = field(default_factory=lambda: settings.SUBSCRIBER_WINDOW)
 
     def effective_window(self) -> int:
-        """The window asked of the server: the setting, else 64 events per concurrent slot."""
+        """The window asked of the server: the setting, else 64 events per concurrent slot.
+
+        With batches, at least two of them: the server fills the next one while the
+        handlers apply this one (with one, each waits for the other's acks).
+        """
         if self.window is not None:
             return max(0, self.window)
-        return max(WINDOW_PER_SLOT * max(1, self.concurrency), self.batch_size or 0)
+        return max(WINDOW_PER_SLOT * max(1, self.concurrency), 2 * (self.batch_size or 0))
 
 
 def make_client() -> Any:
