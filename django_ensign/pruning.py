@@ -22,9 +22,13 @@ def parse_age(text: str) -> dt.timedelta:
 def delete_in_batches(rows: QuerySet[Any], batch_size: int) -> int:
     """Delete ``rows`` (ordered as they should go) ``batch_size`` at a time; returns how many.
 
+    ValueError for a batch size below 1 (it would delete nothing and say so).
+
     Each batch is its own short statement, so a big prune never holds locks (or, on
     PostgreSQL, the xmin horizon) for long on a table the workers write to.
     """
+    if batch_size < 1:
+        raise ValueError(f"the batch size must be at least 1, got {batch_size}")
     table = rows.model._default_manager.db_manager(rows.db)
     deleted = 0
     while ids := list(rows.values_list("pk", flat=True)[:batch_size]):

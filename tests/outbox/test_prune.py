@@ -52,3 +52,11 @@ def test_prune_understands_units(age: str, days: float) -> None:
 def test_prune_rejects_an_age_without_unit() -> None:
     with pytest.raises(CommandError, match="7d"):
         call_command("ensign_prune_outbox", "--older-than", "7")
+
+
+def test_prune_rejects_a_batch_size_below_one_and_is_quiet_at_verbosity_zero() -> None:
+    with pytest.raises(CommandError, match="at least 1"):
+        call_command("ensign_prune_outbox", "--batch-size", "0")
+    out = StringIO()
+    call_command("ensign_prune_outbox", "--verbosity", "0", stdout=out)
+    assert out.getvalue() == ""

@@ -118,3 +118,12 @@ def test_the_celery_task_prunes_the_same_way() -> None:
     assert remaining() == {recent.id}
     with pytest.raises(ValueError, match="applied again"):
         tasks.prune_inbox("10m")
+
+
+def test_rejects_a_batch_size_below_one_and_is_quiet_at_verbosity_zero() -> None:
+    handled(hours_ago=24 * 8)
+    with pytest.raises(CommandError, match="at least 1"):
+        prune("--batch-size", "0")
+    assert len(remaining()) == 1
+    assert prune("--verbosity", "0") == ""
+    assert remaining() == set()

@@ -53,4 +53,5 @@ class Command(BaseCommand):
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(f"deleted {deleted} inbox rows")
+        if options["verbosity"] >= 1:
+            self.stdout.write(f"deleted {deleted} inbox rows")

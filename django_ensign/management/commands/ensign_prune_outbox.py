@@ -29,5 +29,9 @@ class Command(BaseCommand):
             age = parse_age(older_than)
         except ValueError as exc:
             raise CommandError(f"--older-than {exc}") from None
-        deleted = housekeeping.prune(age, batch_size=batch_size, using=database)
-        self.stdout.write(f"deleted {deleted} acked outbox rows")
+        try:
+            deleted = housekeeping.prune(age, batch_size=batch_size, using=database)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        if options["verbosity"] >= 1:
+            self.stdout.write(f"deleted {deleted} acked outbox rows")
