@@ -21,7 +21,7 @@ import contextvars
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import connections as db_connections
@@ -32,6 +32,9 @@ from django_ensign.handlers import Handler, InboundEvent
 from django_ensign.sdkclient import client_from_settings
 from django_ensign.wire import ids, mimetypes
 from django_ensign.wire.metadata import ORDERING_KEY, STABLE_ID_KEY
+
+if TYPE_CHECKING:
+    from django_ensign.client.subscriber import Start
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -87,7 +90,7 @@ class SubscriberOptions:
     group: str | None = field(default_factory=lambda: settings.SUBSCRIBER_GROUP)
     #: With a group: where it begins on a topic it has no position on yet (a position
     #: always wins). Without one: replay stored events first, or only new ones.
-    start: Literal["earliest", "latest"] = "earliest"
+    start: Start = "earliest"
     concurrency: int = field(default_factory=lambda: settings.SUBSCRIBER_CONCURRENCY)
     celery: bool = False
     batch_size: int | None = field(default_factory=lambda: settings.SUBSCRIBER_BATCH_SIZE)
