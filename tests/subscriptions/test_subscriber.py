@@ -267,3 +267,22 @@ def test_an_event_whose_payload_does_not_decode_is_dead_lettered_with_its_bytes(
     assert bytes(dead.data) == b"\xff\x00 not an Event"
     assert dead.event_id == "0000000000000000"
     assert not Applied.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "batch_size", "window", "asked"),
+    [
+        (4, None, None, 256),  # 64 per concurrent slot
+        (8, 0, None, 512),  # plain framing
+        (4, 500, None, 1000),  # at least two batches: the next is filled while one applies
+        (4, 500, 50, 50),  # ENSIGN_SUBSCRIBER_WINDOW wins
+        (4, None, 0, 0),  # 0: the server decides
+    ],
+)
+def test_the_window_asked_of_the_server(
+    concurrency: int, batch_size: int | None, window: int | None, asked: int
+) -> None:
+    options = SubscriberOptions(
+        topics=("t",), concurrency=concurrency, batch_size=batch_size, window=window
+    )
+    assert options.effective_window() == asked
