@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandParser
 
 from django_ensign import housekeeping
-from django_ensign.pruning import parse_age
+from django_ensign.management.prune import PruneCommand
 
 
-class Command(BaseCommand):
+class Command(PruneCommand):
     help = (
         "Delete inbox rows handled longer ago than --older-than, in batches. An event "
         "redelivered after its inbox row is pruned is applied again, so the age must be "
@@ -20,38 +21,16 @@ class Command(BaseCommand):
         "not pruned: they wait for a person (ensign_replay_dead, the admin)."
     )
 
+    rows_name = "inbox rows"
+    older_than_help = "Age of the handling: 12h, 7d, 2w (default 7d); keep it past any redelivery."
+    database_help = "The inbox table's alias (default: where the router writes it)."
+    database_default = None
+
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--older-than",
-            default="7d",
-            help="Age of the handling: 12h, 7d, 2w (default 7d); keep it past any redelivery.",
-        )
-        parser.add_argument(
-            "--batch-size", type=int, default=1000, help="Rows deleted per statement."
-        )
-        parser.add_argument(
-            "--database", help="The inbox table's alias (default: where the router writes it)."
-        )
+        super().add_arguments(parser)
         parser.add_argument("--force", action="store_true", help="Allow an --older-than under 1h.")
 
-    def handle(
-        self,
-        *args: Any,
-        older_than: str,
-        batch_size: int,
-        database: str | None,
-        force: bool,
-        **options: Any,
-    ) -> None:
-        try:
-            age = parse_age(older_than)
-        except ValueError as exc:
-            raise CommandError(f"--older-than {exc}") from None
-        try:
-            deleted = housekeeping.prune_inbox(
-                age, batch_size=batch_size, using=database, force=force
-            )
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
-        if options["verbosity"] >= 1:
-            self.stdout.write(f"deleted {deleted} inbox rows")
+    def prune(self, age: dt.timedelta, batch_size: int, database: Any, **options: Any) -> int:
+        return housekeeping.prune_inbox(
+            age, batch_size=batch_size, using=database, force=options["force"]
+        )
