@@ -38,6 +38,18 @@ async def take(subscription: object, n: int, within: float = 20) -> list[Receive
     return await asyncio.wait_for(collect(), within)
 
 
+def new_group() -> str:
+    """A consumer group name no other test uses."""
+    return f"g{uuid.uuid4().hex[:12]}"
+
+
+async def stored(client: Ensign, topic: str, events: Event | list[Event]) -> None:
+    """Create ``topic`` holding ``events``, each one acked by the server."""
+    await client.create_topic(topic)
+    await client.publish(topic, events)
+    await client.flush(timeout=10)
+
+
 async def test_live_events_with_all_their_fields(
     ensign_server: EmbeddedServer, topic_name: Callable[[], str], batch: bool
 ) -> None:
@@ -108,11 +120,9 @@ async def test_consumer_group_resumes_after_the_last_ack(
     ensign_server: EmbeddedServer, topic_name: Callable[[], str], batch: bool
 ) -> None:
     topic = topic_name()
-    group = f"g{uuid.uuid4().hex[:12]}"
+    group = new_group()
     async with make_client(ensign_server, batch=batch) as client:
-        await client.create_topic(topic)
-        await client.publish(topic, [Event(b"%d" % i, "text/plain") for i in range(10)])
-        await client.flush(timeout=10)
+        await stored(client, topic, [Event(b"%d" % i, "text/plain") for i in range(10)])
         async with client.subscribe(topic, consumer_group=group) as first:
             for event in await take(first, 4):
                 await event.ack()
@@ -127,10 +137,8 @@ async def test_nacked_event_is_delivered_again_to_the_group(
     client: Ensign, topic_name: Callable[[], str]
 ) -> None:
     topic = topic_name()
-    await client.create_topic(topic)
-    await client.publish(topic, Event(b"retry me", "text/plain"))
-    await client.flush(timeout=10)
-    async with client.subscribe(topic, consumer_group=f"g{uuid.uuid4().hex[:12]}") as sub:
+    await stored(client, topic, Event(b"retry me", "text/plain"))
+    async with client.subscribe(topic, consumer_group=new_group()) as sub:
         (first,) = await take(sub, 1)
         assert await first.nack(NackCode.UNPROCESSED, "handler failed")
         assert first.nacked()
@@ -145,12 +153,11 @@ async def test_query_subscription_replays_matching_events_then_goes_live(
     client: Ensign, topic_name: Callable[[], str]
 ) -> None:
     topic = topic_name()
-    await client.create_topic(topic)
-    await client.publish(
+    await stored(
+        client,
         topic,
         [Event(b"%d" % i, "text/plain", meta={"color": c}) for i, c in enumerate("rgr")],
     )
-    await client.flush(timeout=10)
     query = f"SELECT * FROM {topic} WHERE color = 'r'"
     async with client.subscribe(topic, query=query) as sub:
         replayed = await take(sub, 2)
@@ -196,10 +203,8 @@ async def test_window_caps_unacked_deliveries(
     client: Ensign, topic_name: Callable[[], str]
 ) -> None:
     topic = topic_name()
-    await client.create_topic(topic)
-    await client.publish(topic, [Event(b"%d" % i, "text/plain") for i in range(6)])
-    await client.flush(timeout=10)
-    group = f"g{uuid.uuid4().hex[:12]}"
+    await stored(client, topic, [Event(b"%d" % i, "text/plain") for i in range(6)])
+    group = new_group()
     async with client.subscribe(topic, consumer_group=group, window=2, batch_size=1) as sub:
         first_two = await take(sub, 2)
         # Nothing more comes until one of them is acked.
@@ -214,11 +219,9 @@ async def test_consumer_group_from_latest_gets_only_new_events_then_resumes(
     ensign_server: EmbeddedServer, topic_name: Callable[[], str], batch: bool
 ) -> None:
     topic = topic_name()
-    group = f"g{uuid.uuid4().hex[:12]}"
+    group = new_group()
     async with make_client(ensign_server, batch=batch) as client:
-        await client.create_topic(topic)
-        await client.publish(topic, [Event(b"old-%d" % i, "text/plain") for i in range(3)])
-        await client.flush(timeout=10)
+        await stored(client, topic, [Event(b"old-%d" % i, "text/plain") for i in range(3)])
         async with client.subscribe(topic, consumer_group=group, start="latest") as first:
             await client.publish(topic, [Event(b"new-%d" % i, "text/plain") for i in range(2)])
             new = await take(first, 2)
@@ -238,10 +241,8 @@ async def test_a_group_that_started_latest_resumes_there_before_any_ack(
     client: Ensign, topic_name: Callable[[], str]
 ) -> None:
     topic = topic_name()
-    group = f"g{uuid.uuid4().hex[:12]}"
-    await client.create_topic(topic)
-    await client.publish(topic, Event(b"old", "text/plain"))
-    await client.flush(timeout=10)
+    group = new_group()
+    await stored(client, topic, Event(b"old", "text/plain"))
     async with client.subscribe(topic, consumer_group=group, start="latest"):
         pass  # opened (the server has recorded the group's start), nothing delivered
     await client.publish(topic, Event(b"while-away", "text/plain"))
@@ -256,11 +257,9 @@ async def test_default_start_of_a_new_group_is_the_first_event(
     client: Ensign, topic_name: Callable[[], str]
 ) -> None:
     topic = topic_name()
-    await client.create_topic(topic)
-    await client.publish(topic, [Event(b"%d" % i, "text/plain") for i in range(2)])
-    await client.flush(timeout=10)
-    default = client.subscribe(topic, consumer_group=f"g{uuid.uuid4().hex[:12]}")
-    earliest = client.subscribe(topic, consumer_group=f"g{uuid.uuid4().hex[:12]}", start="earliest")
+    await stored(client, topic, [Event(b"%d" % i, "text/plain") for i in range(2)])
+    default = client.subscribe(topic, consumer_group=new_group())
+    earliest = client.subscribe(topic, consumer_group=new_group(), start="earliest")
     for subscription in (default, earliest):
         async with subscription:
             received = await take(subscription, 2)
