@@ -47,13 +47,20 @@ def claim(
 
 
 def record_acks_sql(table: str) -> str:
-    """The ack statement; parameters: ids, lease tokens, commit times (arrays, same order)."""
+    """The ack statement; parameters: ids, lease tokens, commit times (arrays, same order).
+
+    The lease token alone guards the row: only a claim sets one (a fresh uuid, with
+    status ``in_flight``) and every way out of ``in_flight`` clears it. Adding
+    ``status = 'in_flight'`` would let the planner read every in-flight row through the
+    lease index (whose statistics, taken before the rows were claimed, call it empty)
+    instead of looking up each acked id by primary key.
+    """
     return f"""
         UPDATE {table} t
         SET status = 'acked', acked_at = COALESCE(v.acked_at, statement_timestamp()),
             lease_token = NULL, lease_expires_at = NULL, nack_code = NULL, nack_error = ''
         FROM unnest(%s::bigint[], %s::uuid[], %s::timestamptz[]) AS v(id, token, acked_at)
-        WHERE t.id = v.id AND t.lease_token = v.token AND t.status = 'in_flight'
+        WHERE t.id = v.id AND t.lease_token = v.token
     """
 
 
