@@ -80,6 +80,14 @@ def make_client(max_in_flight: int, ack_timeout: float = 60.0) -> Any:
     return client_from_settings(max_in_flight=max_in_flight, ack_timeout=ack_timeout)
 
 
+@dataclass
+class _Ahead:
+    """A claim started before the previous claim's rows were published."""
+
+    task: asyncio.Future[list[claims.Claimed]]
+    limit: int
+
+
 class _DatabaseThread:
     """One thread with its own Django connection, so database calls never block the loop."""
 
@@ -111,6 +119,7 @@ class Relay:
         self._wake = asyncio.Event()
         self._outcomes: list[claims.Outcome] = []
         self._outcome_ready = asyncio.Event()
+        self._recording = asyncio.Lock()
         #: Rows claimed whose Ack or Nack has not come yet (the in-flight window).
         self._in_flight = 0
         #: Outcomes come but not yet written back; bounded so a slow database holds claims back.
@@ -179,37 +188,73 @@ class Relay:
 
     async def _claim_loop(self) -> None:
         opts = self.options
-        while not self._stopping:
-            room = opts.max_in_flight - self._in_flight
-            if room <= 0 or self._unrecorded >= opts.max_in_flight:
-                self._wake.clear()  # replies and the recorder set it again when room frees up
-                self._starved = True
-                await self._sleep(opts.poll_seconds)
-                self._starved = False
-                continue
-            self._wake.clear()
-            # With ``once``, an empty claim means "drained" only if no outcome was still
-            # unrecorded when it started: those unblock the next rows of their keys.
-            settled_before = self._in_flight == 0 and self._unrecorded == 0
-            limit = min(opts.batch_size, room)
-            try:
-                rows = await self._claim(limit)
-            except DatabaseError as err:
-                logger.warning("outbox claim failed (%s); retrying", err)
-                await self._sleep(opts.poll_seconds)
-                continue
-            if rows:
-                self.stats.claimed += len(rows)
-                await self._publish(rows)
-                if len(rows) < limit and not opts.once:
-                    # Every due row was taken: the next claim waits for a commit's NOTIFY,
-                    # an outcome (the next rows of its keys) or the poll, rather than
-                    # running empty and making the next commit wait for it.
+        ahead: _Ahead | None = None
+        try:
+            while not self._stopping:
+                if ahead is not None:
+                    claim, limit, ahead = ahead.task, ahead.limit, None
+                    settled_before = False  # its start came before a claim was published
+                else:
+                    room = opts.max_in_flight - self._in_flight
+                    if room <= 0 or self._unrecorded >= opts.max_in_flight:
+                        self._wake.clear()  # replies and the recorder set it when room frees
+                        self._starved = True
+                        await self._sleep(opts.poll_seconds)
+                        self._starved = False
+                        continue
+                    self._wake.clear()
+                    # With ``once``, an empty claim means "drained" only if no outcome was
+                    # still unrecorded when it started: those unblock the next rows of
+                    # their keys.
+                    settled_before = self._in_flight == 0 and self._unrecorded == 0
+                    limit = min(opts.batch_size, room)
+                    claim = asyncio.ensure_future(self._claim(limit))
+                try:
+                    rows = await claim
+                except DatabaseError as err:
+                    logger.warning("outbox claim failed (%s); retrying", err)
                     await self._sleep(opts.poll_seconds)
-                continue
-            if opts.once and settled_before:
-                return
-            await self._sleep(opts.poll_seconds)
+                    continue
+                if rows:
+                    self.stats.claimed += len(rows)
+                    if len(rows) == limit:
+                        ahead = self._claim_ahead(len(rows))
+                    await self._publish(rows)
+                    if len(rows) < limit and not opts.once:
+                        # Every due row was taken: the next claim waits for a commit's
+                        # NOTIFY, an outcome (the next rows of its keys) or the poll,
+                        # rather than running empty and making the next commit wait for it.
+                        await self._sleep(opts.poll_seconds)
+                    continue
+                if opts.once and settled_before:
+                    return
+                await self._sleep(opts.poll_seconds)
+        finally:
+            if ahead is not None:
+                await self._give_back(ahead.task)
+
+    def _claim_ahead(self, claimed: int) -> _Ahead | None:
+        """Start the next claim while ``claimed`` rows are being published, if a batch fits.
+
+        A full claim means more rows are due: the database runs the next one while this
+        loop turns the last one into events, instead of each waiting for the other.
+        Claims stay one at a time, so per-key order is as with no overlap.
+        """
+        opts = self.options
+        room = opts.max_in_flight - self._in_flight - claimed
+        if self._stopping or room < opts.batch_size or self._unrecorded >= opts.max_in_flight:
+            return None
+        return _Ahead(asyncio.ensure_future(self._claim(opts.batch_size)), opts.batch_size)
+
+    async def _give_back(self, claim: asyncio.Future[list[claims.Claimed]]) -> None:
+        """Release the rows of a claim started ahead that will not be published."""
+        try:
+            rows = await claim
+        except DatabaseError:
+            return
+        if rows:
+            self.stats.claimed += len(rows)
+            await self._release(rows)
 
     async def _claim(self, limit: int) -> list[claims.Claimed]:
         opts = self.options
@@ -335,6 +380,12 @@ class Relay:
             await self._record_pending()
 
     async def _record_pending(self) -> None:
+        # One write at a time: the final flush of a stopping relay waits for the recorder's
+        # write in progress, which the shutdown would otherwise cancel halfway.
+        async with self._recording:
+            await self._record_taken()
+
+    async def _record_taken(self) -> None:
         self._outcome_ready.clear()
         batch, self._outcomes = self._outcomes, []
         if not batch:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 from django.db import transaction
 
-from django_ensign import outbox, relay
+from django_ensign import claims, outbox, relay
 from django_ensign.models import OutboxEvent, OutboxStatus
 from django_ensign.wire import metadata
 from tests.outbox.support import ensign_settings, server_events, stable_ids, unique_topic
@@ -157,3 +158,33 @@ def test_publish_outbox_command_once_reports_what_it_did(ensign_server: Embedded
             stdout=out,
         )
     assert out.getvalue().strip() == "claimed 5, acked 5, retrying 0, dead 0, released 0"
+
+
+class _StopsAfterFirstClaim(relay.Relay):
+    """A relay asked to stop while it publishes its first claim (the next claim is running)."""
+
+    async def _publish(self, rows: list[claims.Claimed]) -> None:
+        self.stop()
+        self._stopping = False  # publish this claim as usual, then stop
+        await super()._publish(rows)
+        self._stopping = True
+
+
+def test_stopping_records_every_outcome_and_gives_back_rows_claimed_ahead(
+    ensign_server: EmbeddedServer,
+) -> None:
+    topic = unique_topic("ahead")
+    for n in range(20):
+        outbox.publish(topic, {"n": n})
+    with ensign_settings(ensign_server):
+        options = relay.RelayOptions(batch_size=5, max_in_flight=100, topics=[topic])
+        stats = asyncio.run(_StopsAfterFirstClaim(options).run())
+    assert (stats.claimed, stats.acked, stats.released) == (10, 5, 5)
+    rows = OutboxEvent.objects.filter(topic=topic)
+    # Recorded before the relay returned, though the acks came as it was shutting down.
+    assert rows.filter(status=OutboxStatus.ACKED).count() == 5
+    # Given back, not left leased: the next relay publishes them at once, as first attempts.
+    waiting = rows.filter(status=OutboxStatus.PENDING)
+    assert waiting.count() == 15
+    assert not waiting.filter(lease_token__isnull=False).exists()
+    assert set(waiting.values_list("attempts", flat=True)) == {0}
