@@ -219,6 +219,10 @@ class Relay:
                     self.stats.claimed += len(rows)
                     if len(rows) == limit:
                         ahead = self._claim_ahead(len(rows))
+                        if ahead is not None:
+                            # Let the claim send its statement now: turning rows into
+                            # events does not yield, and a task only runs when we do.
+                            await asyncio.sleep(0)
                     await self._publish(rows)
                     if len(rows) < limit and not opts.once:
                         # Every due row was taken: the next claim waits for a commit's
