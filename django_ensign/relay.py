@@ -166,7 +166,11 @@ class Relay:
                 asyncio.create_task(notify.listen(self.options.using, channel, self._wake_up))
             )
         try:
-            await self._claim_loop()
+            try:
+                await self._claim_loop()
+            except Exception:
+                await self._finish()  # record what was published before the error
+                raise
             await self._finish()
         finally:
             for task in helpers:
@@ -254,22 +258,31 @@ class Relay:
         """Release the rows of a claim started ahead that will not be published."""
         try:
             rows = await claim
-        except DatabaseError:
+        except Exception as err:  # no rows to give back; what was published still finishes
+            logger.warning("outbox claim failed (%s)", err)
             return
         if rows:
             self.stats.claimed += len(rows)
+            for row in rows:
+                self._forget_lease(row.token)
             await self._release(rows)
 
     async def _claim(self, limit: int) -> list[claims.Claimed]:
+        """Claim up to ``limit`` rows; their leases are renewed from now until recorded."""
         opts = self.options
         if self._pg is None:
-            return await self._claims.run(
+            rows = await self._claims.run(
                 claims.claim, limit=limit, lease_seconds=opts.lease_seconds, topics=opts.topics
             )
-        rows = await self._pg.claim(
-            limit=limit, lease_seconds=opts.lease_seconds, topics=opts.topics
-        )
-        return [claims.from_row(row) for row in rows]
+        else:
+            raw = await self._pg.claim(
+                limit=limit, lease_seconds=opts.lease_seconds, topics=opts.topics
+            )
+            rows = [claims.from_row(row) for row in raw]
+        # Counted here, not when published: a claim made ahead may wait a while first.
+        for row in rows:
+            self._leases[row.token] += 1
+        return rows
 
     async def _sleep(self, seconds: float) -> None:
         """Until a notification, a recorded outcome, :meth:`stop`, or ``seconds``."""
@@ -281,7 +294,6 @@ class Relay:
         by_topic: dict[str, list[tuple[claims.Claimed, Any]]] = {}
         for row in rows:
             self._in_flight += 1
-            self._leases[row.token] += 1
             try:
                 event = _event_for(row)
             except Exception as err:  # the SDK refuses it: publishing again cannot help

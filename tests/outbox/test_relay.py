@@ -188,3 +188,30 @@ def test_stopping_records_every_outcome_and_gives_back_rows_claimed_ahead(
     assert waiting.count() == 15
     assert not waiting.filter(lease_token__isnull=False).exists()
     assert set(waiting.values_list("attempts", flat=True)) == {0}
+
+
+class _ClaimAheadFails(_StopsAfterFirstClaim):
+    """As above, but the claim made ahead fails with an error that is not the database's."""
+
+    claims_made = 0
+
+    async def _claim(self, limit: int) -> list[claims.Claimed]:
+        self.claims_made += 1
+        if self.claims_made == 2:
+            raise RuntimeError("the claim ahead broke")
+        return await super()._claim(limit)
+
+
+def test_a_claim_ahead_that_fails_still_lets_the_published_rows_be_recorded(
+    ensign_server: EmbeddedServer,
+) -> None:
+    topic = unique_topic("aheadfails")
+    for n in range(20):
+        outbox.publish(topic, {"n": n})
+    with ensign_settings(ensign_server):
+        options = relay.RelayOptions(batch_size=5, max_in_flight=100, topics=[topic])
+        stats = asyncio.run(_ClaimAheadFails(options).run())
+    assert (stats.claimed, stats.acked, stats.released) == (5, 5, 0)
+    rows = OutboxEvent.objects.filter(topic=topic)
+    assert rows.filter(status=OutboxStatus.ACKED).count() == 5
+    assert rows.filter(status=OutboxStatus.PENDING, lease_token__isnull=True).count() == 15
