@@ -253,16 +253,20 @@ def _dedup_key(rule: _DedupRule, event: event_pb2.Event) -> bytes:
 _COLUMN_MIN = 8
 #: A commit costs about 100 µs of CPU (mostly the WAL write and fsync) whatever it holds.
 #: When several small appends met in one commit and more came while it was written,
-#: streams are sending event by event, so the writer waits this long to let the next ones
-#: share the next commit: about 4 events a commit become about 20. An append that finds
-#: the writer idle is written at once.
-GATHER_LINGER = 0.002
+#: streams are sending event by event, so the writer waits for the next ones to share the
+#: next commit. It waits in steps of ``GATHER_STEP`` while each step brings at least
+#: ``GATHER_PER_STEP`` appends, for ``GATHER_MAX`` at most: a stream of thousands of
+#: events a second fills commits of 25 or more (about 4 with no wait), and a slower one
+#: waits one step. An append that finds the writer idle is written at once.
+GATHER_STEP = 0.001
+GATHER_MAX = 0.008
+GATHER_PER_STEP = 2
 #: Appends holding this many events already share their commit's cost well.
 GATHER_BELOW = 256
 
 
 def _should_gather(jobs: list[_AppendJob | _CallJob | None]) -> bool:
-    """Whether the next commit should wait ``GATHER_LINGER`` for company."""
+    """Whether the next commit should wait for company (see ``GATHER_STEP``)."""
     appends = [job[0] for job in jobs if isinstance(job, tuple)]
     return len(appends) > 1 and sum(map(len, appends)) < GATHER_BELOW
 
@@ -470,7 +474,7 @@ class Storage:
                 jobs = [self._queue.get()]
             else:
                 if gather:
-                    time.sleep(GATHER_LINGER)
+                    self._linger()
             while True:
                 try:
                     jobs.append(self._queue.get_nowait())
@@ -490,6 +494,17 @@ class Storage:
                     self._run_call(job)
             if appends:
                 self._commit_events(appends)
+
+    def _linger(self) -> None:
+        """Wait while appends keep coming fast, up to ``GATHER_MAX``."""
+        waited, queued = 0.0, self._queue.qsize()
+        while waited < GATHER_MAX:
+            time.sleep(GATHER_STEP)
+            waited += GATHER_STEP
+            now_queued = self._queue.qsize()
+            if now_queued - queued < GATHER_PER_STEP or now_queued >= GATHER_BELOW:
+                return
+            queued = now_queued
 
     def _run_call(self, job: _CallJob) -> None:
         # Marked running first, so a caller cancelled from now on cannot cancel the
