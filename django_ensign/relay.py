@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -78,14 +78,6 @@ class RelayOptions:
 def make_client(max_in_flight: int, ack_timeout: float = 60.0) -> Any:
     """An SDK client configured from the ``ENSIGN_*`` settings."""
     return client_from_settings(max_in_flight=max_in_flight, ack_timeout=ack_timeout)
-
-
-@dataclass
-class _Ahead:
-    """A claim started before the previous claim's rows were published."""
-
-    task: asyncio.Future[list[claims.Claimed]]
-    limit: int
 
 
 class _DatabaseThread:
@@ -192,11 +184,13 @@ class Relay:
 
     async def _claim_loop(self) -> None:
         opts = self.options
-        ahead: _Ahead | None = None
+        # A claim of ``batch_size`` rows started while the last claim's rows were published.
+        ahead: asyncio.Future[list[claims.Claimed]] | None = None
         try:
             while not self._stopping:
+                claim: Awaitable[list[claims.Claimed]]
                 if ahead is not None:
-                    claim, limit, ahead = ahead.task, ahead.limit, None
+                    claim, limit, ahead = ahead, opts.batch_size, None
                     settled_before = False  # its start came before a claim was published
                 else:
                     room = opts.max_in_flight - self._in_flight
@@ -212,7 +206,7 @@ class Relay:
                     # their keys.
                     settled_before = self._in_flight == 0 and self._unrecorded == 0
                     limit = min(opts.batch_size, room)
-                    claim = asyncio.ensure_future(self._claim(limit))
+                    claim = self._claim(limit)
                 try:
                     rows = await claim
                 except DatabaseError as err:
@@ -239,9 +233,9 @@ class Relay:
                 await self._sleep(opts.poll_seconds)
         finally:
             if ahead is not None:
-                await self._give_back(ahead.task)
+                await self._give_back(ahead)
 
-    def _claim_ahead(self, claimed: int) -> _Ahead | None:
+    def _claim_ahead(self, claimed: int) -> asyncio.Future[list[claims.Claimed]] | None:
         """Start the next claim while ``claimed`` rows are being published, if a batch fits.
 
         A full claim means more rows are due: the database runs the next one while this
@@ -252,7 +246,7 @@ class Relay:
         room = opts.max_in_flight - self._in_flight - claimed
         if self._stopping or room < opts.batch_size or self._unrecorded >= opts.max_in_flight:
             return None
-        return _Ahead(asyncio.ensure_future(self._claim(opts.batch_size)), opts.batch_size)
+        return asyncio.ensure_future(self._claim(opts.batch_size))
 
     async def _give_back(self, claim: asyncio.Future[list[claims.Claimed]]) -> None:
         """Release the rows of a claim started ahead that will not be published."""

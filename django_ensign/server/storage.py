@@ -502,6 +502,7 @@ class Storage:
             time.sleep(GATHER_STEP)
             waited += GATHER_STEP
             now_queued = self._queue.qsize()
+            # Each queued append holds at least one event, so this many are enough.
             if now_queued - queued < GATHER_PER_STEP or now_queued >= GATHER_BELOW:
                 return
             queued = now_queued

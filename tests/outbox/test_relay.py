@@ -7,6 +7,7 @@ import json
 
 import pytest
 from django.db import transaction
+from django.db.models import QuerySet
 
 from django_ensign import claims, outbox, relay
 from django_ensign.models import OutboxEvent, OutboxStatus
@@ -170,26 +171,6 @@ class _StopsAfterFirstClaim(relay.Relay):
         self._stopping = True
 
 
-def test_stopping_records_every_outcome_and_gives_back_rows_claimed_ahead(
-    ensign_server: EmbeddedServer,
-) -> None:
-    topic = unique_topic("ahead")
-    for n in range(20):
-        outbox.publish(topic, {"n": n})
-    with ensign_settings(ensign_server):
-        options = relay.RelayOptions(batch_size=5, max_in_flight=100, topics=[topic])
-        stats = asyncio.run(_StopsAfterFirstClaim(options).run())
-    assert (stats.claimed, stats.acked, stats.released) == (10, 5, 5)
-    rows = OutboxEvent.objects.filter(topic=topic)
-    # Recorded before the relay returned, though the acks came as it was shutting down.
-    assert rows.filter(status=OutboxStatus.ACKED).count() == 5
-    # Given back, not left leased: the next relay publishes them at once, as first attempts.
-    waiting = rows.filter(status=OutboxStatus.PENDING)
-    assert waiting.count() == 15
-    assert not waiting.filter(lease_token__isnull=False).exists()
-    assert set(waiting.values_list("attempts", flat=True)) == {0}
-
-
 class _ClaimAheadFails(_StopsAfterFirstClaim):
     """As above, but the claim made ahead fails with an error that is not the database's."""
 
@@ -202,16 +183,36 @@ class _ClaimAheadFails(_StopsAfterFirstClaim):
         return await super()._claim(limit)
 
 
+def stop_during_first_claim(
+    server: EmbeddedServer, relay_class: type[relay.Relay], topic: str
+) -> tuple[relay.RelayStats, QuerySet[OutboxEvent]]:
+    """Write 20 rows for ``topic``, run ``relay_class`` with claims of 5; stats and the rows."""
+    for n in range(20):
+        outbox.publish(topic, {"n": n})
+    with ensign_settings(server):
+        options = relay.RelayOptions(batch_size=5, max_in_flight=100, topics=[topic])
+        stats = asyncio.run(relay_class(options).run())
+    return stats, OutboxEvent.objects.filter(topic=topic)
+
+
+def test_stopping_records_every_outcome_and_gives_back_rows_claimed_ahead(
+    ensign_server: EmbeddedServer,
+) -> None:
+    stats, rows = stop_during_first_claim(ensign_server, _StopsAfterFirstClaim, unique_topic())
+    assert (stats.claimed, stats.acked, stats.released) == (10, 5, 5)
+    # Recorded before the relay returned, though the acks came as it was shutting down.
+    assert rows.filter(status=OutboxStatus.ACKED).count() == 5
+    # Given back, not left leased: the next relay publishes them at once, as first attempts.
+    waiting = rows.filter(status=OutboxStatus.PENDING)
+    assert waiting.count() == 15
+    assert not waiting.filter(lease_token__isnull=False).exists()
+    assert set(waiting.values_list("attempts", flat=True)) == {0}
+
+
 def test_a_claim_ahead_that_fails_still_lets_the_published_rows_be_recorded(
     ensign_server: EmbeddedServer,
 ) -> None:
-    topic = unique_topic("aheadfails")
-    for n in range(20):
-        outbox.publish(topic, {"n": n})
-    with ensign_settings(ensign_server):
-        options = relay.RelayOptions(batch_size=5, max_in_flight=100, topics=[topic])
-        stats = asyncio.run(_ClaimAheadFails(options).run())
+    stats, rows = stop_during_first_claim(ensign_server, _ClaimAheadFails, unique_topic())
     assert (stats.claimed, stats.acked, stats.released) == (5, 5, 0)
-    rows = OutboxEvent.objects.filter(topic=topic)
     assert rows.filter(status=OutboxStatus.ACKED).count() == 5
     assert rows.filter(status=OutboxStatus.PENDING, lease_token__isnull=True).count() == 15
