@@ -21,6 +21,8 @@ class Project:
     db: str
     workdir: Path
     server: EmbeddedServer
+    #: The PostgreSQL ENGINE, when not Django's own.
+    pg_engine: str | None = None
 
     @property
     def sqlite_path(self) -> Path:
@@ -37,6 +39,7 @@ class Project:
             "BENCH_DB": self.db,
             "BENCH_PG_DB": pg.BENCH_DB,
             "BENCH_SQLITE_PATH": str(self.sqlite_path),
+            **({"BENCH_PG_ENGINE": self.pg_engine} if self.pg_engine else {}),
         }
 
     def create(self) -> Project:

@@ -15,7 +15,7 @@ DATABASES: dict[str, dict[str, Any]]
 if os.environ.get("BENCH_DB", "postgres") == "postgres":
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.postgresql",
+            "ENGINE": os.environ.get("BENCH_PG_ENGINE", "django.db.backends.postgresql"),
             "NAME": os.environ.get("BENCH_PG_DB", "ensign_bench"),
             "USER": "postgres",
             "HOST": "127.0.0.1",

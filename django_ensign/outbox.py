@@ -8,20 +8,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections, router, transaction
 from django.utils.connection import ConnectionDoesNotExist
 
-from django_ensign import exceptions, models, pgwrite
+from django_ensign import exceptions, models, rowwrite
 from django_ensign.client import events
 from django_ensign.conf import settings
 from django_ensign.wire import ids, mimetypes
+
+if TYPE_CHECKING:
+    from django_ensign.heldrows import HeldRows
 
 TOPIC_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9.\-_]*$")
 TOPIC_MAX_BYTES = 512
@@ -101,7 +105,7 @@ def check_alias(using: str) -> str:
     return using
 
 
-def prepare(message: Message) -> pgwrite.NewRow:
+def prepare(message: Message) -> rowwrite.NewRow:
     """Validate and encode ``message`` into the columns of a new row, with a fresh stable id."""
     validate_topic(message.topic)
     data, mimetype = encode(message.data, message.mimetype)
@@ -111,7 +115,7 @@ def prepare(message: Message) -> pgwrite.NewRow:
     events.parse_mimetype(mimetype)
     if message.type_version:
         events.parse_version(message.type_version)
-    return pgwrite.NewRow(
+    return rowwrite.NewRow(
         event_id=ids.ulid_to_str(ids.new_ulid()),
         topic=message.topic,
         data=data,
@@ -166,29 +170,54 @@ def write(messages: Iterable[Message], *, using: str) -> None:
     _write([prepare(message) for message in messages], check_alias(using), want_rows=False)
 
 
-def _write(rows: list[pgwrite.NewRow], alias: str, *, want_rows: bool) -> list[models.OutboxEvent]:
+def _write(rows: list[rowwrite.NewRow], alias: str, *, want_rows: bool) -> list[models.OutboxEvent]:
     if not rows:
         return []
-    # One transaction for the rows and the relays' NOTIFY, also under autocommit, so a
-    # write costs one commit; inside the caller's transaction this adds no savepoint.
-    with transaction.atomic(using=alias, savepoint=False):
-        if connections[alias].vendor == "postgresql":
-            channel = settings.OUTBOX_NOTIFY_CHANNEL if settings.OUTBOX_NOTIFY else None
-            written = pgwrite.insert(rows, using=alias, channel=channel)
-            instances = []
-            if want_rows:
-                instances = [_saved(row, written[row.event_id], alias) for row in rows]
-        else:
-            instances = [models.OutboxEvent(**row._asdict()) for row in rows]
-            if len(instances) == 1:
-                instances[0].save(using=alias, force_insert=True)
-            else:
-                models.OutboxEvent.objects.using(alias).bulk_create(instances)
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        with transaction.atomic(using=alias, savepoint=False):
+            instances = _write_sqlite(rows, alias, want_rows=want_rows)
+            _drain_on_commit(alias)
+        return instances
+    channel = settings.OUTBOX_NOTIFY_CHANNEL if settings.OUTBOX_NOTIFY else None
+    autocommit = connection.get_autocommit()
+    held: HeldRows | None = getattr(connection, "ensign_held_rows", None)
+    if held is not None and not want_rows and not autocommit:
+        held.hold(rows, channel)
         _drain_on_commit(alias)
+        return []
+    # Under autocommit one statement is its own transaction (rows and NOTIFY together);
+    # inside the caller's transaction, atomic() adds no savepoint.
+    if autocommit and len(rows) <= rowwrite.CHUNK:
+        scope: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    else:
+        scope = transaction.atomic(using=alias, savepoint=False)
+    with scope:
+        if not want_rows:
+            rowwrite.insert_only(rows, using=alias, channel=channel)
+            _drain_on_commit(alias)
+            return []
+        written = rowwrite.insert(rows, using=alias, channel=channel)
+        _drain_on_commit(alias)
+    return [_saved(row, written[row.event_id], alias) for row in rows]
+
+
+def _write_sqlite(
+    rows: list[rowwrite.NewRow], alias: str, *, want_rows: bool
+) -> list[models.OutboxEvent]:
+    if not want_rows:
+        rowwrite.insert_only(rows, using=alias, channel=None)
+        return []
+    # The ORM, for the ids and defaults the caller gets back.
+    instances = [models.OutboxEvent(**row._asdict()) for row in rows]
+    if len(instances) == 1:
+        instances[0].save(using=alias, force_insert=True)
+    else:
+        models.OutboxEvent.objects.using(alias).bulk_create(instances)
     return instances
 
 
-def _saved(row: pgwrite.NewRow, written: pgwrite.Written, alias: str) -> models.OutboxEvent:
+def _saved(row: rowwrite.NewRow, written: rowwrite.Written, alias: str) -> models.OutboxEvent:
     instance = models.OutboxEvent(**row._asdict(), **written._asdict())
     instance._state.adding = False
     instance._state.db = alias

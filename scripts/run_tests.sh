@@ -51,4 +51,11 @@ ENSIGN_TEST_DB=sqlite ENSIGN_TEST_SQLITE="$sqlite_file" "$BIN/python" -m pytest 
 sqlite_status=$?
 # pytest exits 5 when it collected nothing: a failure here too.
 rm -f "$sqlite_file" "$sqlite_file"-wal "$sqlite_file"-shm
-[ $status -eq 0 ] && [ $sqlite_status -eq 0 ]
+# 3. The outbox again on PostgreSQL through django_ensign's engine (rows ride the COMMIT).
+engine_status=0
+if (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+  ENSIGN_TEST_DB=postgres ENSIGN_TEST_PG_ENGINE=django_ensign.db.backends.postgresql \
+    "$BIN/python" -m pytest tests/outbox
+  engine_status=$?
+fi
+[ $status -eq 0 ] && [ $sqlite_status -eq 0 ] && [ $engine_status -eq 0 ]

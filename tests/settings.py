@@ -25,13 +25,24 @@ TEST_DB = os.environ.get("ENSIGN_TEST_DB") or ("postgres" if _postgres_up() else
 if TEST_DB == "postgres":
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.postgresql",
+            # ENSIGN_TEST_PG_ENGINE=django_ensign.db.backends.postgresql runs a leg with ours.
+            "ENGINE": os.environ.get("ENSIGN_TEST_PG_ENGINE", "django.db.backends.postgresql"),
             "NAME": os.environ.get("ENSIGN_TEST_PG_NAME", "ensign"),
             "USER": "postgres",
             "HOST": "127.0.0.1",
             "PORT": "5432",
             "TEST": {"NAME": os.environ.get("ENSIGN_TEST_PG_TEST_NAME", "test_django_ensign")},
         }
+    }
+    # The same test database through django_ensign's engine (outbox rows ride the COMMIT).
+    DATABASES["held"] = {
+        **DATABASES["default"],
+        "ENGINE": "django_ensign.db.backends.postgresql",
+        "TEST": {"MIRROR": "default"},
+    }
+    DATABASES["held_server_binding"] = {
+        **DATABASES["held"],
+        "OPTIONS": {"server_side_binding": True},
     }
 else:
     DATABASES = {

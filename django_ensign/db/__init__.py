@@ -1,0 +1,1 @@
+"""Database engines for django_ensign."""

@@ -1,0 +1,1 @@
+"""Django database backends that send outbox rows with the COMMIT."""

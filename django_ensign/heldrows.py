@@ -1,0 +1,88 @@
+"""Outbox rows that wait for their transaction's next statement, or ride its COMMIT.
+
+Used by the ``django_ensign.db.backends.postgresql`` engine. A model save that
+publishes would otherwise pay for its outbox row with a round trip of its own; held
+instead, the row goes out in the same round trip as the COMMIT. Whatever the
+transaction runs first (a query, a savepoint, a rollback to one) sends the held rows
+before it, so every statement sees the same database as without holding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+    from django_ensign.rowwrite import NewRow
+
+
+class HeldRows:
+    """The outbox rows one connection's open transaction has written but not yet sent."""
+
+    def __init__(self, connection: BaseDatabaseWrapper) -> None:
+        self._connection = connection
+        self._rows: list[NewRow] = []
+        self._channel: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self._rows)
+
+    def hold(self, rows: list[NewRow], channel: str | None) -> None:
+        """Keep ``rows`` until the next statement or the COMMIT (NOTIFY ``channel`` then)."""
+        self._rows.extend(rows)
+        self._channel = channel or self._channel
+
+    def discard(self) -> None:
+        """Forget the held rows: their transaction rolled back or their session ended."""
+        self._rows = []
+        self._channel = None
+
+    def _take(self) -> tuple[list[NewRow], str | None]:
+        rows, channel = self._rows, self._channel
+        self.discard()
+        return rows, channel
+
+    def send(self) -> None:
+        """Insert the held rows now, in a statement of their own."""
+        from django_ensign import rowwrite  # the engine loads before the models it imports
+
+        rows, channel = self._take()
+        if rows:
+            rowwrite.insert_only(rows, using=self._connection.alias, channel=channel)
+
+    def send_with_commit(self) -> None:
+        """Insert the held rows and COMMIT, in one round trip.
+
+        The caller makes sure the driver can take several statements in one call and
+        notices the transaction ended (psycopg 3 binding parameters client-side).
+        """
+        from django_ensign import rowwrite
+
+        rows, channel = self._take()
+        if not rows:
+            return
+        sent = list(
+            rowwrite.statements(
+                rows, using=self._connection.alias, channel=channel, returning=False
+            )
+        )
+        with self._connection.cursor() as cursor:
+            for sql, params in sent[:-1]:
+                cursor.execute(sql, params)
+            sql, params = sent[-1]
+            cursor.execute(f"{sql}; COMMIT", params)
+
+    def __call__(
+        self,
+        execute: Callable[..., Any],
+        sql: str,
+        params: Any,
+        many: bool,
+        context: dict[str, Any],
+    ) -> Any:
+        """Execute wrapper: send held rows first, so the statement sees them."""
+        if self._rows:
+            self.send()
+        return execute(sql, params, many, context)
