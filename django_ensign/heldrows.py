@@ -21,10 +21,20 @@ if TYPE_CHECKING:
 class HeldRows:
     """The outbox rows one connection's open transaction has written but not yet sent."""
 
+    #: Above this many rows a commit sends one multi-row INSERT rather than one EXECUTE each.
+    PREPARED_MAX = 20
+
     def __init__(self, connection: BaseDatabaseWrapper) -> None:
         self._connection = connection
         self._rows: list[NewRow] = []
         self._channel: str | None = None
+        self._prepared: str | None = None  # the insert prepared in this session, if known
+        self._preparations = 0
+
+    def session_started(self) -> None:
+        """A new database session: nothing is held and nothing is prepared in it."""
+        self.discard()
+        self._prepared = None
 
     def __bool__(self) -> bool:
         return bool(self._rows)
@@ -52,27 +62,40 @@ class HeldRows:
         if rows:
             rowwrite.insert_only(rows, using=self._connection.alias, channel=channel)
 
-    def send_with_commit(self) -> None:
+    def send_with_commit(self, *, prepared: bool) -> None:
         """Insert the held rows and COMMIT, in one round trip.
 
         The caller makes sure the driver can take several statements in one call and
-        notices the transaction ended (psycopg 3 binding parameters client-side).
+        notices the transaction ended (psycopg 3 binding parameters client-side). With
+        ``prepared``, the rows go through an insert prepared once per session, which
+        spares the server parsing and planning the INSERT at every commit.
         """
         from django_ensign import rowwrite
 
         rows, channel = self._take()
         if not rows:
             return
-        sent = list(
-            rowwrite.statements(
-                rows, using=self._connection.alias, channel=channel, returning=False
-            )
-        )
+        alias = self._connection.alias
+        if not prepared or len(rows) > self.PREPARED_MAX:
+            sent = list(rowwrite.statements(rows, using=alias, channel=channel, returning=False))
+            with self._connection.cursor() as cursor:
+                for sql, params in sent[:-1]:
+                    cursor.execute(sql, params)
+                sql, params = sent[-1]
+                cursor.execute(f"{sql}; COMMIT", params)
+            return
+        name, head = self._prepared, ""
+        if name is None:
+            # A fresh name each time, so a PREPARE whose fate a failed commit left
+            # unknown can never collide with this one.
+            self._preparations += 1
+            name = f"ensign_outbox_insert_{self._preparations}"
+            head = rowwrite.prepare_one(name, using=alias) + "; "
+        sql, params = rowwrite.execute_prepared(name, rows, channel=channel)
+        self._prepared = None
         with self._connection.cursor() as cursor:
-            for sql, params in sent[:-1]:
-                cursor.execute(sql, params)
-            sql, params = sent[-1]
-            cursor.execute(f"{sql}; COMMIT", params)
+            cursor.execute(f"{head}{sql}; COMMIT", params)
+        self._prepared = name
 
     def __call__(
         self,

@@ -70,6 +70,19 @@ def _statement(table: str, rows: int, notify: bool, returning: bool, jsonb: bool
     )
 
 
+def _params(rows: Sequence[NewRow]) -> list[Any]:
+    params: list[Any] = []
+    for row in rows:
+        params.extend(row[:6])
+        params.append(json.dumps(row.metadata))
+        params.append(row.ordering_key)
+    return params
+
+
+def _table(using: str) -> str:
+    return connections[using].ops.quote_name(OutboxEvent._meta.db_table)
+
+
 def statements(
     rows: Sequence[NewRow], *, using: str, channel: str | None, returning: bool
 ) -> Iterator[tuple[str, list[Any]]]:
@@ -77,20 +90,37 @@ def statements(
 
     ``channel`` and ``returning`` need PostgreSQL.
     """
-    connection = connections[using]
-    table = connection.ops.quote_name(OutboxEvent._meta.db_table)
-    postgres = connection.vendor == "postgresql"
+    table = _table(using)
+    postgres = connections[using].vendor == "postgresql"
     size = CHUNK if postgres else SQLITE_CHUNK
     for start in range(0, len(rows), size):
         chunk = rows[start : start + size]
-        params: list[Any] = []
-        for row in chunk:
-            params.extend(row[:6])
-            params.append(json.dumps(row.metadata))
-            params.append(row.ordering_key)
+        params = _params(chunk)
         if channel is not None:
             params.append(channel)
         yield _statement(table, len(chunk), channel is not None, returning, postgres), params
+
+
+def prepare_one(name: str, *, using: str) -> str:
+    """PostgreSQL: SQL preparing ``name`` in the session, an insert of one row's values."""
+    placeholders = ", ".join(f"${n}" for n in range(1, 9))
+    return (
+        f"PREPARE {name} (text, text, bytea, text, text, text, jsonb, text) AS "
+        f"INSERT INTO {_table(using)} ({_COLUMNS}) "
+        f"VALUES ({placeholders}, '{OutboxStatus.PENDING}', 0, '', '')"
+    )
+
+
+def execute_prepared(
+    name: str, rows: Sequence[NewRow], *, channel: str | None
+) -> tuple[str, list[Any]]:
+    """SQL and parameters running :func:`prepare_one`'s ``name`` once per row, then NOTIFY."""
+    sql = "; ".join([f"EXECUTE {name} (%s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+    params = _params(rows)
+    if channel is not None:
+        sql += "; SELECT pg_notify(%s, '')"
+        params.append(channel)
+    return sql, params
 
 
 def insert(rows: Sequence[NewRow], *, using: str, channel: str | None) -> dict[str, Written]:

@@ -15,6 +15,7 @@ from django.db import DatabaseError, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from django_ensign import outbox
+from django_ensign.heldrows import HeldRows
 from django_ensign.models import OutboxEvent
 from tests.outbox.test_notify import listener, received
 from tests.testapp.models import Order
@@ -108,15 +109,66 @@ def save_with_a_poison_event() -> None:
         outbox.write([outbox.Message("poison", {"x": 1})], using="held")
 
 
-@pytest.mark.usefixtures("refuse_poison_topic")
-def test_a_row_the_database_refuses_fails_the_commit_and_rolls_everything_back() -> None:
+def new_session(alias: str = "held") -> None:
+    connections[alias].close()
+    connections[alias].ensure_connection()
+
+
+@pytest.fixture(params=[False, True], ids=["unprepared", "prepared"])
+def prepared_statements(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """A new session, with psycopg's prepared statements off (Django's default) or on."""
+    new_session()
+    if request.param:
+        connections["held"].connection.prepare_threshold = 5
+    yield request.param
+    new_session()
+
+
+@pytest.mark.usefixtures("refuse_poison_topic", "prepared_statements")
+@pytest.mark.parametrize("committed_before", [False, True], ids=["first-commit", "later-commit"])
+def test_a_row_the_database_refuses_fails_the_commit_and_rolls_everything_back(
+    committed_before: bool,
+) -> None:
+    if committed_before:
+        with transaction.atomic(using="held"):
+            Order.objects.using("held").create(reference="H-before")
     with pytest.raises(DatabaseError, match="poison refused"):
         save_with_a_poison_event()
-    assert not Order.objects.exists()
-    assert not OutboxEvent.objects.exists()
-    with transaction.atomic(using="held"):  # the connection goes on working
-        Order.objects.using("held").create(reference="H-after")
-    assert references() == ["H-after"]
+    assert Order.objects.filter(reference="H-lost-with-its-row").count() == 0
+    assert OutboxEvent.objects.filter(topic="poison").count() == 0
+    for reference in ("H-after", "H-after-again"):  # the connection goes on working
+        with transaction.atomic(using="held"):
+            Order.objects.using("held").create(reference=reference)
+    assert references()[-2:] == ["H-after", "H-after-again"]
+
+
+def test_commits_carry_a_prepared_insert_when_prepared_statements_are_on(
+    prepared_statements: bool,
+) -> None:
+    sent = []
+    for reference in ("H-p1", "H-p2"):
+        with (
+            CaptureQueriesContext(connections["held"]) as captured,
+            transaction.atomic(using="held"),
+        ):
+            Order.objects.using("held").create(reference=reference)
+        [statement] = [q["sql"] for q in captured.captured_queries if q["sql"].endswith("; COMMIT")]
+        sent.append(statement)
+    if prepared_statements:  # prepared once per session
+        assert sent[0].startswith("PREPARE ")
+        assert sent[1].startswith("EXECUTE ")
+    else:
+        assert all(statement.startswith("WITH written AS (INSERT INTO") for statement in sent)
+    assert all(statement.endswith("; COMMIT") for statement in sent)
+    assert references() == ["H-p1", "H-p2"]
+
+
+def test_many_rows_held_by_one_transaction_all_arrive_in_order() -> None:
+    count = HeldRows.PREPARED_MAX + 5
+    with transaction.atomic(using="held"):
+        for i in range(count):
+            Order.objects.using("held").create(reference=f"H-{i:03d}")
+    assert references() == [f"H-{i:03d}" for i in range(count)]
 
 
 def test_the_commit_notifies_the_relays_once(

@@ -34,13 +34,16 @@ class DatabaseWrapper(base.DatabaseWrapper):
         )
 
     def connect(self) -> None:
-        self.ensign_held_rows.discard()  # a new session never inherits an old one's rows
+        self.ensign_held_rows.session_started()  # it never inherits an old session's rows
         super().connect()
 
     def _commit(self) -> None:
         if self.connection is not None and self.ensign_held_rows:
             if self._commit_carries_rows:
-                self.ensign_held_rows.send_with_commit()
+                # psycopg's own switch for statements prepared in the session (off
+                # behind poolers that do not keep sessions) governs ours too.
+                prepared = getattr(self.connection, "prepare_threshold", None) is not None
+                self.ensign_held_rows.send_with_commit(prepared=prepared)
             else:
                 self.ensign_held_rows.send()
         super()._commit()  # type: ignore[misc]  # private, so not in django-stubs
