@@ -9,6 +9,8 @@ before it, so every statement sees the same database as without holding.
 
 from __future__ import annotations
 
+import itertools
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +18,13 @@ if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
 
     from django_ensign.rowwrite import NewRow
+
+# The insert prepared in each driver connection's session. Kept with the driver's
+# connection, not Django's wrapper, because a pool hands one session to many wrappers.
+_prepared: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+# Names are never reused in a process, so a PREPARE whose fate a failed commit left
+# unknown can never collide with a later one.
+_names = itertools.count(1)
 
 
 class HeldRows:
@@ -28,13 +37,6 @@ class HeldRows:
         self._connection = connection
         self._rows: list[NewRow] = []
         self._channel: str | None = None
-        self._prepared: str | None = None  # the insert prepared in this session, if known
-        self._preparations = 0
-
-    def session_started(self) -> None:
-        """A new database session: nothing is held and nothing is prepared in it."""
-        self.discard()
-        self._prepared = None
 
     def __bool__(self) -> bool:
         return bool(self._rows)
@@ -84,18 +86,15 @@ class HeldRows:
                 sql, params = sent[-1]
                 cursor.execute(f"{sql}; COMMIT", params)
             return
-        name, head = self._prepared, ""
+        session = self._connection.connection
+        name, head = _prepared.pop(session, None), ""  # unknown until this commit succeeds
         if name is None:
-            # A fresh name each time, so a PREPARE whose fate a failed commit left
-            # unknown can never collide with this one.
-            self._preparations += 1
-            name = f"ensign_outbox_insert_{self._preparations}"
+            name = f"ensign_outbox_insert_{next(_names)}"
             head = rowwrite.prepare_one(name, using=alias) + "; "
         sql, params = rowwrite.execute_prepared(name, rows, channel=channel)
-        self._prepared = None
         with self._connection.cursor() as cursor:
             cursor.execute(f"{head}{sql}; COMMIT", params)
-        self._prepared = name
+        _prepared[session] = name
 
     def __call__(
         self,

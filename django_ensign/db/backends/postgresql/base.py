@@ -34,7 +34,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         )
 
     def connect(self) -> None:
-        self.ensign_held_rows.session_started()  # it never inherits an old session's rows
+        self.ensign_held_rows.discard()  # a new session never inherits an old one's rows
         super().connect()
 
     def _commit(self) -> None:
