@@ -23,8 +23,6 @@ class Project:
     server: EmbeddedServer
     #: The PostgreSQL ENGINE, when not Django's own.
     pg_engine: str | None = None
-    #: Turn on psycopg's prepared statements (``OPTIONS: {"prepare_threshold": 5}``).
-    pg_prepare: bool = False
 
     @property
     def sqlite_path(self) -> Path:
@@ -42,7 +40,6 @@ class Project:
             "BENCH_PG_DB": pg.BENCH_DB,
             "BENCH_SQLITE_PATH": str(self.sqlite_path),
             **({"BENCH_PG_ENGINE": self.pg_engine} if self.pg_engine else {}),
-            **({"BENCH_PG_PREPARE_THRESHOLD": "5"} if self.pg_prepare else {}),
         }
 
     def create(self) -> Project:

@@ -22,10 +22,6 @@ if os.environ.get("BENCH_DB", "postgres") == "postgres":
             "PORT": "5432",
         }
     }
-    if "BENCH_PG_PREPARE_THRESHOLD" in os.environ:
-        DATABASES["default"]["OPTIONS"] = {
-            "prepare_threshold": int(os.environ["BENCH_PG_PREPARE_THRESHOLD"])
-        }
 else:
     DATABASES = {
         "default": {

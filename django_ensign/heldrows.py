@@ -9,8 +9,6 @@ before it, so every statement sees the same database as without holding.
 
 from __future__ import annotations
 
-import itertools
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,19 +17,9 @@ if TYPE_CHECKING:
 
     from django_ensign.rowwrite import NewRow
 
-# The insert prepared in each driver connection's session. Kept with the driver's
-# connection, not Django's wrapper, because a pool hands one session to many wrappers.
-_prepared: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-# Names are never reused in a process, so a PREPARE whose fate a failed commit left
-# unknown can never collide with a later one.
-_names = itertools.count(1)
-
 
 class HeldRows:
     """The outbox rows one connection's open transaction has written but not yet sent."""
-
-    #: Above this many rows a commit sends one multi-row INSERT rather than one EXECUTE each.
-    PREPARED_MAX = 20
 
     def __init__(self, connection: BaseDatabaseWrapper) -> None:
         self._connection = connection
@@ -64,13 +52,11 @@ class HeldRows:
         if rows:
             rowwrite.insert_only(rows, using=self._connection.alias, channel=channel)
 
-    def send_with_commit(self, *, prepared: bool) -> None:
+    def send_with_commit(self) -> None:
         """Insert the held rows and COMMIT, in one round trip.
 
         The caller makes sure the driver can take several statements in one call and
-        notices the transaction ended (psycopg 3 binding parameters client-side). With
-        ``prepared``, the rows go through an insert prepared once per session, which
-        spares the server parsing and planning the INSERT at every commit.
+        notices the transaction ended (psycopg 3 binding parameters client-side).
         """
         from django_ensign import rowwrite
 
@@ -78,23 +64,12 @@ class HeldRows:
         if not rows:
             return
         alias = self._connection.alias
-        if not prepared or len(rows) > self.PREPARED_MAX:
-            sent = list(rowwrite.statements(rows, using=alias, channel=channel, returning=False))
-            with self._connection.cursor() as cursor:
-                for sql, params in sent[:-1]:
-                    cursor.execute(sql, params)
-                sql, params = sent[-1]
-                cursor.execute(f"{sql}; COMMIT", params)
-            return
-        session = self._connection.connection
-        name, head = _prepared.pop(session, None), ""  # unknown until this commit succeeds
-        if name is None:
-            name = f"ensign_outbox_insert_{next(_names)}"
-            head = rowwrite.prepare_one(name, using=alias) + "; "
-        sql, params = rowwrite.execute_prepared(name, rows, channel=channel)
+        sent = list(rowwrite.statements(rows, using=alias, channel=channel, returning=False))
         with self._connection.cursor() as cursor:
-            cursor.execute(f"{head}{sql}; COMMIT", params)
-        _prepared[session] = name
+            for sql, params in sent[:-1]:
+                cursor.execute(sql, params)
+            sql, params = sent[-1]
+            cursor.execute(f"{sql}; COMMIT", params)
 
     def __call__(
         self,
@@ -105,6 +80,8 @@ class HeldRows:
         context: dict[str, Any],
     ) -> Any:
         """Execute wrapper: send held rows first, so the statement sees them."""
-        if self._rows:
+        # A broken transaction refuses the statement anyway (Django raises before running
+        # it); sending the rows there would only replace that error with the database's.
+        if self._rows and not self._connection.needs_rollback:
             self.send()
         return execute(sql, params, many, context)

@@ -101,28 +101,6 @@ def statements(
         yield _statement(table, len(chunk), channel is not None, returning, postgres), params
 
 
-def prepare_one(name: str, *, using: str) -> str:
-    """PostgreSQL: SQL preparing ``name`` in the session, an insert of one row's values."""
-    placeholders = ", ".join(f"${n}" for n in range(1, 9))
-    return (
-        f"PREPARE {name} (text, text, bytea, text, text, text, jsonb, text) AS "
-        f"INSERT INTO {_table(using)} ({_COLUMNS}) "
-        f"VALUES ({placeholders}, '{OutboxStatus.PENDING}', 0, '', '')"
-    )
-
-
-def execute_prepared(
-    name: str, rows: Sequence[NewRow], *, channel: str | None
-) -> tuple[str, list[Any]]:
-    """SQL and parameters running :func:`prepare_one`'s ``name`` once per row, then NOTIFY."""
-    sql = "; ".join([f"EXECUTE {name} (%s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
-    params = _params(rows)
-    if channel is not None:
-        sql += "; SELECT pg_notify(%s, '')"
-        params.append(channel)
-    return sql, params
-
-
 def insert(rows: Sequence[NewRow], *, using: str, channel: str | None) -> dict[str, Written]:
     """Insert ``rows``; with ``channel``, NOTIFY it on commit. Keyed by event id."""
     written: dict[str, Written] = {}

@@ -23,6 +23,8 @@ def _postgres_up() -> bool:
 TEST_DB = os.environ.get("ENSIGN_TEST_DB") or ("postgres" if _postgres_up() else "sqlite")
 
 if TEST_DB == "postgres":
+    import psycopg
+
     DATABASES = {
         "default": {
             # ENSIGN_TEST_PG_ENGINE=django_ensign.db.backends.postgresql runs a leg with ours.
@@ -40,9 +42,14 @@ if TEST_DB == "postgres":
         "ENGINE": "django_ensign.db.backends.postgresql",
         "TEST": {"MIRROR": "default"},
     }
+    # Two ways a driver binds parameters server-side: the rows cannot share the COMMIT's call.
     DATABASES["held_server_binding"] = {
         **DATABASES["held"],
         "OPTIONS": {"server_side_binding": True},
+    }
+    DATABASES["held_cursor_factory"] = {
+        **DATABASES["held"],
+        "OPTIONS": {"cursor_factory": psycopg.Cursor},
     }
 else:
     DATABASES = {

@@ -13,22 +13,17 @@ from tests.support.server import EmbeddedServer
 TITLE = "Model save with and without the outbox row (issue 4)"
 
 
-#: Each measured setup: its name in the table, the database, the PostgreSQL engine.
 ENGINE = "django_ensign.db.backends.postgresql"
+#: Each measured setup: its name in the table, the database, the PostgreSQL engine.
 SETUPS = (
-    ("PostgreSQL, Django's engine", "postgres", None, False),
-    ("PostgreSQL, django_ensign engine", "postgres", ENGINE, False),
-    ("PostgreSQL, django_ensign engine, prepare_threshold=5", "postgres", ENGINE, True),
-    ("SQLite", "sqlite", None, False),
+    ("PostgreSQL, Django's engine", "postgres", None),
+    ("PostgreSQL, django_ensign engine", "postgres", ENGINE),
+    ("SQLite", "sqlite", None),
 )
 
 
-def _measure(
-    ctx: Context, server: EmbeddedServer, db: str, engine: str | None, prepare: bool
-) -> dict[str, Any]:
-    project = djproject.Project(
-        db, ctx.workdir, server, pg_engine=engine, pg_prepare=prepare
-    ).create()
+def _measure(ctx: Context, server: EmbeddedServer, db: str, engine: str | None) -> dict[str, Any]:
+    project = djproject.Project(db, ctx.workdir, server, pg_engine=engine).create()
     try:
         count = max(50, min(2_000, ctx.events // 10))
         got: dict[str, Any] = project.manage_json("bench_save_cost", "--count", str(count))
@@ -42,8 +37,8 @@ def run(ctx: Context) -> report.Result:
     server = rawclient.start_server(ctx.workdir)
     try:
         results = [
-            (name, pg.retrying(functools.partial(_measure, ctx, server, db, engine, prepare)))
-            for name, db, engine, prepare in SETUPS
+            (name, pg.retrying(functools.partial(_measure, ctx, server, db, engine)))
+            for name, db, engine in SETUPS
         ]
     finally:
         server.stop()
@@ -68,9 +63,8 @@ def run(ctx: Context) -> report.Result:
         "each saving a third of the count of each model; the µs columns are the medians of "
         "the rounds, the overhead the median of the rounds' ratios (the machine's commit "
         "latency drifts over seconds; a round's pair shares it). No relay running. "
-        "PostgreSQL with Django's engine (the row is an INSERT round trip of its own), with "
-        "`django_ensign.db.backends.postgresql` (the row goes out in the COMMIT's round "
-        'trip), and with that engine and `OPTIONS: {"prepare_threshold": 5}` (the row\'s '
-        "INSERT is prepared once per session)."
+        "PostgreSQL with Django's engine (the row is an INSERT round trip of its own) and "
+        "with `django_ensign.db.backends.postgresql` (the row goes out in the COMMIT's round "
+        "trip)."
     )
     return report.Result("save-cost", TITLE, method, table)

@@ -15,7 +15,6 @@ from django.db import DatabaseError, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from django_ensign import outbox
-from django_ensign.heldrows import HeldRows
 from django_ensign.models import OutboxEvent
 from tests.outbox.test_notify import listener, received
 from tests.testapp.models import Order
@@ -24,7 +23,8 @@ if "held" not in settings.DATABASES:
     pytest.skip("needs PostgreSQL (ENSIGN_TEST_DB=sqlite runs SQLite)", allow_module_level=True)
 
 pytestmark = pytest.mark.django_db(
-    transaction=True, databases=["default", "held", "held_server_binding"]
+    transaction=True,
+    databases=["default", "held", "held_server_binding", "held_cursor_factory"],
 )
 
 __all__ = ["listener"]  # a fixture these tests use
@@ -114,21 +114,12 @@ def new_session(alias: str = "held") -> None:
     connections[alias].ensure_connection()
 
 
-@pytest.fixture(params=[False, True], ids=["unprepared", "prepared"])
-def prepared_statements(request: pytest.FixtureRequest) -> Iterator[bool]:
-    """A new session, with psycopg's prepared statements off (Django's default) or on."""
-    new_session()
-    if request.param:
-        connections["held"].connection.prepare_threshold = 5
-    yield request.param
-    new_session()
-
-
-@pytest.mark.usefixtures("refuse_poison_topic", "prepared_statements")
+@pytest.mark.usefixtures("refuse_poison_topic")
 @pytest.mark.parametrize("committed_before", [False, True], ids=["first-commit", "later-commit"])
 def test_a_row_the_database_refuses_fails_the_commit_and_rolls_everything_back(
     committed_before: bool,
 ) -> None:
+    new_session()
     if committed_before:
         with transaction.atomic(using="held"):
             Order.objects.using("held").create(reference="H-before")
@@ -142,33 +133,44 @@ def test_a_row_the_database_refuses_fails_the_commit_and_rolls_everything_back(
     assert references()[-2:] == ["H-after", "H-after-again"]
 
 
-def test_commits_carry_a_prepared_insert_when_prepared_statements_are_on(
-    prepared_statements: bool,
-) -> None:
-    sent = []
-    for reference in ("H-p1", "H-p2"):
-        with (
-            CaptureQueriesContext(connections["held"]) as captured,
-            transaction.atomic(using="held"),
-        ):
-            Order.objects.using("held").create(reference=reference)
-        [statement] = [q["sql"] for q in captured.captured_queries if q["sql"].endswith("; COMMIT")]
-        sent.append(statement)
-    if prepared_statements:  # prepared once per session
-        assert sent[0].startswith("PREPARE ")
-        assert sent[1].startswith("EXECUTE ")
-    else:
-        assert all(statement.startswith("WITH written AS (INSERT INTO") for statement in sent)
-    assert all(statement.endswith("; COMMIT") for statement in sent)
-    assert references() == ["H-p1", "H-p2"]
+@pytest.mark.usefixtures("refuse_poison_topic")
+def test_a_refused_row_in_a_rolled_back_savepoint_leaves_the_outer_transaction_whole() -> None:
+    with transaction.atomic(using="held"):
+        Order.objects.using("held").create(reference="H-outer")
+        with pytest.raises(RuntimeError):
+            save_with_a_poison_event_then_fail()
+    assert references() == ["H-outer"]
+    assert Order.objects.filter(reference="H-outer").count() == 1
+
+
+def save_with_a_poison_event_then_fail() -> None:
+    with transaction.atomic(using="held"):
+        outbox.write([outbox.Message("poison", {"x": 1})], using="held")
+        raise RuntimeError("business rule failed")
+
+
+def test_set_rollback_sends_nothing() -> None:
+    with transaction.atomic(using="held"):
+        Order.objects.using("held").create(reference="H-dropped")
+        transaction.set_rollback(True, using="held")
+    Order.objects.using("held").create(reference="H-kept")
+    assert references() == ["H-kept"]
+
+
+def test_a_connection_closed_inside_a_transaction_takes_its_held_rows_with_it() -> None:
+    with transaction.atomic(using="held"):
+        Order.objects.using("held").create(reference="H-closed")
+        connections["held"].close()
+    Order.objects.using("held").create(reference="H-next-session")
+    assert references() == ["H-next-session"]
+    assert not Order.objects.filter(reference="H-closed").exists()
 
 
 def test_many_rows_held_by_one_transaction_all_arrive_in_order() -> None:
-    count = HeldRows.PREPARED_MAX + 5
     with transaction.atomic(using="held"):
-        for i in range(count):
+        for i in range(30):
             Order.objects.using("held").create(reference=f"H-{i:03d}")
-    assert references() == [f"H-{i:03d}" for i in range(count)]
+    assert references() == [f"H-{i:03d}" for i in range(30)]
 
 
 def test_the_commit_notifies_the_relays_once(
@@ -188,12 +190,13 @@ def test_autocommit_writes_are_sent_at_once() -> None:
     assert not connections["held"].ensign_held_rows  # type: ignore[attr-defined]
 
 
-def test_with_server_side_binding_the_rows_go_out_just_before_the_commit() -> None:
+@pytest.mark.parametrize("alias", ["held_server_binding", "held_cursor_factory"])
+def test_with_server_side_binding_the_rows_go_out_just_before_the_commit(alias: str) -> None:
     with (
-        CaptureQueriesContext(connections["held_server_binding"]) as captured,
-        transaction.atomic(using="held_server_binding"),
+        CaptureQueriesContext(connections[alias]) as captured,
+        transaction.atomic(using=alias),
     ):
-        Order.objects.using("held_server_binding").create(reference="H-ssb")
+        Order.objects.using(alias).create(reference="H-ssb")
     statements = outbox_statements(captured)
     assert len(statements) == 1
     assert "COMMIT" not in statements[0]

@@ -26,24 +26,17 @@ class DatabaseWrapper(base.DatabaseWrapper):
         self.ensign_held_rows = HeldRows(self)
         # First in the list, so it runs outside any wrapper that user code adds later.
         self.execute_wrappers.insert(0, self.ensign_held_rows)
-        # psycopg 3 runs several statements in one call when it binds parameters
-        # client-side (Django's default), and its commit() then sees no open transaction
-        # and sends nothing. psycopg2 would keep believing one is open.
-        self._commit_carries_rows = (
-            is_psycopg3 and self.settings_dict["OPTIONS"].get("server_side_binding") is not True
-        )
+        self._commit_carries_rows = _binds_client_side(self.settings_dict["OPTIONS"])
 
     def connect(self) -> None:
-        self.ensign_held_rows.discard()  # a new session never inherits an old one's rows
+        # A connection closed inside atomic() is never rolled back through _rollback.
+        self.ensign_held_rows.discard()
         super().connect()
 
     def _commit(self) -> None:
         if self.connection is not None and self.ensign_held_rows:
             if self._commit_carries_rows:
-                # psycopg's own switch for statements prepared in the session (off
-                # behind poolers that do not keep sessions) governs ours too.
-                prepared = getattr(self.connection, "prepare_threshold", None) is not None
-                self.ensign_held_rows.send_with_commit(prepared=prepared)
+                self.ensign_held_rows.send_with_commit()
             else:
                 self.ensign_held_rows.send()
         super()._commit()  # type: ignore[misc]  # private, so not in django-stubs
@@ -51,3 +44,25 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def _rollback(self) -> None:
         self.ensign_held_rows.discard()
         super()._rollback()  # type: ignore[misc]
+
+    def _savepoint_rollback(self, sid: str) -> None:
+        # Every statement sends the rows held before it, SAVEPOINT included, so the rows
+        # still held were written inside the savepoint being rolled back. Dropping them
+        # also keeps a row the database would refuse from failing the rollback itself.
+        self.ensign_held_rows.discard()
+        super()._savepoint_rollback(sid)  # type: ignore[misc]
+
+
+def _binds_client_side(options: dict[str, Any]) -> bool:
+    """Whether the driver runs ``INSERT …; COMMIT`` in one call, then knows the transaction ended.
+
+    psycopg 3 does, binding parameters client-side (Django's default), and its commit()
+    then finds the session idle and sends nothing. psycopg2 would keep believing a
+    transaction is open; server-side binding takes one statement per call.
+    """
+    if not is_psycopg3 or options.get("server_side_binding") is True:
+        return False
+    import psycopg
+
+    factory = options.get("cursor_factory")
+    return factory is None or issubclass(factory, psycopg.ClientCursor)
