@@ -3,8 +3,9 @@
 Used by the ``django_ensign.db.backends.postgresql`` engine. A model save that
 publishes would otherwise pay for its outbox row with a round trip of its own; held
 instead, the row goes out in the same round trip as the COMMIT. Whatever the
-transaction runs first (a query, a savepoint, a rollback to one) sends the held rows
-before it, so every statement sees the same database as without holding.
+transaction runs first through Django's cursors (a query, a savepoint or its release)
+sends the held rows before it, so that statement sees the same database as without
+holding; a rollback to a savepoint drops them instead, as they were all written inside it.
 """
 
 from __future__ import annotations
