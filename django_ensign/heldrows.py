@@ -45,32 +45,18 @@ class HeldRows:
         self.discard()
         return rows, channel
 
-    def send(self) -> None:
-        """Insert the held rows now, in a statement of their own."""
+    def send(self, *, then: str = "") -> None:
+        """Insert the held rows now, in a statement of their own followed by ``then``.
+
+        ``then="COMMIT"`` ends the transaction in the same round trip; the caller makes
+        sure the driver takes several statements in one call and notices the transaction
+        ended (psycopg 3 binding parameters client-side).
+        """
         from django_ensign import rowwrite  # the engine loads before the models it imports
 
         rows, channel = self._take()
         if rows:
-            rowwrite.insert_only(rows, using=self._connection.alias, channel=channel)
-
-    def send_with_commit(self) -> None:
-        """Insert the held rows and COMMIT, in one round trip.
-
-        The caller makes sure the driver can take several statements in one call and
-        notices the transaction ended (psycopg 3 binding parameters client-side).
-        """
-        from django_ensign import rowwrite
-
-        rows, channel = self._take()
-        if not rows:
-            return
-        alias = self._connection.alias
-        sent = list(rowwrite.statements(rows, using=alias, channel=channel, returning=False))
-        with self._connection.cursor() as cursor:
-            for sql, params in sent[:-1]:
-                cursor.execute(sql, params)
-            sql, params = sent[-1]
-            cursor.execute(f"{sql}; COMMIT", params)
+            rowwrite.insert_only(rows, using=self._connection.alias, channel=channel, then=then)
 
     def __call__(
         self,

@@ -193,13 +193,12 @@ def _write(rows: list[rowwrite.NewRow], alias: str, *, want_rows: bool) -> list[
     else:
         scope = transaction.atomic(using=alias, savepoint=False)
     with scope:
-        if not want_rows:
+        if want_rows:
+            written = rowwrite.insert(rows, using=alias, channel=channel)
+        else:
             rowwrite.insert_only(rows, using=alias, channel=channel)
-            _drain_on_commit(alias)
-            return []
-        written = rowwrite.insert(rows, using=alias, channel=channel)
         _drain_on_commit(alias)
-    return [_saved(row, written[row.event_id], alias) for row in rows]
+    return [_saved(row, written[row.event_id], alias) for row in rows] if want_rows else []
 
 
 def _write_sqlite(

@@ -112,8 +112,14 @@ def insert(rows: Sequence[NewRow], *, using: str, channel: str | None) -> dict[s
     return written
 
 
-def insert_only(rows: Sequence[NewRow], *, using: str, channel: str | None) -> None:
-    """:func:`insert` for callers that need nothing back."""
+def insert_only(rows: Sequence[NewRow], *, using: str, channel: str | None, then: str = "") -> None:
+    """:func:`insert` for callers that need nothing back.
+
+    ``then`` is SQL sent in the same call as the last INSERT (the held rows' ``COMMIT``).
+    """
+    sent = list(statements(rows, using=using, channel=channel, returning=False))
     with connections[using].cursor() as cursor:
-        for sql, params in statements(rows, using=using, channel=channel, returning=False):
+        for sql, params in sent[:-1]:
             cursor.execute(sql, params)
+        sql, params = sent[-1]
+        cursor.execute(f"{sql}; {then}" if then else sql, params)

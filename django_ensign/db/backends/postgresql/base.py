@@ -35,10 +35,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _commit(self) -> None:
         if self.connection is not None and self.ensign_held_rows:
-            if self._commit_carries_rows:
-                self.ensign_held_rows.send_with_commit()
-            else:
-                self.ensign_held_rows.send()
+            self.ensign_held_rows.send(then="COMMIT" if self._commit_carries_rows else "")
         super()._commit()  # type: ignore[misc]  # private, so not in django-stubs
 
     def _rollback(self) -> None:
