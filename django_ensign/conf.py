@@ -1,8 +1,9 @@
 """django-ensign's settings: one typed object, each default defined once.
 
-Read lazily from ``django.conf.settings`` on every access so ``override_settings``
-works in tests. Every setting is a top-level Django setting prefixed ``ENSIGN_``;
-the connection settings fall back to the SDK's environment variables.
+Read lazily from ``django.conf.settings`` and remembered until Django's
+``setting_changed`` signal names an ``ENSIGN_`` setting, so ``override_settings`` works
+in tests. Every setting is a top-level Django setting prefixed ``ENSIGN_``; the
+connection settings fall back to the SDK's environment variables.
 """
 
 from __future__ import annotations
@@ -11,15 +12,29 @@ import os
 from typing import Any
 
 from django.conf import settings as django_settings
+from django.core.signals import setting_changed
 
 _MISSING = object()
+_UNSET = object()
 
 
 class Settings:
     """Typed access to the ``ENSIGN_*`` settings; see the README for each one."""
 
+    def __init__(self) -> None:
+        # Every published save reads a few settings; an unset one costs Django a raised
+        # and caught AttributeError on each read, so what Django answered is kept.
+        self._seen: dict[str, Any] = {}
+
     def _get(self, name: str, default: Any) -> Any:
-        return getattr(django_settings, f"ENSIGN_{name}", default)
+        value = self._seen.get(name, _MISSING)
+        if value is _MISSING:
+            value = self._seen[name] = getattr(django_settings, f"ENSIGN_{name}", _UNSET)
+        return default if value is _UNSET else value
+
+    def forget(self) -> None:
+        """Read every setting from Django again (done whenever an ``ENSIGN_`` setting changes)."""
+        self._seen.clear()
 
     # --- connection -------------------------------------------------------
     @property
@@ -205,3 +220,11 @@ class Settings:
 
 
 settings = Settings()
+
+
+def _setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting.startswith("ENSIGN_"):
+        settings.forget()
+
+
+setting_changed.connect(_setting_changed, dispatch_uid="django_ensign.conf")

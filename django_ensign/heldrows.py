@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from django.db.backends.utils import debug_transaction
+
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
 
@@ -45,18 +47,33 @@ class HeldRows:
         self.discard()
         return rows, channel
 
-    def send(self, *, then: str = "") -> None:
-        """Insert the held rows now, in a statement of their own followed by ``then``.
-
-        ``then="COMMIT"`` ends the transaction in the same round trip; the caller makes
-        sure the driver takes several statements in one call and notices the transaction
-        ended (psycopg 3 binding parameters client-side).
-        """
+    def send(self) -> None:
+        """Insert the held rows now, through Django's cursors, in a statement of their own."""
         from django_ensign import rowwrite  # the engine loads before the models it imports
 
         rows, channel = self._take()
         if rows:
-            rowwrite.insert_only(rows, using=self._connection.alias, channel=channel, then=then)
+            rowwrite.insert_only(rows, using=self._connection.alias, channel=channel)
+
+    def send_with_commit(self) -> None:
+        """Insert the held rows and ``COMMIT`` in one round trip.
+
+        The caller makes sure the driver takes several statements in one call and notices
+        the transaction ended (psycopg 3 binding parameters client-side). Like Django's own
+        COMMIT, this runs on the driver's cursor, below Django's execute wrappers, with
+        Django's error translation and query log.
+        """
+        from django_ensign import rowwrite
+
+        rows, channel = self._take()
+        connection = self._connection
+        sent = rowwrite.statements(
+            rows, using=connection.alias, channel=channel, returning=False, then="COMMIT"
+        )
+        with connection.wrap_database_errors, connection.connection.cursor() as cursor:
+            for sql, params in sent:
+                with debug_transaction(connection, sql):
+                    cursor.execute(sql, params)
 
     def __call__(
         self,

@@ -105,26 +105,56 @@ def check_alias(using: str) -> str:
     return using
 
 
+@dataclass(frozen=True)
+class RowShape:
+    """The validated columns that every row of one kind of event shares."""
+
+    topic: str
+    mimetype: str
+    type_name: str
+    type_version: str
+    metadata_json: str
+
+    @classmethod
+    def validated(
+        cls,
+        topic: str,
+        mimetype: str,
+        type_name: str = "",
+        type_version: str = "",
+        meta: Mapping[str, str] | None = None,
+    ) -> RowShape:
+        """Check what the relay would otherwise refuse later, far from the caller's code."""
+        validate_topic(topic)
+        events.parse_mimetype(mimetype)
+        if type_version:
+            events.parse_version(type_version)
+        metadata = {str(k): str(v) for k, v in (meta or {}).items()}
+        return cls(topic, mimetype, type_name, type_version, json.dumps(metadata))
+
+    def row(self, data: bytes, key: str) -> rowwrite.NewRow:
+        """A new row of this shape carrying ``data``, with a fresh stable id."""
+        if not data:
+            raise exceptions.InvalidEvent("event data is empty; Ensign refuses empty events")
+        return rowwrite.NewRow(
+            ids.new_ulid_str(),
+            self.topic,
+            data,
+            self.mimetype,
+            self.type_name,
+            self.type_version,
+            self.metadata_json,
+            key,
+        )
+
+
 def prepare(message: Message) -> rowwrite.NewRow:
     """Validate and encode ``message`` into the columns of a new row, with a fresh stable id."""
-    validate_topic(message.topic)
     data, mimetype = encode(message.data, message.mimetype)
-    if not data:
-        raise exceptions.InvalidEvent("event data is empty; Ensign refuses empty events")
-    # Fail in the caller's code, not in the relay later.
-    events.parse_mimetype(mimetype)
-    if message.type_version:
-        events.parse_version(message.type_version)
-    return rowwrite.NewRow(
-        event_id=ids.ulid_to_str(ids.new_ulid()),
-        topic=message.topic,
-        data=data,
-        mimetype=mimetype,
-        type_name=message.type_name,
-        type_version=message.type_version,
-        metadata={str(k): str(v) for k, v in message.meta.items()},
-        ordering_key="" if message.key is None else str(message.key),
+    shape = RowShape.validated(
+        message.topic, mimetype, message.type_name, message.type_version, message.meta
     )
+    return shape.row(data, "" if message.key is None else str(message.key))
 
 
 def publish(
@@ -166,8 +196,13 @@ def publish_many(
 
 
 def write(messages: Iterable[Message], *, using: str) -> None:
-    """:func:`publish_many` for callers that need no model instances back (the signals)."""
-    _write([prepare(message) for message in messages], check_alias(using), want_rows=False)
+    """:func:`publish_many` for callers that need no model instances back."""
+    write_rows([prepare(message) for message in messages], using=using)
+
+
+def write_rows(rows: list[rowwrite.NewRow], *, using: str) -> None:
+    """Write rows already prepared (the signals' :class:`RowShape` rows) on ``using``."""
+    _write(rows, check_alias(using), want_rows=False)
 
 
 def _write(rows: list[rowwrite.NewRow], alias: str, *, want_rows: bool) -> list[models.OutboxEvent]:
@@ -180,7 +215,8 @@ def _write(rows: list[rowwrite.NewRow], alias: str, *, want_rows: bool) -> list[
             _drain_on_commit(alias)
         return instances
     channel = settings.OUTBOX_NOTIFY_CHANNEL if settings.OUTBOX_NOTIFY else None
-    autocommit = connection.get_autocommit()
+    # atomic() turns autocommit off; asking the connection costs more than this check.
+    autocommit = False if connection.in_atomic_block else connection.get_autocommit()
     held: HeldRows | None = getattr(connection, "ensign_held_rows", None)
     if held is not None and not want_rows and not autocommit:
         held.hold(rows, channel)
@@ -208,7 +244,7 @@ def _write_sqlite(
         rowwrite.insert_only(rows, using=alias, channel=None)
         return []
     # The ORM, for the ids and defaults the caller gets back.
-    instances = [models.OutboxEvent(**row._asdict()) for row in rows]
+    instances = [models.OutboxEvent(**row.columns()) for row in rows]
     if len(instances) == 1:
         instances[0].save(using=alias, force_insert=True)
     else:
@@ -217,7 +253,7 @@ def _write_sqlite(
 
 
 def _saved(row: rowwrite.NewRow, written: rowwrite.Written, alias: str) -> models.OutboxEvent:
-    instance = models.OutboxEvent(**row._asdict(), **written._asdict())
+    instance = models.OutboxEvent(**row.columns(), **written._asdict())
     instance._state.adding = False
     instance._state.db = alias
     return instance

@@ -9,9 +9,8 @@ Bulk paths (``bulk_create``, ``QuerySet.update``/``delete``) send no signals: us
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from django.apps import apps
@@ -19,7 +18,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models.signals import post_delete, post_save
 
-from django_ensign import exceptions, outbox
+from django_ensign import exceptions, outbox, rowwrite
 from django_ensign.conf import settings
 
 ModelT = TypeVar("ModelT", bound=type[models.Model])
@@ -27,6 +26,8 @@ Serializer = Callable[[models.Model], Any]
 KeyFunc = Callable[[models.Model], Any]
 
 CREATED, UPDATED, DELETED = "created", "updated", "deleted"
+#: One encoder for every payload (``json.dumps(cls=...)`` would build one per call).
+_JSON = DjangoJSONEncoder(separators=(",", ":"))
 
 
 def model_fields(instance: models.Model) -> dict[str, Any]:
@@ -48,26 +49,44 @@ class Publication:
     key: KeyFunc | None = None
     mimetype: str = "application/json"
 
+    # The columns each action's rows share, validated once per (action, model): a proxy's
+    # rows name the proxy. None: the action is off.
+    _shapes: dict[tuple[str, type[models.Model]], outbox.RowShape | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
     def type_name(self, action: str) -> str | None:
         return {CREATED: self.on_create, UPDATED: self.on_update, DELETED: self.on_delete}[action]
 
-    def message(self, instance: models.Model, action: str) -> outbox.Message | None:
-        """The outbox message for ``action`` on ``instance``, or None if that action is off."""
+    def _shape(self, action: str, instance: models.Model) -> outbox.RowShape | None:
+        model = type(instance)
+        try:
+            return self._shapes[action, model]
+        except KeyError:
+            pass
         type_name = self.type_name(action)
-        if not type_name:
+        shape = None
+        if type_name:
+            meta = {"action": action, "model": model._meta.label}
+            shape = outbox.RowShape.validated(
+                self.topic, self.mimetype, type_name, self.version, meta
+            )
+        self._shapes[action, model] = shape
+        return shape
+
+    def row(self, instance: models.Model, action: str) -> rowwrite.NewRow | None:
+        """The outbox row for ``action`` on ``instance``, or None if that action is off."""
+        shape = self._shape(action, instance)
+        if shape is None:
             return None
         payload = self.serializer(instance)
-        if not isinstance(payload, bytes | str):
-            payload = json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":")).encode()
+        if isinstance(payload, str):
+            payload = payload.encode()
+        elif not isinstance(payload, bytes):
+            payload = _JSON.encode(payload).encode()
         key = self.key(instance) if self.key else instance.pk
-        return outbox.Message(
-            topic=self.topic,
-            data=payload,
-            mimetype=self.mimetype,
-            type_name=type_name,
-            type_version=self.version,
-            meta={"action": action, "model": instance._meta.label},
-            key=f"{instance._meta.label_lower}:{key}" if self.key is None else str(key),
+        return shape.row(
+            payload, f"{instance._meta.label_lower}:{key}" if self.key is None else str(key)
         )
 
 
@@ -179,9 +198,9 @@ def _write(instance: models.Model, action: str, using: str) -> None:
     publication = publication_for(type(instance))
     if publication is None:
         return
-    message = publication.message(instance, action)
-    if message is not None:
-        outbox.write([message], using=using)
+    row = publication.row(instance, action)
+    if row is not None:
+        outbox.write_rows([row], using=using)
 
 
 def _on_save(

@@ -40,8 +40,14 @@ class NewRow(NamedTuple):
     mimetype: str
     type_name: str
     type_version: str
-    metadata: dict[str, str]
+    metadata_json: str
     ordering_key: str
+
+    def columns(self) -> dict[str, Any]:
+        """The row as ``OutboxEvent`` keyword arguments."""
+        fields = self._asdict()
+        fields["metadata"] = json.loads(fields.pop("metadata_json"))
+        return fields
 
 
 class Written(NamedTuple):
@@ -73,9 +79,7 @@ def _statement(table: str, rows: int, notify: bool, returning: bool, jsonb: bool
 def _params(rows: Sequence[NewRow]) -> list[Any]:
     params: list[Any] = []
     for row in rows:
-        params.extend(row[:6])
-        params.append(json.dumps(row.metadata))
-        params.append(row.ordering_key)
+        params.extend(row)
     return params
 
 
@@ -84,21 +88,29 @@ def _table(using: str) -> str:
 
 
 def statements(
-    rows: Sequence[NewRow], *, using: str, channel: str | None, returning: bool
+    rows: Sequence[NewRow],
+    *,
+    using: str,
+    channel: str | None,
+    returning: bool,
+    then: str = "",
 ) -> Iterator[tuple[str, list[Any]]]:
     """The SQL and parameters inserting ``rows``, one statement per :data:`CHUNK` rows.
 
-    ``channel`` and ``returning`` need PostgreSQL.
+    ``channel`` and ``returning`` need PostgreSQL. ``then`` is SQL sent in the same call
+    as the last INSERT (the held rows' ``COMMIT``).
     """
     table = _table(using)
     postgres = connections[using].vendor == "postgresql"
     size = CHUNK if postgres else SQLITE_CHUNK
+    last = (len(rows) - 1) // size * size
     for start in range(0, len(rows), size):
         chunk = rows[start : start + size]
         params = _params(chunk)
         if channel is not None:
             params.append(channel)
-        yield _statement(table, len(chunk), channel is not None, returning, postgres), params
+        sql = _statement(table, len(chunk), channel is not None, returning, postgres)
+        yield (f"{sql}; {then}" if then and start == last else sql), params
 
 
 def insert(rows: Sequence[NewRow], *, using: str, channel: str | None) -> dict[str, Written]:
@@ -112,14 +124,8 @@ def insert(rows: Sequence[NewRow], *, using: str, channel: str | None) -> dict[s
     return written
 
 
-def insert_only(rows: Sequence[NewRow], *, using: str, channel: str | None, then: str = "") -> None:
-    """:func:`insert` for callers that need nothing back.
-
-    ``then`` is SQL sent in the same call as the last INSERT (the held rows' ``COMMIT``).
-    """
-    sent = list(statements(rows, using=using, channel=channel, returning=False))
+def insert_only(rows: Sequence[NewRow], *, using: str, channel: str | None) -> None:
+    """:func:`insert` for callers that need nothing back."""
     with connections[using].cursor() as cursor:
-        for sql, params in sent[:-1]:
+        for sql, params in statements(rows, using=using, channel=channel, returning=False):
             cursor.execute(sql, params)
-        sql, params = sent[-1]
-        cursor.execute(f"{sql}; {then}" if then else sql, params)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 import time
@@ -15,6 +16,12 @@ ULID_BYTES = 16
 ULID_TEXT = 26
 RLID_BYTES = 10
 
+# A ULID's 26 characters split at a character boundary: 10 for the 48-bit time (two
+# leading zero bits) and 16 for the 80 random bits, which are exactly what RFC 4648
+# base32 makes of 10 bytes; only its alphabet differs from Crockford's.
+_FROM_RFC4648 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", CROCKFORD.encode())
+_time_text = threading.local()
+
 
 def new_ulid(ms: int | None = None) -> bytes:
     """A new 16-byte ULID: 48-bit Unix milliseconds then 80 random bits."""
@@ -23,12 +30,29 @@ def new_ulid(ms: int | None = None) -> bytes:
     return ms.to_bytes(6, "big") + os.urandom(10)
 
 
+def _time_chars(ms: int) -> str:
+    return "".join(CROCKFORD[(ms >> shift) & 31] for shift in range(45, -1, -5))
+
+
+def _random_chars(raw: bytes) -> str:
+    return base64.b32encode(raw).translate(_FROM_RFC4648).decode("ascii")
+
+
 def ulid_to_str(raw: bytes) -> str:
     """Encode 16 ULID bytes as 26 upper-case Crockford base32 characters."""
     if len(raw) != ULID_BYTES:
         raise ValueError(f"a ULID is {ULID_BYTES} bytes, got {len(raw)}")
-    value = int.from_bytes(raw, "big")
-    return "".join(CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+    return _time_chars(int.from_bytes(raw[:6], "big")) + _random_chars(raw[6:])
+
+
+def new_ulid_str() -> str:
+    """``ulid_to_str(new_ulid())``, cheaper: the outbox makes one for every row it writes."""
+    ms = time.time_ns() // 1_000_000
+    # Calls within one millisecond share the time characters (per thread, so no lock).
+    cached = getattr(_time_text, "value", None)
+    if cached is None or cached[0] != ms:
+        cached = _time_text.value = (ms, _time_chars(ms))
+    return cached[1] + _random_chars(os.urandom(10))
 
 
 def ulid_from_str(text: str) -> bytes:

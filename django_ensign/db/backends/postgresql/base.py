@@ -35,7 +35,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _commit(self) -> None:
         if self.connection is not None and self.ensign_held_rows:
-            self.ensign_held_rows.send(then="COMMIT" if self._commit_carries_rows else "")
+            if self._commit_carries_rows:
+                self.ensign_held_rows.send_with_commit()
+            else:
+                self.ensign_held_rows.send()
         super()._commit()  # type: ignore[misc]  # private, so not in django-stubs
 
     def _rollback(self) -> None:
