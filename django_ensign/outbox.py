@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.core.serializers.json import DjangoJSONEncoder
+from django.core.signals import setting_changed
 from django.db import connections, router, transaction
 from django.utils.connection import ConnectionDoesNotExist
 
@@ -88,8 +89,22 @@ def _is_sdk_event(value: Any) -> bool:
     return type(value).__name__ == "Event" and hasattr(value, "data") and hasattr(value, "meta")
 
 
+#: Aliases already found fit for outbox rows; forgotten when the database settings change.
+_checked_aliases: set[str] = set()
+
+
+def _forget_checked_aliases(*, setting: str, **kwargs: Any) -> None:
+    if setting in {"DATABASES", "DATABASE_ROUTERS"}:
+        _checked_aliases.clear()
+
+
+setting_changed.connect(_forget_checked_aliases, dispatch_uid="django_ensign.outbox.aliases")
+
+
 def check_alias(using: str) -> str:
     """Refuse aliases that are not configured or that the outbox table does not live on."""
+    if using in _checked_aliases:
+        return using
     try:
         connections[using]
     except ConnectionDoesNotExist:
@@ -102,6 +117,7 @@ def check_alias(using: str) -> str:
             "row cannot join that transaction; route django_ensign.OutboxEvent to it",
             using=using,
         )
+    _checked_aliases.add(using)
     return using
 
 

@@ -83,10 +83,6 @@ def _params(rows: Sequence[NewRow]) -> list[Any]:
     return params
 
 
-def _table(using: str) -> str:
-    return connections[using].ops.quote_name(OutboxEvent._meta.db_table)
-
-
 def statements(
     rows: Sequence[NewRow],
     *,
@@ -100,8 +96,9 @@ def statements(
     ``channel`` and ``returning`` need PostgreSQL. ``then`` is SQL sent in the same call
     as the last INSERT (the held rows' ``COMMIT``).
     """
-    table = _table(using)
-    postgres = connections[using].vendor == "postgresql"
+    connection = connections[using]
+    table = connection.ops.quote_name(OutboxEvent._meta.db_table)
+    postgres = connection.vendor == "postgresql"
     size = CHUNK if postgres else SQLITE_CHUNK
     last = (len(rows) - 1) // size * size
     for start in range(0, len(rows), size):
