@@ -2,8 +2,9 @@
 
 Read lazily from ``django.conf.settings`` and remembered until Django's
 ``setting_changed`` signal names an ``ENSIGN_`` setting, so ``override_settings`` works
-in tests. Every setting is a top-level Django setting prefixed ``ENSIGN_``; the
-connection settings fall back to the SDK's environment variables.
+in tests. (Assigning to ``django.conf.settings`` at run time, which Django advises
+against, sends no signal and goes unnoticed.) Every setting is a top-level Django setting
+prefixed ``ENSIGN_``; the connection settings fall back to the SDK's environment variables.
 """
 
 from __future__ import annotations

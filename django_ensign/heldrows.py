@@ -72,7 +72,8 @@ class HeldRows:
         )
         with connection.wrap_database_errors, connection.connection.cursor() as cursor:
             for sql, params in sent:
-                with debug_transaction(connection, sql):
+                logged = cursor.mogrify(sql, params) if connection.queries_logged else sql
+                with debug_transaction(connection, logged):
                     cursor.execute(sql, params)
 
     def __call__(

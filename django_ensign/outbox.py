@@ -58,14 +58,25 @@ class Message:
     key: str | None = None
 
 
+#: One encoder for every payload (``json.dumps(cls=...)`` would build one per call).
+_JSON = DjangoJSONEncoder(separators=(",", ":"))
+
+
 def encode(data: Any, mimetype: str | None) -> tuple[bytes, str]:
     """Bytes and mimetype for ``data``: bytes as given, text as UTF-8, anything else as JSON."""
-    if isinstance(data, bytes | bytearray | memoryview):
+    if isinstance(data, bytes):
+        return data, mimetype or "application/octet-stream"
+    if isinstance(data, bytearray | memoryview):
         return bytes(data), mimetype or "application/octet-stream"
     if isinstance(data, str):
         return data.encode(), mimetype or "text/plain"
-    body = json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":")).encode()
-    return body, mimetype or "application/json"
+    return _JSON.encode(data).encode(), mimetype or "application/json"
+
+
+def _non_empty(data: bytes) -> bytes:
+    if not data:
+        raise exceptions.InvalidEvent("event data is empty; Ensign refuses empty events")
+    return data
 
 
 def _from_sdk_event(event: Any) -> Message:
@@ -150,12 +161,10 @@ class RowShape:
 
     def row(self, data: bytes, key: str) -> rowwrite.NewRow:
         """A new row of this shape carrying ``data``, with a fresh stable id."""
-        if not data:
-            raise exceptions.InvalidEvent("event data is empty; Ensign refuses empty events")
         return rowwrite.NewRow(
             ids.new_ulid_str(),
             self.topic,
-            data,
+            _non_empty(data),
             self.mimetype,
             self.type_name,
             self.type_version,
@@ -166,7 +175,9 @@ class RowShape:
 
 def prepare(message: Message) -> rowwrite.NewRow:
     """Validate and encode ``message`` into the columns of a new row, with a fresh stable id."""
+    validate_topic(message.topic)  # the likelier mistake, reported first
     data, mimetype = encode(message.data, message.mimetype)
+    _non_empty(data)
     shape = RowShape.validated(
         message.topic, mimetype, message.type_name, message.type_version, message.meta
     )

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from django.apps import apps
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models.signals import post_delete, post_save
 
@@ -26,8 +25,6 @@ Serializer = Callable[[models.Model], Any]
 KeyFunc = Callable[[models.Model], Any]
 
 CREATED, UPDATED, DELETED = "created", "updated", "deleted"
-#: One encoder for every payload (``json.dumps(cls=...)`` would build one per call).
-_JSON = DjangoJSONEncoder(separators=(",", ":"))
 
 
 def model_fields(instance: models.Model) -> dict[str, Any]:
@@ -49,44 +46,35 @@ class Publication:
     key: KeyFunc | None = None
     mimetype: str = "application/json"
 
-    # The columns each action's rows share, validated once per (action, model): a proxy's
-    # rows name the proxy. None: the action is off.
-    _shapes: dict[tuple[str, type[models.Model]], outbox.RowShape | None] = field(
+    # The columns each action's rows share, validated once per (action, model, mimetype):
+    # a proxy's rows name the proxy, and without a mimetype the payload's type picks one.
+    _shapes: dict[tuple[str, type[models.Model], str], outbox.RowShape] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
     def type_name(self, action: str) -> str | None:
         return {CREATED: self.on_create, UPDATED: self.on_update, DELETED: self.on_delete}[action]
 
-    def _shape(self, action: str, instance: models.Model) -> outbox.RowShape | None:
-        model = type(instance)
-        try:
-            return self._shapes[action, model]
-        except KeyError:
-            pass
-        type_name = self.type_name(action)
-        shape = None
-        if type_name:
+    def _shape(
+        self, action: str, type_name: str, model: type[models.Model], mimetype: str
+    ) -> outbox.RowShape:
+        shape = self._shapes.get((action, model, mimetype))
+        if shape is None:
             meta = {"action": action, "model": model._meta.label}
-            shape = outbox.RowShape.validated(
-                self.topic, self.mimetype, type_name, self.version, meta
-            )
-        self._shapes[action, model] = shape
+            shape = outbox.RowShape.validated(self.topic, mimetype, type_name, self.version, meta)
+            self._shapes[action, model, mimetype] = shape
         return shape
 
     def row(self, instance: models.Model, action: str) -> rowwrite.NewRow | None:
         """The outbox row for ``action`` on ``instance``, or None if that action is off."""
-        shape = self._shape(action, instance)
-        if shape is None:
+        type_name = self.type_name(action)
+        if not type_name:
             return None
-        payload = self.serializer(instance)
-        if isinstance(payload, str):
-            payload = payload.encode()
-        elif not isinstance(payload, bytes):
-            payload = _JSON.encode(payload).encode()
+        data, mimetype = outbox.encode(self.serializer(instance), self.mimetype)
+        shape = self._shape(action, type_name, type(instance), mimetype)
         key = self.key(instance) if self.key else instance.pk
         return shape.row(
-            payload, f"{instance._meta.label_lower}:{key}" if self.key is None else str(key)
+            data, f"{instance._meta.label_lower}:{key}" if self.key is None else str(key)
         )
 
 

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import DatabaseError, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
-from django_ensign import outbox
+from django_ensign import outbox, rowwrite
 from django_ensign.models import OutboxEvent
 from tests.outbox.test_notify import listener, received
 from tests.testapp.models import Order
@@ -201,6 +201,21 @@ def test_with_server_side_binding_the_rows_go_out_just_before_the_commit(alias: 
     assert len(statements) == 1
     assert "COMMIT" not in statements[0]
     assert references() == ["H-ssb"]
+
+
+def test_more_held_rows_than_one_insert_takes_go_out_in_chunks_the_last_with_the_commit() -> None:
+    count = rowwrite.CHUNK + 1
+    messages = [outbox.Message("chunks", {"reference": f"C-{n}"}) for n in range(count)]
+    with (
+        CaptureQueriesContext(connections["held"]) as captured,
+        transaction.atomic(using="held"),
+    ):
+        outbox.write(messages, using="held")
+    statements = outbox_statements(captured)
+    assert len(statements) == 2
+    assert not statements[0].endswith("COMMIT")
+    assert statements[1].endswith("; COMMIT")
+    assert references() == [f"C-{n}" for n in range(count)]
 
 
 def test_explicit_publish_still_returns_the_saved_row() -> None:

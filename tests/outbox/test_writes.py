@@ -14,7 +14,7 @@ from django_ensign.client.events import Event
 from django_ensign.models import OutboxEvent, OutboxStatus
 from django_ensign.testing import capture_outbox
 from django_ensign.wire import ids
-from tests.testapp.models import Customer, Note, Order
+from tests.testapp.models import Customer, Note, Order, RushOrder
 
 pytestmark = pytest.mark.django_db
 
@@ -103,6 +103,26 @@ def test_bulk_paths_send_no_signals_so_the_explicit_api_covers_them() -> None:
     assert OutboxEvent.objects.filter(type_name="OrderCreated").count() == 3
 
 
+def test_a_proxy_publishes_through_its_concrete_models_registration_under_its_own_name() -> None:
+    rush = RushOrder.objects.create(reference="R-1")
+    plain = Order.objects.create(reference="P-1")
+    rush_row, plain_row = OutboxEvent.objects.order_by("id")
+    assert rush_row.metadata == {"action": "created", "model": "testapp.RushOrder"}
+    assert rush_row.ordering_key == f"testapp.rushorder:{rush.pk}"
+    assert plain_row.metadata == {"action": "created", "model": "testapp.Order"}
+    assert plain_row.ordering_key == f"testapp.order:{plain.pk}"
+
+
+def test_a_model_registered_without_a_mimetype_gets_its_payloads_default() -> None:
+    registry.register(Note, topic="notes", mimetype=None, serializer=lambda n: n.text)  # type: ignore[arg-type]
+    try:
+        Note.objects.create(text="plain words")
+    finally:
+        registry.unregister(Note)
+    row = OutboxEvent.objects.get()
+    assert (bytes(row.data), row.mimetype) == (b"plain words", "text/plain")
+
+
 def test_models_can_opt_in_through_settings() -> None:
     options = {"testapp.Note": {"topic": "notes", "on_update": False, "version": "2.1.0"}}
     with override_settings(ENSIGN_PUBLISHED_MODELS=options):
@@ -171,6 +191,13 @@ def test_events_the_server_would_refuse_are_refused_at_write_time() -> None:
     with pytest.raises(exceptions.UnknownMimetypeError):
         outbox.publish("things", b"x", mimetype="image/unheard-of")
     assert not OutboxEvent.objects.exists()
+
+
+def test_with_several_faults_the_topic_then_the_empty_data_is_reported() -> None:
+    with pytest.raises(exceptions.InvalidTopicName):
+        outbox.publish("bad topic", object())
+    with pytest.raises(exceptions.InvalidEvent, match="empty"):
+        outbox.publish("things", b"", mimetype="image/unheard-of", type_version="one")
 
 
 def test_an_unknown_database_alias_is_refused() -> None:
