@@ -84,8 +84,17 @@ class Project:
 
     def start(self, *args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
         """Start a management command in the background."""
+        return self._start(self.command(*args), log)
+
+    def start_module(
+        self, module: str, *args: str, log: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``python -m module args`` with this project's settings, in the background."""
+        return self._start([sys.executable, "-m", module, *args], log)
+
+    def _start(self, argv: list[str], log: Path | None) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            self.command(*args),
+            argv,
             cwd=procs.ROOT,
             env=self.env(),
             stdout=subprocess.DEVNULL if log is None else log.open("ab"),

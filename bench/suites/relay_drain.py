@@ -6,7 +6,7 @@ import functools
 import time
 from dataclasses import dataclass
 
-from bench import djproject, pg, procs, rawclient, report, stats
+from bench import djproject, pg, procs, rawclient, report, startline, stats
 from bench.context import Context
 from tests.support.server import EmbeddedServer
 
@@ -61,8 +61,13 @@ def drain(ctx: Context, server: EmbeddedServer, shape: tuple[str, int, bool]) ->
         project.manage_json("bench_fill_outbox", "--count", str(rows), "--topic", topic)
         args = ("ensign_publish_outbox", "--once") if batch else ("bench_relay",)
         log = ctx.workdir / f"{topic}.log"
+        cue = ctx.workdir / f"{topic}-cue"
+        cue.mkdir()
         started = time.perf_counter()
-        children = [project.start(*args, log=log) for _ in range(relays)]
+        children = [
+            project.start_module("bench.startline", str(cue), *args, log=log) for _ in range(relays)
+        ]
+        startline.release(cue, children, timeout=120)
         with procs.RssSampler(children[0].pid) as rss:
             finished = procs.wait_all(children, drain_timeout(rows))
         wall = time.perf_counter() - started
@@ -125,11 +130,13 @@ def run(ctx: Context) -> report.Result:
         f"mode), {ctx.events:,} pending outbox rows "
         "written by `bench_fill_outbox` (≈200-byte "
         "JSON, a distinct ordering key per row as model signals write them), then N relay "
-        "processes `manage.py ensign_publish_outbox --once` started together against one "
-        "embedded server; the plain-framing row runs the same `Relay` with a client built "
-        "with `batch=False` (`bench_relay`), as the command has no switch for it. Rate = acks "
-        "between the first and last `acked_at`; the start-up column also counts Django "
-        "start-up. Ceilings: `ceilings` method, same row count and worker count."
+        "processes `manage.py ensign_publish_outbox --once` against one embedded server; "
+        "the plain-framing row runs the same `Relay` with a client built with `batch=False` "
+        "(`bench_relay`), as the command has no switch for it. The processes start together "
+        "and each runs its command once all have imported Django, the app and grpc "
+        "(`bench/startline.py`), so no relay's start-up takes CPU from another's drain. "
+        "Rate = acks between the first and last `acked_at`; the start-up column counts from "
+        "the processes' start. Ceilings: `ceilings` method, same row count and worker count."
     )
     notes = [
         f"{'PostgreSQL' if d.db == 'postgres' else 'SQLite'}, {d.relays} relay(s): stopped "

@@ -1,0 +1,56 @@
+"""``python -m bench.startline DIR COMMAND [ARGS...]``: a management command that starts on cue.
+
+Importing Django, the app and grpc takes a relay process about half a second of CPU. Relays
+started together would spend it while the first of them is already draining, on a machine
+with two cores, so the drain rate of N relays would measure their start-up too. Each
+process here does that work first, says so with ``DIR/ready-<pid>``, and runs ``COMMAND``
+once ``DIR/go`` exists (:func:`release` makes it when every process is ready).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+#: How often a waiting process looks for the cue, in seconds.
+POLL = 0.002
+
+
+def release(directory: Path, children: Sequence[subprocess.Popen[bytes]], timeout: float) -> None:
+    """Wait until each child is ready, then let them all start (RuntimeError if one dies)."""
+    deadline = time.monotonic() + timeout
+    while len(list(directory.glob("ready-*"))) < len(children):
+        exited = [child.returncode for child in children if child.poll() is not None]
+        if exited:
+            raise RuntimeError(f"a process exited with {exited} before it was ready")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"processes not ready after {timeout:.0f} s")
+        time.sleep(0.01)
+    (directory / "go").touch()
+
+
+def main(argv: list[str]) -> int:
+    """Set Django up, load the command, wait for the cue, run it."""
+    directory, name, *args = argv
+    import django
+    from django.core.management import call_command, get_commands, load_command_class
+
+    django.setup()
+    command = load_command_class(get_commands()[name], name)
+    import django_ensign.client  # the relay's heaviest imports (grpc)
+    import django_ensign.relay  # noqa: F401
+
+    cue = Path(directory)
+    (cue / f"ready-{os.getpid()}").touch()
+    while not (cue / "go").exists():
+        time.sleep(POLL)
+    call_command(command, *args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
