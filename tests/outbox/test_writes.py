@@ -223,6 +223,20 @@ def test_a_database_the_outbox_table_is_not_routed_to_is_refused() -> None:
         assert info.value.using == "default"
 
 
+def test_a_router_change_is_seen_after_the_alias_was_found_fit() -> None:
+    outbox.publish("things", {"n": 1})  # "default" found fit, and remembered
+    with (
+        override_settings(DATABASE_ROUTERS=[_OutboxLivesElsewhere()]),
+        pytest.raises(exceptions.OutboxDatabaseError),
+    ):
+        outbox.publish("things", {"n": 2})
+    outbox.publish("things", {"n": 3})
+    assert [json.loads(bytes(row.data))["n"] for row in OutboxEvent.objects.order_by("id")] == [
+        1,
+        3,
+    ]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_rows_written_in_autocommit_mode_are_committed() -> None:
     Order.objects.create(reference="auto")
