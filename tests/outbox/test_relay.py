@@ -81,8 +81,13 @@ def test_model_changes_reach_the_server_in_commit_order_per_key(
 def test_topics_are_created_on_first_use_unless_turned_off(ensign_server: EmbeddedServer) -> None:
     topic = unique_topic("nocreate")
     row = outbox.publish(topic, {"n": 1})
-    # A long backoff, so this drain tries once and leaves the row retrying.
-    off = {"ENSIGN_OUTBOX_CREATE_TOPICS": False, "ENSIGN_OUTBOX_BACKOFF_BASE": 60.0}
+    # Full jitter has no floor: with a 60 s ceiling one run in a few thousand drew a delay short
+    # enough for the same drain to retry the row. A ceiling of weeks makes that a one in 10^7.
+    off = {
+        "ENSIGN_OUTBOX_CREATE_TOPICS": False,
+        "ENSIGN_OUTBOX_BACKOFF_BASE": 1e6,
+        "ENSIGN_OUTBOX_BACKOFF_MAX": 1e7,
+    }
     with ensign_settings(ensign_server, **off):
         stats = drain()
     assert stats.retrying == 1
