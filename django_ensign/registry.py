@@ -2,7 +2,8 @@
 
 A model opts in with the :func:`publishes` decorator, :func:`register`, or the
 ``ENSIGN_PUBLISHED_MODELS`` setting. Its ``post_save``/``post_delete`` signals then
-write an outbox row on the same connection, inside the same transaction, as the save.
+write an outbox row on the same connection, inside the same transaction, as the save
+(a save outside ``atomic()`` gets a transaction of its own: :mod:`atomicsave`).
 Bulk paths (``bulk_create``, ``QuerySet.update``/``delete``) send no signals: use
 :func:`django_ensign.outbox.publish` there.
 """
@@ -17,7 +18,7 @@ from django.apps import apps
 from django.db import models
 from django.db.models.signals import post_delete, post_save
 
-from django_ensign import exceptions, outbox, rowwrite
+from django_ensign import atomicsave, exceptions, outbox, rowwrite
 from django_ensign.conf import settings
 
 ModelT = TypeVar("ModelT", bound=type[models.Model])
@@ -124,6 +125,7 @@ def register(
         mimetype=mimetype,
     )
     _publications[model] = publication
+    atomicsave.install(model)
     return publication
 
 
@@ -141,6 +143,7 @@ def unregister(model: type[models.Model]) -> None:
     """Stop ``model`` from publishing (tests use it to undo a ``register``)."""
     if _publications.pop(model, None) is None:
         raise exceptions.NotRegistered(f"{model._meta.label} does not publish events")
+    atomicsave.uninstall(model)
 
 
 def publication_for(model: type[models.Model]) -> Publication | None:

@@ -1,0 +1,58 @@
+"""A published model's save and its outbox row commit together, even under autocommit.
+
+Django sends ``post_save`` after ``save_base`` has left its own transaction handling,
+so under autocommit (Django's default outside ``atomic()``) the change is already
+committed when the outbox's receiver writes the event row: a crash or a failed write
+in between would keep the change and lose its event. A registered model's
+``save_base`` therefore opens a transaction when none is open, without a savepoint;
+inside the caller's ``atomic()`` it adds nothing. Deletes need none of this: Django's
+collector sends ``post_delete`` inside its own transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.db import connections, models, router, transaction
+
+#: Set on the wrapper: the class's own ``save_base`` it replaced, or None if inherited.
+_REPLACED = "_django_ensign_replaced"
+
+
+def install(model: type[models.Model]) -> None:
+    """Make ``model``'s saves atomic (no-op when already installed on it)."""
+    if _installed(model):
+        return
+    own: Callable[..., Any] | None = model.__dict__.get("save_base")
+
+    def save_base(self: models.Model, *args: Any, **kwargs: Any) -> Any:
+        # Looked up at each call, so a parent's install or uninstall is seen.
+        inner: Callable[..., Any] = (
+            own.__get__(self) if own is not None else super(model, self).save_base  # type: ignore[misc]
+        )
+        using = kwargs.get("using") or (args[3] if len(args) > 3 else None)
+        using = using or router.db_for_write(type(self), instance=self)
+        if connections[using].in_atomic_block:
+            return inner(*args, **kwargs)
+        with transaction.atomic(using=using, savepoint=False):
+            return inner(*args, **kwargs)
+
+    save_base.__doc__ = model.save_base.__doc__
+    setattr(save_base, _REPLACED, own)
+    model.save_base = save_base  # type: ignore[method-assign]
+
+
+def uninstall(model: type[models.Model]) -> None:
+    """Give ``model`` back the ``save_base`` it had before :func:`install`."""
+    if not _installed(model):
+        return
+    own = getattr(model.__dict__["save_base"], _REPLACED)
+    if own is None:
+        del model.save_base  # the inherited one shows through again
+    else:
+        model.save_base = own  # type: ignore[method-assign]
+
+
+def _installed(model: type[models.Model]) -> bool:
+    return hasattr(model.__dict__.get("save_base"), _REPLACED)
