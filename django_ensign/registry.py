@@ -126,6 +126,7 @@ def register(
     )
     _publications[model] = publication
     atomicsave.install(model)
+    _sync_receivers()
     return publication
 
 
@@ -144,6 +145,7 @@ def unregister(model: type[models.Model]) -> None:
     if _publications.pop(model, None) is None:
         raise exceptions.NotRegistered(f"{model._meta.label} does not publish events")
     atomicsave.uninstall(model)
+    _sync_receivers()
 
 
 def publication_for(model: type[models.Model]) -> Publication | None:
@@ -213,8 +215,37 @@ def _on_delete(
     _write(instance, DELETED, using)
 
 
+#: Models the receivers are connected for; None until ``AppConfig.ready``.
+_connected: set[type[models.Model]] | None = None
+_SAVE_UID = "django_ensign.outbox.post_save"
+_DELETE_UID = "django_ensign.outbox.post_delete"
+
+
 def connect_signals() -> None:
-    """Connect the outbox's ``post_save``/``post_delete`` receivers (``AppConfig.ready`` does)."""
+    """Register the settings' models and connect the receivers (``AppConfig.ready`` does)."""
+    global _connected
     register_from_settings()
-    post_save.connect(_on_save, dispatch_uid="django_ensign.outbox.post_save")
-    post_delete.connect(_on_delete, dispatch_uid="django_ensign.outbox.post_delete")
+    if _connected is None:
+        _connected = set()
+    _sync_receivers()
+
+
+def _sync_receivers() -> None:
+    """Connect the receivers for exactly the publishing models and their proxies.
+
+    Per model, not for every sender: Django deletes a queryset with one ``DELETE`` only
+    when no ``post_delete`` receiver listens to its model, and a receiver for all models
+    would make every ``QuerySet.delete()`` in the project load its rows first.
+    """
+    if _connected is None:
+        return  # before AppConfig.ready: it connects every registration at once
+    wanted = {m for m in apps.get_models() if publication_for(m) is not None}
+    wanted.update(_publications)
+    for model in _connected - wanted:
+        post_save.disconnect(sender=model, dispatch_uid=_SAVE_UID)
+        post_delete.disconnect(sender=model, dispatch_uid=_DELETE_UID)
+    for model in wanted - _connected:
+        post_save.connect(_on_save, sender=model, dispatch_uid=_SAVE_UID)
+        post_delete.connect(_on_delete, sender=model, dispatch_uid=_DELETE_UID)
+    _connected.clear()
+    _connected.update(wanted)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 
 from django_ensign import exceptions, outbox, registry
 from django_ensign.client.events import Event
@@ -85,6 +87,28 @@ def test_models_that_did_not_opt_in_publish_nothing() -> None:
     assert not OutboxEvent.objects.exists()
 
 
+def statements_of(action: Callable[[], object]) -> list[str]:
+    with CaptureQueriesContext(connection) as queries:
+        action()
+    return [q["sql"].split()[0] for q in queries.captured_queries]
+
+
+def test_other_models_keep_djangos_one_statement_queryset_delete() -> None:
+    # A post_delete receiver for every model would make Django load rows before deleting.
+    Note.objects.bulk_create([Note(text="a"), Note(text="b")])
+    assert statements_of(Note.objects.all().delete) == ["DELETE"]
+    registry.register(Note, topic="notes")
+    try:
+        Note.objects.bulk_create([Note(text="c"), Note(text="d")])
+        assert statements_of(Note.objects.all().delete)[0] == "SELECT"
+        assert OutboxEvent.objects.filter(type_name="NoteDeleted").count() == 2
+    finally:
+        registry.unregister(Note)
+    Note.objects.create(text="e")
+    assert statements_of(Note.objects.all().delete) == ["DELETE"]
+    assert not OutboxEvent.objects.filter(type_name="NoteCreated").exists()
+
+
 def test_bulk_paths_send_no_signals_so_the_explicit_api_covers_them() -> None:
     with transaction.atomic():
         orders = Order.objects.bulk_create([Order(reference=f"B-{i}") for i in range(3)])
@@ -111,6 +135,9 @@ def test_a_proxy_publishes_through_its_concrete_models_registration_under_its_ow
     assert rush_row.ordering_key == f"testapp.rushorder:{rush.pk}"
     assert plain_row.metadata == {"action": "created", "model": "testapp.Order"}
     assert plain_row.ordering_key == f"testapp.order:{plain.pk}"
+    rush.delete()
+    deleted = OutboxEvent.objects.get(type_name="OrderCancelled")
+    assert deleted.metadata == {"action": "deleted", "model": "testapp.RushOrder"}
 
 
 def test_a_model_registered_without_a_mimetype_gets_its_payloads_default() -> None:
