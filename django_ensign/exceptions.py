@@ -28,6 +28,14 @@ class NotRegistered(OutboxError):
     """That model does not publish events."""
 
 
+class SaveRolledBack(OutboxError):
+    """A published model's save, run in a transaction of its own, had to be rolled back.
+
+    A ``pre_save``/``post_save`` receiver caught a database error inside that
+    transaction, so neither the change nor its event was committed.
+    """
+
+
 # === end outbox errors ======================================================
 
 
@@ -61,6 +69,7 @@ __all__ = sorted(
         "NotRegistered",
         "OutboxDatabaseError",
         "OutboxError",
+        "SaveRolledBack",
         "UndecodableEvent",
         "UnknownEventType",
     ]

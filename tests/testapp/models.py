@@ -26,6 +26,12 @@ class RushOrder(Order):
         proxy = True
 
 
+class GiftOrder(Order):
+    """A multi-table child of Order that publishes nothing itself."""
+
+    message = models.CharField(max_length=100, blank=True, default="")
+
+
 @registry.publishes(
     "customers",
     on_create="CustomerJoined",
