@@ -73,10 +73,12 @@ class Publication:
             return None
         data, mimetype = outbox.encode(self.serializer(instance), self.mimetype)
         shape = self._shape(action, type_name, type(instance), mimetype)
-        key = self.key(instance) if self.key else instance.pk
-        return shape.row(
-            data, f"{instance._meta.label_lower}:{key}" if self.key is None else str(key)
-        )
+        if self.key is None:
+            return shape.row(data, f"{instance._meta.label_lower}:{instance.pk}")
+        key = self.key(instance)
+        # None means "no order", as in outbox.publish: "None" would put every such
+        # event in one key, published one after another.
+        return shape.row(data, "" if key is None else str(key))
 
 
 _publications: dict[type[models.Model], Publication] = {}
@@ -104,7 +106,7 @@ def register(
     (``True``: ``<Model>Created`` …; ``False``/``None``: not published). ``serializer``
     turns an instance into the payload (default: JSON of its fields). ``key`` gives
     the ordering key (default: the primary key); rows sharing a key are published in
-    commit order.
+    commit order, and a ``key`` that returns None leaves that event unordered.
     """
     outbox.validate_topic(topic)
 

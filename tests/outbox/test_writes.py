@@ -11,7 +11,7 @@ from django.db import connection, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
-from django_ensign import exceptions, outbox, registry
+from django_ensign import claims, exceptions, outbox, registry
 from django_ensign.client.events import Event
 from django_ensign.models import OutboxEvent, OutboxStatus
 from django_ensign.testing import capture_outbox
@@ -80,6 +80,18 @@ def test_model_options_choose_events_serializer_and_key() -> None:
     assert captured.json() == [{"name": "ada"}]
     assert captured.events[0].ordering_key == "ada"
     assert captured.events[0].topic == "customers"
+
+
+def test_a_key_function_returning_none_leaves_the_events_unordered() -> None:
+    registry.register(Note, topic="notes", key=lambda note: None)
+    try:
+        Note.objects.create(text="one")
+        Note.objects.create(text="two")
+    finally:
+        registry.unregister(Note)
+    assert list(OutboxEvent.objects.values_list("ordering_key", flat=True)) == ["", ""]
+    # Neither waits for the other: one claim takes both.
+    assert len(claims.claim(limit=10, lease_seconds=60)) == 2
 
 
 def test_models_that_did_not_opt_in_publish_nothing() -> None:
