@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import re
@@ -15,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from django.core.files import File
 from django.core.serializers.json import DjangoJSONEncoder
 from django.core.signals import setting_changed
 from django.db import connections, router, transaction
@@ -58,8 +60,19 @@ class Message:
     key: str | None = None
 
 
+class PayloadEncoder(DjangoJSONEncoder):
+    """Django's JSON encoder, plus files (their name) and bytes (base64 text)."""
+
+    def default(self, o: Any) -> Any:
+        if isinstance(o, File):
+            return o.name or None
+        if isinstance(o, bytes | bytearray | memoryview):
+            return base64.b64encode(o).decode("ascii")
+        return super().default(o)
+
+
 #: One encoder for every payload (``json.dumps(cls=...)`` would build one per call).
-_JSON = DjangoJSONEncoder(separators=(",", ":"))
+_JSON = PayloadEncoder(separators=(",", ":"))
 
 
 def encode(data: Any, mimetype: str | None) -> tuple[bytes, str]:

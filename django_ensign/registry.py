@@ -20,17 +20,13 @@ from django.db.models.signals import post_delete, post_save
 
 from django_ensign import atomicsave, exceptions, outbox, rowwrite
 from django_ensign.conf import settings
+from django_ensign.payloads import model_fields
 
 ModelT = TypeVar("ModelT", bound=type[models.Model])
 Serializer = Callable[[models.Model], Any]
 KeyFunc = Callable[[models.Model], Any]
 
 CREATED, UPDATED, DELETED = "created", "updated", "deleted"
-
-
-def model_fields(instance: models.Model) -> dict[str, Any]:
-    """The default serializer: every concrete field by attribute name (``author_id``)."""
-    return {f.attname: getattr(instance, f.attname) for f in instance._meta.concrete_fields}
 
 
 @dataclass(frozen=True)
@@ -74,7 +70,9 @@ class Publication:
         data, mimetype = outbox.encode(self.serializer(instance), self.mimetype)
         shape = self._shape(action, type_name, type(instance), mimetype)
         if self.key is None:
-            return shape.row(data, f"{instance._meta.label_lower}:{instance.pk}")
+            # The concrete model's label: saves through a proxy share the object's key.
+            concrete = instance._meta.concrete_model._meta.label_lower  # type: ignore[union-attr]
+            return shape.row(data, f"{concrete}:{instance.pk}")
         key = self.key(instance)
         # None means "no order", as in outbox.publish: "None" would put every such
         # event in one key, published one after another.

@@ -86,7 +86,7 @@ def test_a_proxys_save_is_atomic_through_its_concrete_model() -> None:
         [(order_xid,)] = cursor.fetchall()
         cursor.execute(
             "SELECT xmin::text FROM django_ensign_outboxevent WHERE ordering_key = %s",
-            [f"testapp.rushorder:{order.pk}"],
+            [f"testapp.order:{order.pk}"],
         )
         [(event_xid,)] = cursor.fetchall()
     assert order_xid == event_xid  # one transaction wrote both

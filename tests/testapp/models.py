@@ -56,3 +56,15 @@ class Note(models.Model):
 
     def __str__(self) -> str:
         return self.text
+
+
+@registry.publishes("documents")
+class Document(models.Model):
+    """Publishes a file's name and raw bytes with the default serializer."""
+
+    title = models.CharField(max_length=40)
+    attachment = models.FileField(upload_to="documents/", blank=True)
+    blob = models.BinaryField(null=True)
+
+    def __str__(self) -> str:
+        return self.title
