@@ -93,9 +93,10 @@ def check_connection(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.C
 
 @_checks.register("django_ensign")
 def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.CheckMessage]:
-    """E004 topic names, E005 unknown models, E007 malformed entries, E008 relay settings."""
+    """E004 topic names, E005 unknown models, E007 malformed entries, E008 relay settings,
+    E009 a publication's mimetype or version."""
     from django_ensign import outbox, registry
-    from django_ensign.client.exceptions import InvalidTopicName
+    from django_ensign.client.exceptions import EnsignError, InvalidTopicName
 
     found: list[_checks.CheckMessage] = []
     published = _settings.PUBLISHED_MODELS
@@ -126,6 +127,12 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
                     id="django_ensign.E007",
                 )
             )
+        try:
+            registry.validate_options(options.get("mimetype"), options.get("version", "1.0.0"))
+        except EnsignError as err:
+            found.append(
+                _checks.Error(f"ENSIGN_PUBLISHED_MODELS[{label!r}]: {err}", id="django_ensign.E009")
+            )
     topics = {
         str(o["topic"]): label
         for label, o in published.items()
@@ -137,14 +144,20 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
             outbox.validate_topic(topic)
         except InvalidTopicName as err:
             found.append(_checks.Error(f"{label}: {err}", id="django_ensign.E004"))
-    numbers = {
-        "ENSIGN_OUTBOX_BATCH_SIZE": _settings.OUTBOX_BATCH_SIZE,
-        "ENSIGN_OUTBOX_MAX_IN_FLIGHT": _settings.OUTBOX_MAX_IN_FLIGHT,
-        "ENSIGN_OUTBOX_MAX_ATTEMPTS": _settings.OUTBOX_MAX_ATTEMPTS,
-        "ENSIGN_OUTBOX_LEASE_SECONDS": _settings.OUTBOX_LEASE_SECONDS,
-        "ENSIGN_OUTBOX_POLL_SECONDS": _settings.OUTBOX_POLL_SECONDS,
-    }
-    for name, value in numbers.items():
+    for name in (
+        "ENSIGN_OUTBOX_BATCH_SIZE",
+        "ENSIGN_OUTBOX_MAX_IN_FLIGHT",
+        "ENSIGN_OUTBOX_MAX_ATTEMPTS",
+        "ENSIGN_OUTBOX_LEASE_SECONDS",
+        "ENSIGN_OUTBOX_POLL_SECONDS",
+    ):
+        try:
+            value = getattr(_settings, name.removeprefix("ENSIGN_"))
+        except (TypeError, ValueError) as err:
+            found.append(
+                _checks.Error(f"{name} must be a number ({err}).", id="django_ensign.E008")
+            )
+            continue
         if value <= 0:
             found.append(
                 _checks.Error(f"{name} must be positive, got {value}.", id="django_ensign.E008")

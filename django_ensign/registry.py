@@ -19,6 +19,7 @@ from django.db import models
 from django.db.models.signals import post_delete, post_save
 
 from django_ensign import atomicsave, exceptions, outbox, rowwrite
+from django_ensign.client import events
 from django_ensign.conf import settings
 from django_ensign.payloads import model_fields
 
@@ -107,6 +108,7 @@ def register(
     commit order, and a ``key`` that returns None leaves that event unordered.
     """
     outbox.validate_topic(topic)
+    validate_options(mimetype, version)
 
     def name(value: str | bool | None, suffix: str) -> str | None:
         if value is True:
@@ -128,6 +130,14 @@ def register(
     atomicsave.install(model)
     _sync_receivers()
     return publication
+
+
+def validate_options(mimetype: str | None, version: str) -> None:
+    """Refuse a mimetype or schema version every event of the publication would fail on."""
+    if mimetype:
+        events.parse_mimetype(mimetype)
+    if version:
+        events.parse_version(version)
 
 
 def publishes(topic: str, **options: Any) -> Callable[[ModelT], ModelT]:
@@ -179,12 +189,16 @@ def register_from_settings() -> None:
             model = apps.get_model(label)
         except (LookupError, ValueError):
             continue
+        if not isinstance(options, dict) or "topic" not in options:
+            continue  # reported by check django_ensign.E007
         options = dict(options)
         topic = options.pop("topic")
         try:
             register(model, topic=topic, **options)
-        except exceptions.InvalidTopicName:
-            continue  # reported by check django_ensign.E004
+        except (exceptions.EnsignError, TypeError):
+            # A bad topic, mimetype or version, or an unknown option: start-up goes on,
+            # and `check` names it (E004, E009, E007) instead of a traceback from ready().
+            continue
 
 
 def _write(instance: models.Model, action: str, using: str) -> None:

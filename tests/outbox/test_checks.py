@@ -94,6 +94,25 @@ def test_e007_malformed_published_model_entry() -> None:
 )
 def test_e008_non_positive_relay_settings(setting: str) -> None:
     assert ids(**{setting: 0}) == ["django_ensign.E008"]
+    assert ids(**{setting: "500a"}) == ["django_ensign.E008"]  # reported, not a crash
+
+
+@pytest.mark.parametrize("options", [{"version": "1"}, {"mimetype": "nonsense"}])
+def test_e009_a_mimetype_or_version_every_event_would_fail_on(options: dict[str, str]) -> None:
+    assert ids(ENSIGN_PUBLISHED_MODELS={"testapp.Note": {"topic": "t", **options}}) == [
+        "django_ensign.E009"
+    ]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [{"on_create": "X"}, {"topic": "t", "colour": "red"}, "notes", {"topic": "t", "version": "1"}],
+)
+def test_a_malformed_settings_entry_does_not_stop_start_up(entry: object) -> None:
+    # AppConfig.ready registers the settings' models: it must leave these to `check`.
+    with override_settings(ENSIGN_PUBLISHED_MODELS={"testapp.Note": entry}):
+        registry.register_from_settings()
+    assert registry.publication_for(Note) is None
 
 
 def test_w001_plain_text_to_a_remote_server() -> None:
@@ -117,6 +136,15 @@ def test_registering_a_model_with_a_bad_topic_fails_at_once() -> None:
     assert registry.publication_for(Note) is None
 
 
+@pytest.mark.parametrize("options", [{"version": "1"}, {"mimetype": "nonsense"}])
+def test_registering_with_a_bad_version_or_mimetype_fails_at_once(options: dict[str, str]) -> None:
+    from django_ensign.exceptions import EnsignError
+
+    with pytest.raises(EnsignError):
+        registry.register(Note, topic="notes", **options)  # type: ignore[arg-type]
+    assert registry.publication_for(Note) is None
+
+
 def test_each_outbox_check_id_is_used_for_one_problem_only() -> None:
     source = Path(checks.__file__).read_text()
     section = source.split("# === outbox and connection checks")[1].split("# === end outbox")[0]
@@ -127,6 +155,7 @@ def test_each_outbox_check_id_is_used_for_one_problem_only() -> None:
     assert sorted(set(used)) == [
         "django_ensign.E001", "django_ensign.E002", "django_ensign.E003", "django_ensign.E004",
         "django_ensign.E005", "django_ensign.E006", "django_ensign.E007", "django_ensign.E008",
-        "django_ensign.W001", "django_ensign.W002",
+        "django_ensign.E009", "django_ensign.W001", "django_ensign.W002",
     ]  # fmt: skip
-    assert len(used) == len(set(used)) + 2  # the two E003 branches, one E007 reused for options
+    # The two E003 branches, one E007 reused for options, E008 for non-numbers too.
+    assert len(used) == len(set(used)) + 3
