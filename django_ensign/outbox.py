@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -174,6 +175,8 @@ class RowShape:
 
     def row(self, data: bytes, key: str) -> rowwrite.NewRow:
         """A new row of this shape carrying ``data``, with a fresh stable id."""
+        if len(key) > _KEY_MAX:
+            key = _fitted_key(key)
         return rowwrite.NewRow(
             ids.new_ulid_str(),
             self.topic,
@@ -184,6 +187,20 @@ class RowShape:
             self.metadata_json,
             key,
         )
+
+
+#: The ``ordering_key`` column's size.
+_KEY_MAX: int = models.OutboxEvent._meta.get_field("ordering_key").max_length  # type: ignore[assignment]
+
+
+def _fitted_key(key: str) -> str:
+    """A key too long for its column, as its head and a SHA-256 of the whole.
+
+    Equal keys still map to one fitted key and different ones (practically) never
+    collide, so per-key order holds; the event's ordering-key metadata carries it too.
+    """
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return f"{key[: _KEY_MAX - len(digest) - 1]}#{digest}"
 
 
 def prepare(message: Message) -> rowwrite.NewRow:
@@ -308,13 +325,18 @@ class _Wake:
     def __call__(self) -> None:
         from django_ensign import tasks
 
-        tasks.publish_outbox.delay()
+        tasks.publish_outbox.delay(using=self.using)
 
 
 def _drain_on_commit(using: str) -> None:
     """With ``ENSIGN_OUTBOX_CELERY_ON_COMMIT``, queue one Celery drain per committed transaction."""
     if not settings.OUTBOX_CELERY_ON_COMMIT:
         return
-    if any(isinstance(entry[1], _Wake) for entry in connections[using].run_on_commit):
+    connection = connections[using]
+    if not connection.in_atomic_block and not connection.get_autocommit():
+        # Manual transactions (autocommit off, no atomic()): Django has no on-commit
+        # hook for them. The relays' NOTIFY and the beat schedule still pick the rows up.
+        return
+    if any(isinstance(entry[1], _Wake) for entry in connection.run_on_commit):
         return  # rolled-back savepoints drop their callbacks
     transaction.on_commit(_Wake(using), using=using, robust=True)

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from django.conf import settings
 from django.db import DatabaseError, connections, transaction
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from django_ensign import outbox, rowwrite
@@ -188,6 +189,19 @@ def test_autocommit_writes_are_sent_at_once() -> None:
     Order.objects.using("held").create(reference="H-auto")
     assert references() == ["H-auto"]
     assert not connections["held"].ensign_held_rows  # type: ignore[attr-defined]
+
+
+def test_manual_transactions_with_the_celery_wake_up_on_still_save() -> None:
+    # Django refuses on_commit() without atomic() when autocommit is off.
+    held = connections["held"]
+    with override_settings(ENSIGN_OUTBOX_CELERY_ON_COMMIT=True):
+        held.set_autocommit(False)
+        try:
+            Order.objects.using("held").create(reference="H-manual")
+            held.commit()
+        finally:
+            held.set_autocommit(True)
+    assert references() == ["H-manual"]
 
 
 @pytest.mark.parametrize("alias", ["held_server_binding", "held_cursor_factory"])

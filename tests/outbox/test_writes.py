@@ -129,6 +129,15 @@ def test_instances_with_deferred_fields_publish_every_field_and_can_be_deleted()
     assert not Order.objects.exists()
 
 
+def test_a_key_longer_than_its_column_still_saves_and_stays_one_key() -> None:
+    long_key = "customer:" + "x" * 400
+    rows = [outbox.publish("things", {"n": n}, key=long_key) for n in range(2)]
+    other = outbox.publish("things", {"n": 2}, key=long_key + "y")
+    keys = [OutboxEvent.objects.get(id=r.id).ordering_key for r in [*rows, other]]
+    assert keys[0] == keys[1] != keys[2]
+    assert all(len(k) <= 255 and k.startswith("customer:xxx") for k in keys)
+
+
 def test_models_that_did_not_opt_in_publish_nothing() -> None:
     Note.objects.create(text="quiet")
     assert not OutboxEvent.objects.exists()
