@@ -13,28 +13,40 @@ Django's async ORM calls made in them run on that thread, inside the transaction
 :func:`attempt_batch` applies several events in one transaction (one commit, the
 inbox rows in one INSERT); if any handler raises, all of it rolls back and the
 caller tries the events one by one, so only the failing one is retried.
+
+Both open their transaction on the database the inbox is routed to. Before the
+commit they check that no handler left the transaction aborted (a database error it
+caught without a savepoint), and they wrap the ``on_commit`` hooks handlers register
+so one failing hook neither stops the others nor passes for a rollback.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
+import hashlib
+import inspect
 import json
+import logging
 import random
 import time
 import traceback as tb
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.db import IntegrityError, connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Model
 from django.utils import timezone
 
 from django_ensign import exceptions, models, workerdb
 from django_ensign.conf import settings
 from django_ensign.handlers import Handler, InboundEvent, registry
+
+log = logging.getLogger(__name__)
 
 
 class Outcome(enum.Enum):
@@ -91,22 +103,27 @@ def plan(event: InboundEvent) -> list[Handler]:
 
 def run_handler(entry: Handler, event: InboundEvent) -> HandlerResult:
     """Try ``entry`` on ``event`` once, in one transaction with its inbox row."""
+    alias = inbox_alias()
+    connection = connections[alias]
     recorded = False
     try:
-        with transaction.atomic():
+        with transaction.atomic(using=alias):
             models.InboxEvent.objects.create(
                 handler=entry.name,
-                event_id=event.event_id,
-                topic=event.topic,
-                type_name=event.type_name,
-                server_id=event.server_id,
+                event_id=storable_id(event.event_id),
+                topic=_fit(models.InboxEvent, "topic", event.topic),
+                type_name=_fit(models.InboxEvent, "type_name", event.type_name),
+                server_id=_fit(models.InboxEvent, "server_id", event.server_id),
                 committed_at=event.committed_at,
             )
             recorded = True
+            hooks = _HookGuard(connection)
             if entry.is_async:
                 async_to_sync(entry.func)(event)
             else:
-                entry.func(event)
+                _call_sync(entry, event)
+            hooks.seal(entry, event)
+            _ensure_committable(connection)
     except IntegrityError as exc:
         if not recorded:
             return HandlerResult(entry, Outcome.DUPLICATE)
@@ -114,6 +131,103 @@ def run_handler(entry: Handler, event: InboundEvent) -> HandlerResult:
     except Exception as exc:
         return HandlerResult(entry, Outcome.FAILED, exc, tb.format_exc())
     return HandlerResult(entry, Outcome.HANDLED)
+
+
+def inbox_alias() -> str:
+    """The database the inbox is written to: the handlers' transactions open there."""
+    return router.db_for_write(models.InboxEvent) or "default"
+
+
+def storable_id(event_id: str) -> str:
+    """``event_id`` as the inbox and dead letters key it: as is, or a hash when too long.
+
+    The hash is stable, so every delivery of an over-long stable id gets the same key.
+    """
+    limit = _max_length(models.InboxEvent, "event_id")
+    if len(event_id) <= limit:
+        return event_id
+    return "sha256:" + hashlib.sha256(event_id.encode()).hexdigest()[: limit - len("sha256:")]
+
+
+@functools.cache
+def _max_length(model: type[Model], name: str) -> int:
+    return int(getattr(model._meta.get_field(name), "max_length", None) or 0)
+
+
+def _fit(model: type[Model], name: str, value: str) -> str:
+    """``value`` cut to its column, so an event's over-long label cannot block its rows."""
+    return value[: _max_length(model, name)]
+
+
+#: libpq's PQTRANS_INERROR: psycopg's ``TransactionStatus.INERROR``, psycopg2's int alike.
+_PQ_IN_ERROR = 3
+
+
+def _ensure_committable(connection: BaseDatabaseWrapper) -> None:
+    """Raise :class:`~exceptions.TransactionAborted` if the transaction can only roll back.
+
+    A handler that caught a database error without a savepoint leaves Django's
+    ``needs_rollback`` set, or PostgreSQL's transaction aborted; leaving ``atomic()``
+    would then roll back quietly while its events count as handled.
+    """
+    if connection.needs_rollback or _in_failed_transaction(connection):
+        raise exceptions.TransactionAborted(
+            "a handler caught a database error and carried on, so its transaction can "
+            "only roll back; wrap the statement that may fail in transaction.atomic()"
+        )
+
+
+def _in_failed_transaction(connection: BaseDatabaseWrapper) -> bool:
+    if connection.vendor != "postgresql" or connection.connection is None:
+        return False
+    info = getattr(connection.connection, "info", None)
+    return getattr(info, "transaction_status", None) == _PQ_IN_ERROR
+
+
+def _call_sync(entry: Handler, event: InboundEvent) -> None:
+    """Call a plain handler; an awaitable it returns is run to its end here."""
+    result = entry.func(event)
+    if inspect.isawaitable(result):
+        # A plain decorator around an async handler: run its coroutine as an async
+        # handler's, so its ORM calls come back to this thread and its transaction.
+        async_to_sync(_finish)(result)
+
+
+async def _finish(pending: Awaitable[Any]) -> None:
+    await pending
+
+
+class _HookGuard:
+    """Wraps the ``on_commit`` hooks handlers register so a failing one is only logged.
+
+    Django runs a transaction's hooks after its COMMIT and stops at the first that
+    raises, out of ``atomic()``: the other handlers' hooks would never run, and the
+    committed events would be taken for rolled back.
+    """
+
+    def __init__(self, connection: BaseDatabaseWrapper) -> None:
+        self.connection = connection
+        self.seen = len(connection.run_on_commit)
+
+    def seal(self, entry: Handler, event: InboundEvent) -> None:
+        """Wrap the hooks registered since the last call, as ``entry``'s for ``event``."""
+        # Re-read each time: a savepoint rollback replaces the list. Its entries are
+        # (savepoint ids, hook, robust) since Django 4.2 (the stubs still say pairs).
+        hooks: list[Any] = self.connection.run_on_commit
+        for n in range(min(self.seen, len(hooks)), len(hooks)):
+            savepoints, func, _ = hooks[n]
+            hooks[n] = (savepoints, _logged_hook(func, entry.name, event.event_id), True)
+        self.seen = len(hooks)
+
+
+def _logged_hook(func: Callable[[], Any], handler: str, event_id: str) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            func()
+        except Exception:
+            log.exception("an on_commit hook of handler %s failed for event %s", handler, event_id)
+
+    return run
 
 
 Work = Sequence[tuple[InboundEvent, Sequence[Handler]]]
@@ -130,8 +244,10 @@ def attempt_batch(work: Work) -> list[list[HandlerResult]] | None:
     (one stable id published twice) is applied at its first occurrence.
     """
     workerdb.refresh_connections()
+    alias = inbox_alias()
+    connection = connections[alias]
     try:
-        with transaction.atomic():
+        with transaction.atomic(using=alias):
             fresh = _record_inbox(work)
             _run_all(
                 [
@@ -139,8 +255,10 @@ def attempt_batch(work: Work) -> list[list[HandlerResult]] | None:
                     for (event, handlers), new in zip(work, fresh, strict=True)
                     for entry, apply in zip(handlers, new, strict=True)
                     if apply
-                ]
+                ],
+                _HookGuard(connection),
             )
+            _ensure_committable(connection)
     except Exception:
         return None
     finally:
@@ -166,13 +284,13 @@ def _record_inbox(work: Work) -> list[list[bool]]:
     rows: dict[tuple[str, str], _InboxRow] = {}
     for event, handlers in work:
         for entry in handlers:
-            key = (entry.name, event.event_id)
+            key = (entry.name, storable_id(event.event_id))
             if key not in rows:
                 rows[key] = (
                     *key,
-                    event.topic,
-                    event.type_name,
-                    event.server_id,
+                    _fit(models.InboxEvent, "topic", event.topic),
+                    _fit(models.InboxEvent, "type_name", event.type_name),
+                    _fit(models.InboxEvent, "server_id", event.server_id),
                     event.committed_at,
                     now,
                 )
@@ -181,7 +299,7 @@ def _record_inbox(work: Work) -> list[list[bool]]:
     for event, handlers in work:
         new: list[bool] = []
         for entry in handlers:
-            key = (entry.name, event.event_id)
+            key = (entry.name, storable_id(event.event_id))
             new.append(key in inserted)
             inserted.discard(key)  # a second copy of the key in this batch is a duplicate
         fresh.append(new)
@@ -204,7 +322,7 @@ _INBOX_CHUNK = 500
 
 def _insert_new(rows: list[_InboxRow]) -> set[tuple[str, str]]:
     """Insert inbox ``rows`` unless their (handler, event id) exists; the keys inserted."""
-    connection = connections[router.db_for_write(models.InboxEvent)]
+    connection = connections[inbox_alias()]
     quote = connection.ops.quote_name
     meta = models.InboxEvent._meta
     column_of = {field.name: field.column for field in meta.concrete_fields if field.column}
@@ -249,7 +367,7 @@ def _values_rows(rows: list[_InboxRow], connection: BaseDatabaseWrapper) -> tupl
     return "VALUES " + ", ".join([row] * len(rows)), params
 
 
-def _run_all(calls: Sequence[tuple[Handler, InboundEvent]]) -> None:
+def _run_all(calls: Sequence[tuple[Handler, InboundEvent]], hooks: _HookGuard) -> None:
     """Call each handler in order; consecutive async ones share one event loop."""
     waiting: list[tuple[Handler, InboundEvent]] = []
     for entry, event in calls:
@@ -257,16 +375,20 @@ def _run_all(calls: Sequence[tuple[Handler, InboundEvent]]) -> None:
             waiting.append((entry, event))
             continue
         if waiting:
-            async_to_sync(_await_each)(waiting)
+            async_to_sync(_await_each)(waiting, hooks)
             waiting = []
-        entry.func(event)
+        _call_sync(entry, event)
+        hooks.seal(entry, event)
     if waiting:
-        async_to_sync(_await_each)(waiting)
+        async_to_sync(_await_each)(waiting, hooks)
 
 
-async def _await_each(calls: Sequence[tuple[Handler, InboundEvent]]) -> None:
+async def _await_each(calls: Sequence[tuple[Handler, InboundEvent]], hooks: _HookGuard) -> None:
     for entry, event in calls:
         await entry.func(event)
+        # The transaction's thread is parked until this coroutine ends, so the loop's
+        # thread may touch its hook list (no query runs here).
+        hooks.seal(entry, event)
 
 
 def attempt(event: InboundEvent, handlers: Iterable[Handler]) -> list[HandlerResult]:
@@ -299,20 +421,21 @@ def dead_letter(
     """Record ``event`` as dead for ``handler`` (blank: for every handler); idempotent."""
     message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     now = timezone.now()
+    dead = models.DeadLetter
     workerdb.refresh_connections()
     try:
-        with transaction.atomic():
-            row, created = models.DeadLetter.objects.select_for_update().get_or_create(
+        with transaction.atomic(using=router.db_for_write(dead)):
+            row, created = dead.objects.select_for_update().get_or_create(
                 handler=handler,
-                event_id=event.event_id,
+                event_id=storable_id(event.event_id),
                 defaults={
-                    "topic": event.topic,
+                    "topic": _fit(dead, "topic", event.topic),
                     "data": event.data,
-                    "mimetype": event.mimetype,
-                    "type_name": event.type_name,
-                    "type_version": event.type_version,
+                    "mimetype": _fit(dead, "mimetype", event.mimetype),
+                    "type_name": _fit(dead, "type_name", event.type_name),
+                    "type_version": _fit(dead, "type_version", event.type_version),
                     "metadata": dict(event.metadata),
-                    "server_id": event.server_id,
+                    "server_id": _fit(dead, "server_id", event.server_id),
                     "committed_at": event.committed_at,
                     "reason": reason,
                     "error": message.splitlines()[0][:2000] if message else "",

@@ -59,6 +59,14 @@ class HandlerNotRegistered(EnsignError, LookupError):
     """No handler is registered under this name (was it renamed or removed?)."""
 
 
+class TransactionAborted(EnsignError):
+    """A handler caught a database error and went on; its transaction can only roll back.
+
+    Wrap a statement that may fail in ``transaction.atomic()`` (a savepoint) to recover
+    from its error inside a handler. The event is retried like any failure.
+    """
+
+
 # === end subscriber errors ==================================================
 
 __all__ = sorted(
@@ -70,6 +78,7 @@ __all__ = sorted(
         "OutboxDatabaseError",
         "OutboxError",
         "SaveRolledBack",
+        "TransactionAborted",
         "UndecodableEvent",
         "UnknownEventType",
     ]

@@ -10,11 +10,13 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import functools
-import inspect
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from asgiref.sync import iscoroutinefunction
+from django.core.exceptions import ImproperlyConfigured
 
 HandlerFunc = Callable[["InboundEvent"], Awaitable[None] | None]
 """What a handler is: a plain or ``async`` function of one event."""
@@ -95,8 +97,20 @@ class Handler:
 
     @functools.cached_property
     def is_async(self) -> bool:
-        """Whether the handler is an ``async def`` function."""
-        return inspect.iscoroutinefunction(self.func)
+        """Whether the handler is a coroutine function, or an object with ``async def __call__``.
+
+        A plain function that returns an awaitable (a sync decorator around an ``async``
+        handler) is not detected here; :mod:`~django_ensign.dispatch` awaits its result.
+        """
+        return iscoroutinefunction(self.func) or iscoroutinefunction(type(self.func).__call__)
+
+    def same_subscription(self, other: Handler) -> bool:
+        """Whether ``other`` wants the same events (topic, type name and mimetype)."""
+        return (self.topic, self.type_name, self.mimetype) == (
+            other.topic,
+            other.type_name,
+            other.mimetype,
+        )
 
     def matches(self, event: InboundEvent) -> bool:
         """Whether this handler wants ``event`` (topic, then type name and mimetype if set)."""
@@ -111,6 +125,16 @@ def _same_mimetype(wanted: str, actual: str) -> bool:
     return wanted.split(";")[0].strip().lower() == actual.split(";")[0].strip().lower()
 
 
+def _describe(entry: Handler) -> str:
+    """The events ``entry`` wants, for error messages."""
+    narrowed = [
+        f"{label}={value!r}"
+        for label, value in (("type_name", entry.type_name), ("mimetype", entry.mimetype))
+        if value is not None
+    ]
+    return f"topic {entry.topic!r}" + (f" ({', '.join(narrowed)})" if narrowed else "")
+
+
 class Registry:
     """Handlers by name, in registration order."""
 
@@ -118,7 +142,18 @@ class Registry:
         self._handlers: dict[str, Handler] = {}
 
     def register(self, entry: Handler) -> None:
-        """Add ``entry``; registering the same name again replaces it (module reloads)."""
+        """Add ``entry``; the same name again for the same events replaces it (module reloads).
+
+        Raises ``ImproperlyConfigured`` when the name is taken by a handler of other
+        events: the name keys the inbox, so two handlers cannot share it.
+        """
+        known = self._handlers.get(entry.name)
+        if known is not None and not known.same_subscription(entry):
+            raise ImproperlyConfigured(
+                f"a handler named {entry.name!r} is already registered for "
+                f"{_describe(known)}; registering it again for {_describe(entry)} would "
+                "replace it. Give each registration its own stable name= (it keys the inbox)."
+            )
         self._handlers[entry.name] = entry
 
     def unregister(self, name: str) -> None:

@@ -125,7 +125,8 @@ def inbound_from(received: Any) -> InboundEvent:
     undecodable = getattr(received, "decode_error", None)
     return InboundEvent(
         topic=str(received.topic),
-        event_id=meta.get(STABLE_ID_KEY) or server_id,
+        # Cut to the inbox's key, so handlers see the id a replay will give them.
+        event_id=dispatch.storable_id(meta.get(STABLE_ID_KEY) or server_id),
         data=bytes(received.raw if undecodable else received.data),
         mimetype=str(mimetype),
         metadata=meta,

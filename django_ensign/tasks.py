@@ -8,6 +8,7 @@ from __future__ import annotations
 # === outbox tasks ===========================================================
 import dataclasses as _dataclasses
 from typing import Any as _Any
+from typing import cast as _cast
 
 from celery import shared_task as _shared_task
 
@@ -49,15 +50,42 @@ def publish_outbox(
     bind=True,
     name="django_ensign.tasks.handle_event",
     acks_late=True,
+    # The event is acked to Ensign already: a failed run must not drop its message.
+    acks_on_failure_or_timeout=False,
     reject_on_worker_lost=True,
+    # Handler failures pass their own cap (ENSIGN_SUBSCRIBER_MAX_ATTEMPTS); errors
+    # outside the handlers are retried until the database or broker is back.
+    max_retries=None,
     ignore_result=True,
 )
 def handle_event(self: _Any, payload: dict[str, _Any], handlers: list[str] | None = None) -> None:
     """Run the handlers of one event (``ensign_subscribe --celery``), retrying with backoff.
 
     ``handlers`` names the ones still to run on a retry. The inbox makes a task that
-    runs twice (a worker lost after the commit, a redelivered event) a no-op.
+    runs twice (a worker lost after the commit, a redelivered event) a no-op. An
+    error outside the handlers (the database down while recording the outcome) is
+    retried without limit: the broker's message is the event's only copy.
     """
+    from celery.exceptions import Retry
+
+    from django_ensign import dispatch
+
+    try:
+        _handle_event(self, payload, handlers)
+    except Retry:
+        raise
+    except Exception as exc:
+        number = int(self.request.retries) + 1
+        raise _retry_or_requeue(
+            self,
+            exc,
+            args=[payload, handlers],
+            countdown=dispatch.backoff(number),
+            max_retries=None,
+        ) from exc
+
+
+def _handle_event(task: _Any, payload: dict[str, _Any], handlers: list[str] | None) -> None:
     from django_ensign import dispatch, exceptions
     from django_ensign.conf import settings
     from django_ensign.handlers import InboundEvent, registry
@@ -72,15 +100,31 @@ def handle_event(self: _Any, payload: dict[str, _Any], handlers: list[str] | Non
     else:
         entries = [entry for name in handlers if (entry := registry.get(name)) is not None]
     limit = max(1, settings.SUBSCRIBER_MAX_ATTEMPTS)
-    number = int(self.request.retries) + 1
+    number = int(task.request.retries) + 1
     results = dispatch.attempt(event, entries)
     retry = dispatch.settle(event, results, attempt_number=number, final=number >= limit)
     if retry:
-        raise self.retry(
+        raise _retry_or_requeue(
+            task,
+            None,
             args=[payload, [entry.name for entry in retry]],
             countdown=dispatch.backoff(number),
             max_retries=limit - 1,
         )
+
+
+def _retry_or_requeue(task: _Any, exc: Exception | None, **options: _Any) -> Exception:
+    """The exception that retries ``task``; ``Reject(requeue=True)`` when the retry cannot be sent.
+
+    Celery drops a failed late-acked message; requeued, it comes back.
+    """
+    from celery.exceptions import Reject
+
+    try:
+        outcome = task.retry(exc=exc, throw=False, **options)
+    except Exception as failure:  # Celery's own Reject(requeue=False) among them
+        outcome = Reject(failure, requeue=True)
+    return _cast(Exception, outcome)
 
 
 def enqueue_event(event: _Any) -> None:

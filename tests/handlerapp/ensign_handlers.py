@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
 
 from django_ensign import handler
 from django_ensign.handlers import InboundEvent
@@ -79,3 +84,66 @@ def slow(event: InboundEvent) -> None:
 @handler("sub-celery")
 def celery_handler(event: InboundEvent) -> None:
     _apply("celery", event)
+
+
+def _logged(func: Callable[[InboundEvent], Any]) -> Callable[[InboundEvent], Any]:
+    """A plain decorator: it returns whatever the handler returns (here a coroutine)."""
+
+    @functools.wraps(func)
+    def wrapper(event: InboundEvent) -> Any:
+        return func(event)
+
+    return wrapper
+
+
+@handler("sub-wrapped-async")
+@_logged
+async def wrapped_async(event: InboundEvent) -> None:
+    await Applied.objects.acreate(handler="wrapped", event_id=event.event_id, topic=event.topic)
+    if event.json().get("fail"):
+        raise RuntimeError("the wrapped async handler fails after writing")
+
+
+class Projector:
+    """A handler object whose ``__call__`` is ``async``."""
+
+    async def __call__(self, event: InboundEvent) -> None:
+        await Applied.objects.acreate(
+            handler="projector", event_id=event.event_id, topic=event.topic
+        )
+        if event.json().get("fail"):
+            raise RuntimeError("the projector fails after writing")
+
+
+handler("sub-callable-async", name="tests.handlerapp.projector")(Projector())
+
+
+@handler("sub-sloppy")
+def sloppy(event: InboundEvent) -> None:
+    """Swallows an IntegrityError without a savepoint (the test makes the name taken)."""
+    try:
+        if event.json().get("raw"):
+            with connection.cursor() as cursor:
+                table = Switch._meta.db_table
+                cursor.execute(f'INSERT INTO {table} (name, "on") VALUES (%s, %s)', ["taken", True])
+        else:
+            Switch.objects.create(name="taken")
+    except IntegrityError:
+        pass
+
+
+#: Events whose ``on_commit`` hook ran, in this process.
+hook_runs: list[str] = []
+
+
+@handler("sub-hooks")
+def with_hook(event: InboundEvent) -> None:
+    """Writes, and registers a hook that raises when the event says so."""
+    _apply("hooks", event)
+
+    def after_commit() -> None:
+        if event.json().get("fail_hook"):
+            raise RuntimeError("the mail server is down")
+        hook_runs.append(event.event_id)
+
+    transaction.on_commit(after_commit)

@@ -9,7 +9,8 @@ class Applied(models.Model):
     """One application of one event by one handler; deliberately not unique."""
 
     handler = models.CharField(max_length=100)
-    event_id = models.CharField(max_length=64)
+    # Wider than the inbox's key: events with over-long stable ids reach handlers.
+    event_id = models.CharField(max_length=200)
     topic = models.CharField(max_length=200)
     value = models.TextField(blank=True, default="")
 

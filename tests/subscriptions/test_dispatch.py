@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.conf import settings as django_settings
+from django.db import connection, router
+from django.db.models import Model
 from django.test import override_settings
 
-from django_ensign import dispatch
+from django_ensign import dispatch, exceptions
 from django_ensign.handlers import InboundEvent
 from django_ensign.models import DeadLetter, DeadLetterReason, DeadLetterStatus, InboxEvent
 from tests.handlerapp import ensign_handlers
@@ -167,3 +170,137 @@ def test_a_handler_failing_in_a_batch_rolls_back_every_event_of_it(failing_topic
 
     assert not Applied.objects.exists()
     assert not InboxEvent.objects.exists()
+
+
+@pytest.mark.parametrize("topic", ["sub-wrapped-async", "sub-callable-async"])
+def test_an_async_handler_behind_a_plain_decorator_or_in_an_object_runs(topic: str) -> None:
+    first = make_event(topic, "01J0000000000000000000000J")
+    second = make_event(topic, "01J0000000000000000000000K")
+
+    dispatch.handle_now(first)
+    assert dispatch.attempt_batch([(second, dispatch.plan(second))]) is not None
+
+    applied = sorted(Applied.objects.values_list("event_id", flat=True))
+    assert applied == [first.event_id, second.event_id]
+
+
+@pytest.mark.parametrize("topic", ["sub-wrapped-async", "sub-callable-async"])
+def test_such_an_async_handler_failing_rolls_back_its_writes(topic: str) -> None:
+    event = make_event(topic, data=b'{"fail": true}')
+    results = dispatch.attempt(event, dispatch.plan(event))
+    assert [r.outcome for r in results] == [dispatch.Outcome.FAILED]
+    assert not Applied.objects.exists()
+    assert not InboxEvent.objects.exists()
+
+
+def sloppy_event(raw: bool) -> InboundEvent:
+    data = json.dumps({"raw": raw}).encode()
+    return make_event("sub-sloppy", "01J0000000000000000000000L", data=data)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("raw", [False, True], ids=["orm", "raw-sql"])
+def test_a_handler_swallowing_a_database_error_fails_its_event_not_the_batch(raw: bool) -> None:
+    if raw and connection.vendor != "postgresql":
+        pytest.skip("only PostgreSQL aborts a transaction at an error")
+    Switch.objects.create(name="taken")
+    ok = make_event("sub-multi", "01J0000000000000000000000M")
+    sloppy = sloppy_event(raw)
+
+    assert dispatch.attempt_batch([(e, dispatch.plan(e)) for e in (ok, sloppy)]) is None
+    # The subscriber then tries them one by one.
+    assert {r.outcome for r in dispatch.attempt(ok, dispatch.plan(ok))} == {
+        dispatch.Outcome.HANDLED
+    }
+    [failed] = dispatch.attempt(sloppy, dispatch.plan(sloppy))
+
+    assert failed.outcome is dispatch.Outcome.FAILED
+    assert isinstance(failed.error, exceptions.TransactionAborted)
+    assert Applied.objects.filter(event_id=ok.event_id).count() == 2
+    assert not InboxEvent.objects.filter(event_id=sloppy.event_id).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_on_commit_hook_neither_undoes_the_batch_nor_stops_other_hooks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ensign_handlers.hook_runs.clear()
+    events = [
+        make_event("sub-hooks", f"01J000000000000000000000H{n}", data=json.dumps(data).encode())
+        for n, data in enumerate([{}, {"fail_hook": True}, {}])
+    ]
+
+    results = dispatch.attempt_batch([(e, dispatch.plan(e)) for e in events])
+
+    assert results is not None
+    assert [r.outcome for per_event in results for r in per_event] == [dispatch.Outcome.HANDLED] * 3
+    assert ensign_handlers.hook_runs == [events[0].event_id, events[2].event_id]
+    assert Applied.objects.count() == 3
+    [record] = [r for r in caplog.records if r.name == "django_ensign.dispatch"]
+    assert "tests.handlerapp.ensign_handlers.with_hook" in record.getMessage()
+    assert events[1].event_id in record.getMessage()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_on_commit_hook_leaves_a_single_event_handled() -> None:
+    event = make_event("sub-hooks", data=b'{"fail_hook": true}')
+    [result] = dispatch.attempt(event, dispatch.plan(event))
+    assert result.outcome is dispatch.Outcome.HANDLED
+    [again] = dispatch.attempt(event, dispatch.plan(event))
+    assert again.outcome is dispatch.Outcome.DUPLICATE
+    assert Applied.objects.count() == 1
+
+
+LONG_ID = "x" * 80
+LONG_TYPE = "T" * 300
+
+
+def test_an_over_long_stable_id_and_type_name_are_handled_once() -> None:
+    event = make_event("sub-multi", LONG_ID, type_name=LONG_TYPE)
+    batched = make_event("sub-multi", "y" * 80, type_name=LONG_TYPE)
+
+    dispatch.handle_now(event)
+    dispatch.handle_now(event)  # a redelivery
+    assert dispatch.attempt_batch([(batched, dispatch.plan(batched))]) is not None
+    assert dispatch.attempt_batch([(batched, dispatch.plan(batched))]) is not None
+
+    assert Applied.objects.filter(event_id=event.event_id).count() == 2  # sync and async
+    assert Applied.objects.filter(event_id=batched.event_id).count() == 2
+    assert InboxEvent.objects.count() == 4
+    assert not DeadLetter.objects.exists()
+
+
+def test_an_over_long_event_is_dead_lettered_once() -> None:
+    event = make_event("sub-typed", LONG_ID, type_name=LONG_TYPE, type_version="v" * 40)
+    dispatch.handle_now(event)
+    dispatch.handle_now(event)
+    dead = DeadLetter.objects.get()
+    assert (dead.reason, dead.attempts) == (DeadLetterReason.UNKNOWN_TYPE, 2)
+    assert dead.metadata == {}
+    assert dispatch.event_of(dead).event_id == dispatch.storable_id(LONG_ID)
+
+
+class InboxElsewhere:
+    """Routes django_ensign's tables to the ``held`` alias."""
+
+    def db_for_write(self, model: type[Model], **hints: object) -> str | None:
+        return "held" if model._meta.app_label == "django_ensign" else None
+
+    db_for_read = db_for_write
+
+
+@pytest.mark.skipif(
+    "held" not in django_settings.DATABASES, reason="needs the PostgreSQL settings' second alias"
+)
+@pytest.mark.django_db(transaction=True, databases=["default", "held"])
+def test_a_routed_inbox_rolls_back_with_a_failing_handler(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(router, "routers", [InboxElsewhere()])
+    Switch.objects.create(name="flaky", on=True)
+    event = make_event("sub-flaky")
+
+    assert dispatch.attempt_batch([(event, dispatch.plan(event))]) is None
+    outcomes = [r.outcome for r in dispatch.attempt(event, dispatch.plan(event))]
+    again = [r.outcome for r in dispatch.attempt(event, dispatch.plan(event))]
+
+    assert outcomes == again == [dispatch.Outcome.FAILED]
+    assert not InboxEvent.objects.using("held").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
 import django_ensign
 from django_ensign.handlers import InboundEvent, handler_name, registry
@@ -89,3 +90,32 @@ def test_inbound_event_decodes_json_and_text() -> None:
     ev = InboundEvent(topic="t", event_id="e", data=b'{"a": [1]}')
     assert ev.json() == {"a": [1]}
     assert ev.text() == '{"a": [1]}'
+
+
+def test_one_name_for_two_topics_is_refused(scratch: list[str]) -> None:
+    def both(event: InboundEvent) -> None:
+        pass
+
+    django_ensign.handler("reg-first")(both)
+    scratch.append(handler_name(both))
+    with pytest.raises(ImproperlyConfigured, match="name="):
+        django_ensign.handler("reg-second")(both)  # stacked decorators do this
+    with pytest.raises(ImproperlyConfigured, match="reg-first"):
+        django_ensign.handler("reg-first", type_name="Reading")(both)
+    assert [h.topic for h in registry.all() if h.func is both] == ["reg-first"]
+
+
+def test_registering_the_same_handler_again_replaces_it(scratch: list[str]) -> None:
+    def reloaded(event: InboundEvent) -> None:
+        pass
+
+    django_ensign.handler("reg-reload", type_name="Reading", name="reg.reload")(reloaded)
+    scratch.append("reg.reload")
+
+    def reloaded_again(event: InboundEvent) -> None:  # what a module reload registers
+        pass
+
+    django_ensign.handler("reg-reload", type_name="Reading", name="reg.reload")(reloaded_again)
+    entry = registry.get("reg.reload")
+    assert entry is not None
+    assert entry.func is reloaded_again

@@ -286,3 +286,25 @@ def test_the_window_asked_of_the_server(
         topics=("t",), concurrency=concurrency, batch_size=batch_size, window=window
     )
     assert options.effective_window() == asked
+
+
+def test_an_event_with_an_over_long_stable_id_and_type_is_applied_once(
+    fresh_server: EmbeddedServer,
+) -> None:
+    stable = "s" * 80
+    asyncio.run(
+        publish(
+            fresh_server,
+            "sub-multi",
+            [{"n": 1}, {"n": 1}],
+            type_name="T" * 300,
+            stable_ids=[stable] * 2,
+        )
+    )
+
+    stats = run_until(fresh_server, ("sub-multi",), 2, concurrency=1)
+
+    assert (stats.handled, stats.duplicates, stats.dead) == (2, 2, 0)
+    assert list(Applied.objects.values_list("event_id", flat=True).distinct()) == [
+        dispatch.storable_id(stable)
+    ]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
+from django.db import OperationalError
 from django.test import override_settings
 
-from django_ensign import tasks
+from django_ensign import dispatch, tasks
 from django_ensign.handlers import InboundEvent
 from django_ensign.models import DeadLetter, DeadLetterReason, InboxEvent
 from tests.handlerapp import ensign_handlers
@@ -52,3 +54,23 @@ def test_the_task_retries_then_dead_letters() -> None:
 def test_the_task_dead_letters_an_unknown_type() -> None:
     tasks.handle_event.apply(args=[payload("sub-typed", type_name="Nope")])
     assert DeadLetter.objects.get().reason == DeadLetterReason.UNKNOWN_TYPE
+
+
+@override_settings(ENSIGN_SUBSCRIBER_MAX_ATTEMPTS=1)
+def test_the_task_retries_when_recording_the_outcome_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    Switch.objects.create(name="flaky", on=True)
+    recorded = dispatch.dead_letter
+    outages = [OperationalError("server closed the connection unexpectedly")]
+
+    def dead_letter_after_an_outage(*args: Any, **kwargs: Any) -> DeadLetter:
+        if outages:
+            raise outages.pop()
+        return recorded(*args, **kwargs)
+
+    monkeypatch.setattr(dispatch, "dead_letter", dead_letter_after_an_outage)
+    result = tasks.handle_event.apply(args=[payload("sub-flaky")])
+
+    assert result.successful()
+    assert DeadLetter.objects.get().reason == DeadLetterReason.FAILED
+    # A failure that still escapes must leave the message in the broker.
+    assert tasks.handle_event.acks_on_failure_or_timeout is False
