@@ -26,13 +26,16 @@ class CapturedOutbox:
     def __init__(self, using: str, after_id: int) -> None:
         self.using = using
         self.after_id = after_id
+        #: The last row written inside the block, once it has ended.
+        self.until_id: int | None = None
 
     @property
     def events(self) -> list[OutboxEvent]:
         """The captured rows, oldest first."""
-        return list(
-            OutboxEvent.objects.using(self.using).filter(id__gt=self.after_id).order_by("id")
-        )
+        rows = OutboxEvent.objects.using(self.using).filter(id__gt=self.after_id)
+        if self.until_id is not None:
+            rows = rows.filter(id__lte=self.until_id)
+        return list(rows.order_by("id"))
 
     def of_topic(self, topic: str) -> list[OutboxEvent]:
         """The captured rows of one topic."""
@@ -54,5 +57,13 @@ class CapturedOutbox:
 def capture_outbox(using: str | None = None) -> Iterator[CapturedOutbox]:
     """Collect the outbox rows written inside the ``with`` block (committed or not yet)."""
     alias = using or router.db_for_write(OutboxEvent)
+    captured = CapturedOutbox(alias, _last_id(alias))
+    try:
+        yield captured
+    finally:
+        captured.until_id = _last_id(alias)  # rows written after the block are not its
+
+
+def _last_id(alias: str) -> int:
     last = OutboxEvent.objects.using(alias).order_by("-id").values_list("id", flat=True).first()
-    yield CapturedOutbox(alias, last or 0)
+    return last or 0

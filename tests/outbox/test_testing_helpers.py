@@ -16,6 +16,7 @@ def test_capture_sees_only_rows_written_inside_the_block() -> None:
     with capture_outbox() as captured:
         Order.objects.create(reference="C-1", total=3)
         outbox.publish("audit", {"who": "me"}, type_name="Audited")
+    outbox.publish("after", {"n": 1})
     assert len(captured) == 2
     assert captured.types() == ["OrderCreated", "Audited"]
     assert [e.topic for e in captured.of_topic("audit")] == ["audit"]
