@@ -1,8 +1,9 @@
 """The explicit outbox API: write an event row in the caller's transaction.
 
 ``post_save``/``post_delete`` signals cover models registered with
-:mod:`django_ensign.registry`; ``bulk_create``, ``QuerySet.update`` and
-``QuerySet.delete`` send no signals, so code on those paths calls :func:`publish`
+:mod:`django_ensign.registry` (a published model's ``QuerySet.delete()`` too: Django
+sends ``post_delete`` per row when a receiver listens); ``bulk_create`` and
+``QuerySet.update`` send no signals, so code on those paths calls :func:`publish`
 (or :func:`publish_many`) itself, inside the same ``transaction.atomic`` block.
 """
 

@@ -4,7 +4,7 @@ A model opts in with the :func:`publishes` decorator, :func:`register`, or the
 ``ENSIGN_PUBLISHED_MODELS`` setting. Its ``post_save``/``post_delete`` signals then
 write an outbox row on the same connection, inside the same transaction, as the save
 (a save outside ``atomic()`` gets a transaction of its own: :mod:`atomicsave`).
-Bulk paths (``bulk_create``, ``QuerySet.update``/``delete``) send no signals: use
+Bulk paths (``bulk_create``, ``QuerySet.update``) send no signals: use
 :func:`django_ensign.outbox.publish` there.
 """
 
