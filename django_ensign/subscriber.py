@@ -42,6 +42,8 @@ T = TypeVar("T")
 #: Nack codes of the Ensign protocol a subscriber sends (PROTOCOL.md §4).
 NACK_UNPROCESSED = 100
 NACK_DELIVER_AGAIN_ANY = 104
+#: Why a stopping subscriber gives back an event whose key it cannot apply in order.
+HELD_BACK = "subscriber stopping; an earlier event of its ordering key was not settled"
 #: Default window: events delivered and not yet acked, per concurrent slot.
 WINDOW_PER_SLOT = 64
 #: Most events handled in one database transaction (and held waiting for a thread).
@@ -177,6 +179,9 @@ class Subscriber:
         self._tasks: set[asyncio.Task[None]] = set()
         self._subscriptions: set[Any] = set()
         self._key_tails: dict[str, asyncio.Task[None]] = {}
+        # Ordering keys whose last event was nacked, not settled: while stopping, their
+        # later events are nacked too, so a redelivery applies the key in order.
+        self._unsettled_keys: set[str] = set()
         # One thread per slot, each keeping its own database connection; a batch of
         # events holds a slot from hand-over to ack, so concurrency bounds the batches
         # in hand and MAX_BATCH their size.
@@ -377,6 +382,7 @@ class Subscriber:
             # Events of one ordering key are handled in delivery order.
             with contextlib.suppress(BaseException):
                 await asyncio.shield(earlier)
+        batch = await self._hold_back_keys_left_unsettled(batch)
         self._current.set(thread)
         if not self.options.celery:
             self._applying += 1
@@ -428,7 +434,21 @@ class Subscriber:
             await self._ack(received)
         return []
 
+    async def _hold_back_keys_left_unsettled(self, batch: list[Any]) -> list[Any]:
+        """``batch`` less the events nacked because an earlier one of their key was."""
+        if not (self.stopping and self._unsettled_keys):
+            return batch
+        kept = []
+        for received in batch:
+            if _ordering_key(received) in self._unsettled_keys:
+                await self._nack(received, NACK_DELIVER_AGAIN_ANY, HELD_BACK)
+            else:
+                kept.append(received)
+        return kept
+
     async def _ack(self, received: Any) -> None:
+        if self._unsettled_keys:
+            self._unsettled_keys.discard(_ordering_key(received))
         with contextlib.suppress(Exception):
             await received.ack()
         if self._on_settled is not None:
@@ -439,6 +459,10 @@ class Subscriber:
         if before is not None:
             with contextlib.suppress(BaseException):
                 await asyncio.shield(before)
+        key = _ordering_key(received)
+        if key and self.stopping and key in self._unsettled_keys:
+            await self._nack(received, NACK_DELIVER_AGAIN_ANY, HELD_BACK)
+            return
         try:
             event = inbound_from(received)
             settled = await (
@@ -448,11 +472,15 @@ class Subscriber:
             )
         except Exception as exc:
             log.exception("could not settle event %r", getattr(received, "id", b""))
+            if key:
+                self._unsettled_keys.add(key)
             await self._nack(received, NACK_UNPROCESSED, f"{type(exc).__name__}: {exc}"[:1000])
             return
         if settled:
             await self._ack(received)
         else:
+            if key:
+                self._unsettled_keys.add(key)
             await self._nack(received, NACK_DELIVER_AGAIN_ANY, "subscriber stopping during retries")
 
     async def _nack(self, received: Any, code: int, error: str) -> None:

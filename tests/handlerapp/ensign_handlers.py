@@ -58,6 +58,14 @@ def flaky(event: InboundEvent) -> None:
         raise RuntimeError("the flaky handler is failing on purpose")
 
 
+@handler("sub-first-fails")
+def first_fails(event: InboundEvent) -> None:
+    """Fails on the event with ``n == 0`` while the ``first`` switch is on."""
+    if event.json()["n"] == 0 and Switch.is_on("first"):
+        raise RuntimeError("the first event fails on purpose")
+    _apply("first", event)
+
+
 @handler("sub-async-fail")
 async def async_fail(event: InboundEvent) -> None:
     await Applied.objects.acreate(handler="async-fail", event_id=event.event_id, topic=event.topic)

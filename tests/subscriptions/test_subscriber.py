@@ -169,6 +169,47 @@ def test_events_of_one_ordering_key_are_applied_in_the_order_published(
     assert [json.loads(value)["n"] for value in applied] == list(range(60))
 
 
+def stop_at_first_retry(server: EmbeddedServer, topics: tuple[str, ...], **options: Any) -> Stats:
+    """Run a subscriber until it reports its first retry, then stop it."""
+
+    async def main() -> Stats:
+        retrying = asyncio.Event()
+
+        def report(message: str, level: int) -> None:
+            if message.startswith("Retrying"):
+                retrying.set()
+
+        subscriber = Subscriber(
+            SubscriberOptions(topics=topics, group="tests", **options),
+            client_factory=lambda: client_for(server),
+            report=report,
+        )
+        runner = asyncio.create_task(subscriber.run())
+        await asyncio.wait_for(retrying.wait(), 60)
+        subscriber.stop()
+        return await asyncio.wait_for(runner, 30)
+
+    return asyncio.run(main())
+
+
+@override_settings(ENSIGN_SUBSCRIBER_BACKOFF_BASE=30.0, ENSIGN_SUBSCRIBER_BACKOFF_MAX=30.0)
+def test_a_stop_during_a_retry_keeps_the_rest_of_its_key_for_after_it(
+    fresh_server: EmbeddedServer,
+) -> None:
+    Switch.objects.create(name="first", on=True)
+    payloads = [{"n": n} for n in range(3)]
+    asyncio.run(publish(fresh_server, "sub-first-fails", payloads, metadata={ORDERING_KEY: "k"}))
+
+    stopped = stop_at_first_retry(fresh_server, ("sub-first-fails",), concurrency=2)
+    assert stopped.handled == 0
+    assert not Applied.objects.exists()  # nothing of key "k" went ahead of its first event
+
+    Switch.objects.filter(name="first").update(on=False)
+    run_until(fresh_server, ("sub-first-fails",), 3)
+    applied = Applied.objects.order_by("id").values_list("value", flat=True)
+    assert [json.loads(value)["n"] for value in applied] == [0, 1, 2]
+
+
 def test_an_async_handler_failure_rolls_back_what_it_wrote(fresh_server: EmbeddedServer) -> None:
     asyncio.run(publish(fresh_server, "sub-async-fail", [{"n": 1}]))
     run_until(fresh_server, ("sub-async-fail",), 1, max_attempts=1)
