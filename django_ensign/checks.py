@@ -205,13 +205,15 @@ def check_handlers(
 def check_subscriber_settings(
     app_configs: _SubAny = None, **kwargs: _SubAny
 ) -> list[_sub_checks.CheckMessage]:
-    """E021 concurrency, E022 attempts, E023 backoff; W020 retries outlast the delivery timeout."""
+    """E021 concurrency, E022 attempts, E023 backoff and reconnect waits; W020 retries outlast
+    the delivery timeout."""
     found: list[_sub_checks.CheckMessage] = []
     try:
         concurrency = _sub_settings.SUBSCRIBER_CONCURRENCY
         attempts = _sub_settings.SUBSCRIBER_MAX_ATTEMPTS
         base = _sub_settings.SUBSCRIBER_BACKOFF_BASE
         cap = _sub_settings.SUBSCRIBER_BACKOFF_MAX
+        reconnect = _sub_settings.SUBSCRIBER_RECONNECT_MAX
     except (TypeError, ValueError) as err:
         return [
             _sub_checks.Error(
@@ -239,7 +241,15 @@ def check_subscriber_settings(
                 id="django_ensign.E023",
             )
         )
-    elif attempts > 1:
+    if reconnect <= 0:
+        found.append(
+            _sub_checks.Error(
+                "ENSIGN_SUBSCRIBER_RECONNECT_MAX must be positive: without a wait the "
+                "subscriber would reconnect to an unreachable server in a busy loop.",
+                id="django_ensign.E023",
+            )
+        )
+    if base >= 0 and cap >= 0 and attempts > 1:
         worst = sum(min(cap, base * 2 ** (n - 1)) for n in range(1, attempts))
         if worst > _DELIVERY_TIMEOUT:
             found.append(

@@ -135,6 +135,10 @@ def _describe(entry: Handler) -> str:
     return f"topic {entry.topic!r}" + (f" ({', '.join(narrowed)})" if narrowed else "")
 
 
+#: The longest handler name the inbox and dead-letter tables hold (their ``handler`` column).
+NAME_MAX = 255
+
+
 class Registry:
     """Handlers by name, in registration order."""
 
@@ -147,6 +151,11 @@ class Registry:
         Raises ``ImproperlyConfigured`` when the name is taken by a handler of other
         events: the name keys the inbox, so two handlers cannot share it.
         """
+        if len(entry.name) > NAME_MAX:
+            raise ImproperlyConfigured(
+                f"the handler name {entry.name[:60]!r}… is {len(entry.name)} characters long; "
+                f"the inbox keeps at most {NAME_MAX}. Pass a shorter stable name=."
+            )
         known = self._handlers.get(entry.name)
         if known is not None and not known.same_subscription(entry):
             raise ImproperlyConfigured(

@@ -49,6 +49,12 @@ def test_e023_negative_backoff() -> None:
     assert "django_ensign.E023" in ids()
 
 
+@pytest.mark.parametrize("wait", [0, -1])
+def test_e023_no_wait_between_reconnects(wait: float) -> None:
+    with override_settings(ENSIGN_SUBSCRIBER_RECONNECT_MAX=wait):
+        assert "django_ensign.E023" in ids()
+
+
 @override_settings(ENSIGN_SUBSCRIBER_MAX_ATTEMPTS=10, ENSIGN_SUBSCRIBER_BACKOFF_MAX=60)
 def test_w020_retries_outlast_the_delivery_timeout() -> None:
     assert "django_ensign.W020" in ids()

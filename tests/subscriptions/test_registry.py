@@ -8,7 +8,9 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 import django_ensign
-from django_ensign.handlers import InboundEvent, handler_name, registry
+from django_ensign import handlers
+from django_ensign.handlers import Handler, InboundEvent, handler_name, registry
+from django_ensign.models import DeadLetter, InboxEvent
 
 
 @pytest.fixture
@@ -119,3 +121,12 @@ def test_registering_the_same_handler_again_replaces_it(scratch: list[str]) -> N
     entry = registry.get("reg.reload")
     assert entry is not None
     assert entry.func is reloaded_again
+
+
+def test_a_name_longer_than_the_inbox_keeps_is_refused() -> None:
+    long_name = "n" * (handlers.NAME_MAX + 1)
+    with pytest.raises(ImproperlyConfigured, match="Pass a shorter stable name"):
+        registry.register(Handler(func=lambda event: None, topic="t", name=long_name))
+    assert registry.get(long_name) is None
+    for model in (InboxEvent, DeadLetter):
+        assert model._meta.get_field("handler").max_length == handlers.NAME_MAX
