@@ -18,7 +18,7 @@ from typing import Any
 
 from django.db import connections, models, router, transaction
 
-from django_ensign import exceptions
+from django_ensign import exceptions, txstate
 
 #: Set on the wrapper: the class's own ``save_base`` it replaced, or None if inherited.
 _REPLACED = "_django_ensign_replaced"
@@ -45,7 +45,7 @@ def install(model: type[models.Model]) -> None:
             return inner(*args, **kwargs)  # the caller's transaction covers the event
         with transaction.atomic(using=using, savepoint=False):
             result = inner(*args, **kwargs)
-            if connection.needs_rollback:
+            if txstate.doomed(connection):
                 # A receiver swallowed a database error: leaving the block would roll back
                 # in silence, and the caller would believe the object saved.
                 raise exceptions.SaveRolledBack(

@@ -17,7 +17,7 @@ caller tries the events one by one, so only the failing one is retried.
 Both open their transaction on the database the inbox is routed to. Before the
 commit they check that no handler left the transaction aborted (a database error it
 caught without a savepoint), and they wrap the ``on_commit`` hooks handlers register
-so one failing hook neither stops the others nor passes for a rollback.
+robust, so one failing hook neither stops the others nor passes for a rollback.
 """
 
 from __future__ import annotations
@@ -28,11 +28,10 @@ import functools
 import hashlib
 import inspect
 import json
-import logging
 import random
 import time
 import traceback as tb
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,11 +41,9 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model
 from django.utils import timezone
 
-from django_ensign import exceptions, models, workerdb
+from django_ensign import exceptions, models, txstate, workerdb
 from django_ensign.conf import settings
 from django_ensign.handlers import Handler, InboundEvent, registry
-
-log = logging.getLogger(__name__)
 
 
 class Outcome(enum.Enum):
@@ -122,7 +119,7 @@ def run_handler(entry: Handler, event: InboundEvent) -> HandlerResult:
                 async_to_sync(entry.func)(event)
             else:
                 _call_sync(entry, event)
-            hooks.seal(entry, event)
+            hooks.seal()
             _ensure_committable(connection)
     except IntegrityError as exc:
         if not recorded:
@@ -159,29 +156,17 @@ def _fit(model: type[Model], name: str, value: str) -> str:
     return value[: _max_length(model, name)]
 
 
-#: libpq's PQTRANS_INERROR: psycopg's ``TransactionStatus.INERROR``, psycopg2's int alike.
-_PQ_IN_ERROR = 3
-
-
 def _ensure_committable(connection: BaseDatabaseWrapper) -> None:
     """Raise :class:`~exceptions.TransactionAborted` if the transaction can only roll back.
 
-    A handler that caught a database error without a savepoint leaves Django's
-    ``needs_rollback`` set, or PostgreSQL's transaction aborted; leaving ``atomic()``
-    would then roll back quietly while its events count as handled.
+    A handler that caught a database error without a savepoint dooms the transaction;
+    leaving ``atomic()`` would then roll back quietly while its events count as handled.
     """
-    if connection.needs_rollback or _in_failed_transaction(connection):
+    if txstate.doomed(connection):
         raise exceptions.TransactionAborted(
             "a handler caught a database error and carried on, so its transaction can "
             "only roll back; wrap the statement that may fail in transaction.atomic()"
         )
-
-
-def _in_failed_transaction(connection: BaseDatabaseWrapper) -> bool:
-    if connection.vendor != "postgresql" or connection.connection is None:
-        return False
-    info = getattr(connection.connection, "info", None)
-    return getattr(info, "transaction_status", None) == _PQ_IN_ERROR
 
 
 def _call_sync(entry: Handler, event: InboundEvent) -> None:
@@ -198,36 +183,29 @@ async def _finish(pending: Awaitable[Any]) -> None:
 
 
 class _HookGuard:
-    """Wraps the ``on_commit`` hooks handlers register so a failing one is only logged.
+    """Marks the ``on_commit`` hooks handlers register robust.
 
-    Django runs a transaction's hooks after its COMMIT and stops at the first that
-    raises, out of ``atomic()``: the other handlers' hooks would never run, and the
-    committed events would be taken for rolled back.
+    Django runs a transaction's hooks after its COMMIT and, for a hook not marked
+    robust, stops at the first that raises and raises out of ``atomic()``: the other
+    handlers' hooks would never run, and the committed events would be taken for rolled
+    back. A robust hook's failure is logged by Django and the others still run.
     """
 
     def __init__(self, connection: BaseDatabaseWrapper) -> None:
         self.connection = connection
         self.seen = len(connection.run_on_commit)
 
-    def seal(self, entry: Handler, event: InboundEvent) -> None:
-        """Wrap the hooks registered since the last call, as ``entry``'s for ``event``."""
+    def seal(self) -> None:
+        """Mark robust the hooks registered since the last call."""
         # Re-read each time: a savepoint rollback replaces the list. Its entries are
         # (savepoint ids, hook, robust) since Django 4.2 (the stubs still say pairs).
+        # The hook itself stays as registered: the outbox finds its own by type.
         hooks: list[Any] = self.connection.run_on_commit
         for n in range(min(self.seen, len(hooks)), len(hooks)):
-            savepoints, func, _ = hooks[n]
-            hooks[n] = (savepoints, _logged_hook(func, entry.name, event.event_id), True)
+            savepoints, func, robust = hooks[n]
+            if not robust:
+                hooks[n] = (savepoints, func, True)
         self.seen = len(hooks)
-
-
-def _logged_hook(func: Callable[[], Any], handler: str, event_id: str) -> Callable[[], None]:
-    def run() -> None:
-        try:
-            func()
-        except Exception:
-            log.exception("an on_commit hook of handler %s failed for event %s", handler, event_id)
-
-    return run
 
 
 Work = Sequence[tuple[InboundEvent, Sequence[Handler]]]
@@ -378,7 +356,7 @@ def _run_all(calls: Sequence[tuple[Handler, InboundEvent]], hooks: _HookGuard) -
             async_to_sync(_await_each)(waiting, hooks)
             waiting = []
         _call_sync(entry, event)
-        hooks.seal(entry, event)
+        hooks.seal()
     if waiting:
         async_to_sync(_await_each)(waiting, hooks)
 
@@ -388,7 +366,7 @@ async def _await_each(calls: Sequence[tuple[Handler, InboundEvent]], hooks: _Hoo
         await entry.func(event)
         # The transaction's thread is parked until this coroutine ends, so the loop's
         # thread may touch its hook list (no query runs here).
-        hooks.seal(entry, event)
+        hooks.seal()
 
 
 def attempt(event: InboundEvent, handlers: Iterable[Handler]) -> list[HandlerResult]:

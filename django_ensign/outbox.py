@@ -198,7 +198,8 @@ def _fitted_key(key: str) -> str:
     """A key too long for its column, as its head and a SHA-256 of the whole.
 
     Equal keys still map to one fitted key and different ones (practically) never
-    collide, so per-key order holds; the event's ordering-key metadata carries it too.
+    collide, so per-key order holds. The event's ordering-key metadata carries the
+    fitted key, not the original.
     """
     digest = hashlib.sha256(key.encode()).hexdigest()
     return f"{key[: _KEY_MAX - len(digest) - 1]}#{digest}"

@@ -134,6 +134,8 @@ def register(
 
 def validate_options(mimetype: str | None, version: str) -> None:
     """Refuse a mimetype or schema version every event of the publication would fail on."""
+    if mimetype is not None and not isinstance(mimetype, str):
+        raise exceptions.InvalidEvent(f"mimetype must be a string, got {mimetype!r}")
     if mimetype:
         events.parse_mimetype(mimetype)
     if version:

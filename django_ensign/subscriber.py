@@ -179,8 +179,9 @@ class Subscriber:
         self._tasks: set[asyncio.Task[None]] = set()
         self._subscriptions: set[Any] = set()
         self._key_tails: dict[str, asyncio.Task[None]] = {}
-        # Ordering keys whose last event was nacked, not settled: while stopping, their
-        # later events are nacked too, so a redelivery applies the key in order.
+        # Ordering keys whose event was nacked, not settled, while stopping: their later
+        # events are nacked too, so a redelivery applies the key in order. Only kept while
+        # stopping, so it cannot grow over a long run.
         self._unsettled_keys: set[str] = set()
         # One thread per slot, each keeping its own database connection; a batch of
         # events holds a slot from hand-over to ack, so concurrency bounds the batches
@@ -472,7 +473,7 @@ class Subscriber:
             )
         except Exception as exc:
             log.exception("could not settle event %r", getattr(received, "id", b""))
-            if key:
+            if key and self.stopping:
                 self._unsettled_keys.add(key)
             await self._nack(received, NACK_UNPROCESSED, f"{type(exc).__name__}: {exc}"[:1000])
             return

@@ -62,19 +62,22 @@ def handle_event(self: _Any, payload: dict[str, _Any], handlers: list[str] | Non
     """Run the handlers of one event (``ensign_subscribe --celery``), retrying with backoff.
 
     ``handlers`` names the ones still to run on a retry. The inbox makes a task that
-    runs twice (a worker lost after the commit, a redelivered event) a no-op. An
-    error outside the handlers (the database down while recording the outcome) is
-    retried without limit: the broker's message is the event's only copy.
+    runs twice (a worker lost after the commit, a redelivered event) a no-op. A
+    database error outside the handlers (the database down while recording the
+    outcome) is retried without limit: the broker's message is the event's only copy.
+    Any other error there would fail every retry alike, so the event is dead-lettered
+    for a person to replay instead.
     """
-    from celery.exceptions import Retry
+    from celery.exceptions import Reject, Retry
+    from django.db import DatabaseError
 
     from django_ensign import dispatch
 
     try:
         _handle_event(self, payload, handlers)
-    except Retry:
+    except (Retry, Reject):
         raise
-    except Exception as exc:
+    except DatabaseError as exc:
         number = int(self.request.retries) + 1
         raise _retry_or_requeue(
             self,
@@ -83,6 +86,23 @@ def handle_event(self: _Any, payload: dict[str, _Any], handlers: list[str] | Non
             countdown=dispatch.backoff(number),
             max_retries=None,
         ) from exc
+    except Exception as exc:
+        _dead_letter_payload(payload, exc)
+
+
+def _dead_letter_payload(payload: dict[str, _Any], error: Exception) -> None:
+    """Dead-letter the event of ``payload`` after an error retries cannot fix."""
+    import traceback
+
+    from django_ensign import dispatch
+    from django_ensign.handlers import InboundEvent
+    from django_ensign.models import DeadLetterReason
+
+    # A payload that does not even decode fails the task: Celery logs it with its args.
+    event = InboundEvent.from_payload(payload)
+    dispatch.dead_letter(
+        event, reason=DeadLetterReason.FAILED, error=error, traceback=traceback.format_exc()
+    )
 
 
 def _handle_event(task: _Any, payload: dict[str, _Any], handlers: list[str] | None) -> None:

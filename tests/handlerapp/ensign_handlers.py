@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 
-from django_ensign import handler
+from django_ensign import handler, outbox
 from django_ensign.handlers import InboundEvent
 from tests.handlerapp.models import Applied, Switch
 
@@ -64,6 +64,12 @@ def first_fails(event: InboundEvent) -> None:
     if event.json()["n"] == 0 and Switch.is_on("first"):
         raise RuntimeError("the first event fails on purpose")
     _apply("first", event)
+
+
+@handler("sub-publishes")
+def publishes(event: InboundEvent) -> None:
+    """Publishes an event of its own through the outbox, as a projection might."""
+    outbox.publish("sub-published", {"from": event.event_id})
 
 
 @handler("sub-async-fail")

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import IntegrityError, connection, models, transaction
+from django.db import DatabaseError, IntegrityError, connection, models, transaction
 from django.db.models.signals import post_save
 from django.template import Context, Engine
 from django.test.utils import CaptureQueriesContext
@@ -107,6 +107,23 @@ def test_a_receiver_that_swallows_a_database_error_fails_the_save_loudly(
         Order.objects.create(reference="lost")
     assert list(Order.objects.values_list("reference", flat=True)) == ["taken"]
     assert OutboxEvent.objects.count() == 1
+
+
+def test_a_receiver_that_swallows_a_failed_query_fails_the_save_loudly(
+    on_order_saved: list[Any],
+) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite goes on after a failed statement: nothing is lost there")
+
+    def query_quietly(instance: models.Model) -> None:
+        # Django marks nothing for a failed query; PostgreSQL aborts the transaction.
+        with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
+            cursor.execute("SELECT 1/0")
+
+    on_order_saved.append(query_quietly)
+    with pytest.raises(exceptions.SaveRolledBack):
+        Order.objects.create(reference="lost")
+    assert not Order.objects.exists()
 
 
 def test_with_autocommit_off_the_callers_transaction_is_left_to_the_caller(notes: None) -> None:

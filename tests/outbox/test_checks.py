@@ -97,8 +97,10 @@ def test_e008_non_positive_relay_settings(setting: str) -> None:
     assert ids(**{setting: "500a"}) == ["django_ensign.E008"]  # reported, not a crash
 
 
-@pytest.mark.parametrize("options", [{"version": "1"}, {"mimetype": "nonsense"}])
-def test_e009_a_mimetype_or_version_every_event_would_fail_on(options: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "options", [{"version": "1"}, {"mimetype": "nonsense"}, {"mimetype": ["application/json"]}]
+)
+def test_e009_a_mimetype_or_version_every_event_would_fail_on(options: dict[str, object]) -> None:
     assert ids(ENSIGN_PUBLISHED_MODELS={"testapp.Note": {"topic": "t", **options}}) == [
         "django_ensign.E009"
     ]

@@ -72,5 +72,18 @@ def test_the_task_retries_when_recording_the_outcome_fails(monkeypatch: pytest.M
 
     assert result.successful()
     assert DeadLetter.objects.get().reason == DeadLetterReason.FAILED
-    # A failure that still escapes must leave the message in the broker.
-    assert tasks.handle_event.acks_on_failure_or_timeout is False
+
+
+def test_an_error_retries_cannot_fix_dead_letters_the_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken_settle(*args: Any, **kwargs: Any) -> list[Any]:
+        raise KeyError("a bug, the same on every try")
+
+    monkeypatch.setattr(dispatch, "settle", broken_settle)
+    result = tasks.handle_event.apply(args=[payload("sub-multi")])
+
+    assert result.successful()  # not retried forever
+    dead = DeadLetter.objects.get()
+    assert (dead.reason, dead.handler) == (DeadLetterReason.FAILED, "")
+    assert "KeyError" in dead.error
