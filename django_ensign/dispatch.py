@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import functools
-import hashlib
 import inspect
 import json
 import random
@@ -41,7 +39,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model
 from django.utils import timezone
 
-from django_ensign import exceptions, models, txstate, workerdb
+from django_ensign import columns, exceptions, models, txstate, workerdb
 from django_ensign.conf import settings
 from django_ensign.handlers import Handler, InboundEvent, registry
 
@@ -136,24 +134,16 @@ def inbox_alias() -> str:
 
 
 def storable_id(event_id: str) -> str:
-    """``event_id`` as the inbox and dead letters key it: as is, or a hash when too long.
+    """``event_id`` as the inbox and dead letters key it: as is, or fitted with a hash.
 
     The hash is stable, so every delivery of an over-long stable id gets the same key.
     """
-    limit = _max_length(models.InboxEvent, "event_id")
-    if len(event_id) <= limit:
-        return event_id
-    return "sha256:" + hashlib.sha256(event_id.encode()).hexdigest()[: limit - len("sha256:")]
-
-
-@functools.cache
-def _max_length(model: type[Model], name: str) -> int:
-    return int(getattr(model._meta.get_field(name), "max_length", None) or 0)
+    return columns.hashed(event_id, columns.limit(models.InboxEvent, "event_id"))
 
 
 def _fit(model: type[Model], name: str, value: str) -> str:
     """``value`` cut to its column, so an event's over-long label cannot block its rows."""
-    return value[: _max_length(model, name)]
+    return columns.cut(value, columns.limit(model, name))
 
 
 def _ensure_committable(connection: BaseDatabaseWrapper) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -24,7 +23,7 @@ from django.core.signals import setting_changed
 from django.db import connections, router, transaction
 from django.utils.connection import ConnectionDoesNotExist
 
-from django_ensign import exceptions, models, rowwrite
+from django_ensign import columns, exceptions, models, rowwrite
 from django_ensign.client import events
 from django_ensign.conf import settings
 from django_ensign.wire import ids, mimetypes
@@ -176,8 +175,9 @@ class RowShape:
 
     def row(self, data: bytes, key: str) -> rowwrite.NewRow:
         """A new row of this shape carrying ``data``, with a fresh stable id."""
-        if len(key) > _KEY_MAX:
-            key = _fitted_key(key)
+        # A key longer than its column keeps its head and a hash of the whole; the
+        # event's ordering-key metadata carries that fitted key, not the original.
+        key = columns.hashed(key, columns.limit(models.OutboxEvent, "ordering_key"))
         return rowwrite.NewRow(
             ids.new_ulid_str(),
             self.topic,
@@ -188,21 +188,6 @@ class RowShape:
             self.metadata_json,
             key,
         )
-
-
-#: The ``ordering_key`` column's size.
-_KEY_MAX: int = models.OutboxEvent._meta.get_field("ordering_key").max_length  # type: ignore[assignment]
-
-
-def _fitted_key(key: str) -> str:
-    """A key too long for its column, as its head and a SHA-256 of the whole.
-
-    Equal keys still map to one fitted key and different ones (practically) never
-    collide, so per-key order holds. The event's ordering-key metadata carries the
-    fitted key, not the original.
-    """
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    return f"{key[: _KEY_MAX - len(digest) - 1]}#{digest}"
 
 
 def prepare(message: Message) -> rowwrite.NewRow:
