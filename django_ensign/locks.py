@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from django_ensign.conf import settings
 
 # An arbitrary 64-bit advisory-lock key: "ensign" in ASCII.
 ADVISORY_KEY = 0x656E7369676E
+#: Seconds between a starting relay's tries of the shared lock.
+RELAY_LOCK_RETRY = 0.25
 
 
 @contextlib.contextmanager
@@ -55,6 +58,24 @@ def _advisory(using: str, shared: bool) -> Iterator[bool]:
         row = conn.execute(f"SELECT {function}(%s)", [ADVISORY_KEY]).fetchone()
         yield bool(row and row[0])
     # Closing the session releases the lock.
+
+
+@contextlib.contextmanager
+def relay_lock(using: str = "default", *, wait: float = 30.0) -> Iterator[bool]:
+    """The drain lock held shared for a relay's life, retried for up to ``wait`` seconds.
+
+    A Celery drain may hold it exclusively at the moment a relay starts; it ends soon
+    (it drains what is due and returns), and a relay that went on without the lock
+    would let every later drain run beside it. Past ``wait`` the relay runs anyway:
+    the claims' leases keep that correct.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        with drain_lock(using, shared=True) as taken:
+            if taken or time.monotonic() >= deadline:
+                yield taken
+                return
+        time.sleep(RELAY_LOCK_RETRY)
 
 
 def _lock_path(using: str) -> Path:

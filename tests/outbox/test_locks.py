@@ -1,0 +1,57 @@
+"""The drain lock: a relay holds it shared for its life, Celery drains skip meanwhile."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from django_ensign import locks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_starting_relay_waits_for_a_running_drain_then_holds_the_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    draining, drained, retrying = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, Any] = {}
+
+    def celery_drain() -> None:
+        with locks.drain_lock() as taken:  # exclusive, as the Celery task takes it
+            seen["drain"] = taken
+            draining.set()
+            drained.wait(30)
+
+    def tried_and_waits(seconds: float) -> None:
+        retrying.set()  # the relay's first try found the lock taken
+        time.sleep(seconds)
+
+    # The locks module's own clock, so the signal above marks exactly a failed try.
+    clock = SimpleNamespace(monotonic=time.monotonic, sleep=tried_and_waits)
+
+    def relay_starts() -> None:
+        with locks.relay_lock(wait=30) as taken:
+            seen["relay"] = taken
+            with locks.drain_lock() as later_drain:
+                seen["later drain"] = later_drain
+
+    monkeypatch.setattr(locks, "time", clock)
+    drain = threading.Thread(target=celery_drain)
+    drain.start()
+    assert draining.wait(30)
+    relay = threading.Thread(target=relay_starts)
+    relay.start()
+    assert retrying.wait(30)
+    drained.set()
+    drain.join(30)
+    relay.join(30)
+    assert seen == {"drain": True, "relay": True, "later drain": False}
+
+
+def test_a_relay_goes_on_without_the_lock_once_its_wait_is_over() -> None:
+    with locks.drain_lock() as draining, locks.relay_lock(wait=0) as taken:
+        assert (draining, taken) == (True, False)
