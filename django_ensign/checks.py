@@ -128,7 +128,7 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
                 )
             )
         try:
-            registry.validate_options(options.get("mimetype"), options.get("version", "1.0.0"))
+            outbox.validate_format(options.get("mimetype"), options.get("version", "1.0.0"))
         except EnsignError as err:
             found.append(
                 _checks.Error(f"ENSIGN_PUBLISHED_MODELS[{label!r}]: {err}", id="django_ensign.E009")

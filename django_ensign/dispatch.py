@@ -249,10 +249,11 @@ def _record_inbox(work: Work) -> list[list[bool]]:
     an event being applied elsewhere right now counts as a duplicate once that commits.
     """
     now = timezone.now()
+    event_ids = [storable_id(event.event_id) for event, _ in work]
     rows: dict[tuple[str, str], _InboxRow] = {}
-    for event, handlers in work:
+    for (event, handlers), event_id in zip(work, event_ids, strict=True):
         for entry in handlers:
-            key = (entry.name, storable_id(event.event_id))
+            key = (entry.name, event_id)
             if key not in rows:
                 rows[key] = (
                     *key,
@@ -264,10 +265,10 @@ def _record_inbox(work: Work) -> list[list[bool]]:
                 )
     inserted = _insert_new(list(rows.values()))
     fresh: list[list[bool]] = []
-    for event, handlers in work:
+    for (_, handlers), event_id in zip(work, event_ids, strict=True):
         new: list[bool] = []
         for entry in handlers:
-            key = (entry.name, storable_id(event.event_id))
+            key = (entry.name, event_id)
             new.append(key in inserted)
             inserted.discard(key)  # a second copy of the key in this batch is a duplicate
         fresh.append(new)

@@ -146,6 +146,20 @@ def check_alias(using: str) -> str:
     return using
 
 
+#: The ``ordering_key`` column's size (read once: every published save checks it).
+_KEY_MAX = columns.limit(models.OutboxEvent, "ordering_key")
+
+
+def validate_format(mimetype: str | None, version: str) -> None:
+    """Refuse a mimetype or schema version that the relay would refuse for every event."""
+    if mimetype is not None and not isinstance(mimetype, str):
+        raise exceptions.InvalidEvent(f"mimetype must be a string, got {mimetype!r}")
+    if mimetype:
+        events.parse_mimetype(mimetype)
+    if version:
+        events.parse_version(version)
+
+
 @dataclass(frozen=True)
 class RowShape:
     """The validated columns that every row of one kind of event shares."""
@@ -167,17 +181,16 @@ class RowShape:
     ) -> RowShape:
         """Check what the relay would otherwise refuse later, far from the caller's code."""
         validate_topic(topic)
-        events.parse_mimetype(mimetype)
-        if type_version:
-            events.parse_version(type_version)
+        validate_format(mimetype, type_version)
         metadata = {str(k): str(v) for k, v in (meta or {}).items()}
         return cls(topic, mimetype, type_name, type_version, json.dumps(metadata))
 
     def row(self, data: bytes, key: str) -> rowwrite.NewRow:
         """A new row of this shape carrying ``data``, with a fresh stable id."""
-        # A key longer than its column keeps its head and a hash of the whole; the
-        # event's ordering-key metadata carries that fitted key, not the original.
-        key = columns.hashed(key, columns.limit(models.OutboxEvent, "ordering_key"))
+        if len(key) > _KEY_MAX:
+            # It keeps its head and a hash of the whole; the event's ordering-key
+            # metadata carries that fitted key, not the original.
+            key = columns.hashed(key, _KEY_MAX)
         return rowwrite.NewRow(
             ids.new_ulid_str(),
             self.topic,

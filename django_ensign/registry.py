@@ -19,7 +19,6 @@ from django.db import models
 from django.db.models.signals import post_delete, post_save
 
 from django_ensign import atomicsave, exceptions, outbox, rowwrite
-from django_ensign.client import events
 from django_ensign.conf import settings
 from django_ensign.payloads import model_fields
 
@@ -108,7 +107,7 @@ def register(
     commit order, and a ``key`` that returns None leaves that event unordered.
     """
     outbox.validate_topic(topic)
-    validate_options(mimetype, version)
+    outbox.validate_format(mimetype, version)
 
     def name(value: str | bool | None, suffix: str) -> str | None:
         if value is True:
@@ -130,16 +129,6 @@ def register(
     atomicsave.install(model)
     _sync_receivers()
     return publication
-
-
-def validate_options(mimetype: str | None, version: str) -> None:
-    """Refuse a mimetype or schema version every event of the publication would fail on."""
-    if mimetype is not None and not isinstance(mimetype, str):
-        raise exceptions.InvalidEvent(f"mimetype must be a string, got {mimetype!r}")
-    if mimetype:
-        events.parse_mimetype(mimetype)
-    if version:
-        events.parse_version(version)
 
 
 def publishes(topic: str, **options: Any) -> Callable[[ModelT], ModelT]:

@@ -439,13 +439,15 @@ class Subscriber:
         """``batch`` less the events nacked because an earlier one of their key was."""
         if not (self.stopping and self._unsettled_keys):
             return batch
-        kept = []
-        for received in batch:
-            if _ordering_key(received) in self._unsettled_keys:
-                await self._nack(received, NACK_DELIVER_AGAIN_ANY, HELD_BACK)
-            else:
-                kept.append(received)
-        return kept
+        return [received for received in batch if not await self._held_back(received)]
+
+    async def _held_back(self, received: Any) -> bool:
+        """While stopping, nack ``received`` if an earlier event of its key was not settled."""
+        key = _ordering_key(received)
+        if not (key and self.stopping and key in self._unsettled_keys):
+            return False
+        await self._nack(received, NACK_DELIVER_AGAIN_ANY, HELD_BACK)
+        return True
 
     async def _ack(self, received: Any) -> None:
         if self._unsettled_keys:
@@ -460,10 +462,9 @@ class Subscriber:
         if before is not None:
             with contextlib.suppress(BaseException):
                 await asyncio.shield(before)
-        key = _ordering_key(received)
-        if key and self.stopping and key in self._unsettled_keys:
-            await self._nack(received, NACK_DELIVER_AGAIN_ANY, HELD_BACK)
+        if await self._held_back(received):
             return
+        key = _ordering_key(received)
         try:
             event = inbound_from(received)
             settled = await (
