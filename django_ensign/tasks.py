@@ -50,12 +50,10 @@ def publish_outbox(
     bind=True,
     name="django_ensign.tasks.handle_event",
     acks_late=True,
-    # The event is acked to Ensign already: a failed run must not drop its message.
+    # The event is acked to Ensign already: a run that hits its time limit is requeued,
+    # not acked away. (Few errors reach Celery: see handle_event.)
     acks_on_failure_or_timeout=False,
     reject_on_worker_lost=True,
-    # Handler failures pass their own cap (ENSIGN_SUBSCRIBER_MAX_ATTEMPTS); errors
-    # outside the handlers are retried until the database or broker is back.
-    max_retries=None,
     ignore_result=True,
 )
 def handle_event(self: _Any, payload: dict[str, _Any], handlers: list[str] | None = None) -> None:
@@ -74,10 +72,15 @@ def handle_event(self: _Any, payload: dict[str, _Any], handlers: list[str] | Non
     from django_ensign import dispatch
 
     try:
-        _handle_event(self, payload, handlers)
+        try:
+            _handle_event(self, payload, handlers)
+        except (Retry, Reject, DatabaseError):
+            raise
+        except Exception as exc:
+            _dead_letter_payload(payload, exc)
     except (Retry, Reject):
         raise
-    except DatabaseError as exc:
+    except DatabaseError as exc:  # also one met while dead-lettering
         number = int(self.request.retries) + 1
         raise _retry_or_requeue(
             self,
@@ -86,8 +89,6 @@ def handle_event(self: _Any, payload: dict[str, _Any], handlers: list[str] | Non
             countdown=dispatch.backoff(number),
             max_retries=None,
         ) from exc
-    except Exception as exc:
-        _dead_letter_payload(payload, exc)
 
 
 def _dead_letter_payload(payload: dict[str, _Any], error: Exception) -> None:

@@ -87,3 +87,25 @@ def test_an_error_retries_cannot_fix_dead_letters_the_event(
     dead = DeadLetter.objects.get()
     assert (dead.reason, dead.handler) == (DeadLetterReason.FAILED, "")
     assert "KeyError" in dead.error
+
+
+def test_a_database_error_while_dead_lettering_such_an_event_is_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recorded = dispatch.dead_letter
+    outages = [OperationalError("server closed the connection unexpectedly")]
+
+    def broken_settle(*args: Any, **kwargs: Any) -> list[Any]:
+        raise KeyError("a bug, the same on every try")
+
+    def dead_letter_after_an_outage(*args: Any, **kwargs: Any) -> DeadLetter:
+        if outages:
+            raise outages.pop()
+        return recorded(*args, **kwargs)
+
+    monkeypatch.setattr(dispatch, "settle", broken_settle)
+    monkeypatch.setattr(dispatch, "dead_letter", dead_letter_after_an_outage)
+    result = tasks.handle_event.apply(args=[payload("sub-multi")])
+
+    assert result.successful()
+    assert "KeyError" in DeadLetter.objects.get().error
