@@ -162,7 +162,22 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
             found.append(
                 _checks.Error(f"{name} must be positive, got {value}.", id="django_ensign.E008")
             )
+    channel = _settings.OUTBOX_NOTIFY_CHANNEL
+    if _settings.OUTBOX_NOTIFY and not 0 < len(channel.encode()) < _PG_NAME_BYTES:
+        # pg_notify() refuses such a name, and LISTEN would cut a long one short: either
+        # every write that publishes fails, or the relay waits for a channel nobody uses.
+        found.append(
+            _checks.Error(
+                f"ENSIGN_OUTBOX_NOTIFY_CHANNEL must be 1 to {_PG_NAME_BYTES - 1} bytes, "
+                f"got {len(channel.encode())}.",
+                id="django_ensign.E010",
+            )
+        )
     return found
+
+
+#: PostgreSQL's NAMEDATALEN: identifiers, channel names included, are shorter.
+_PG_NAME_BYTES = 64
 
 
 # === end outbox and connection checks =======================================

@@ -1,6 +1,6 @@
 """PostgreSQL LISTEN for the relay: wake up as soon as a transaction that wrote rows commits.
 
-The writers' INSERT carries the ``pg_notify`` (:mod:`django_ensign.rowwrite`), so it
+The writers' INSERT carries the NOTIFY (:mod:`django_ensign.rowwrite`), so it
 joins their transaction; PostgreSQL delivers it on commit, once per transaction. LISTEN
 needs a session of its own, so it does not work through a transaction-pooling proxy such
 as pgbouncer in transaction mode; the relay's polling floor still finds every row there, only later.

@@ -2,9 +2,9 @@
 
 A model save that publishes pays for this statement on top of its own, so it is built
 by hand rather than through the ORM (whose insert compiler costs more than the insert
-itself). On PostgreSQL it also carries the relays' ``pg_notify``: PostgreSQL delivers
-the notification when the caller's transaction commits, drops it on rollback, and
-sends one however many rows the transaction wrote.
+itself). On PostgreSQL it also carries the relays' NOTIFY: PostgreSQL delivers the
+notification when the caller's transaction commits, drops it on rollback, and sends one
+however many rows the transaction wrote.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from django.db import connections
 
+from django_ensign.db import binding
 from django_ensign.models import OutboxEvent, OutboxStatus
 
 #: Rows per INSERT statement of a bulk write on PostgreSQL.
@@ -59,13 +60,22 @@ class Written(NamedTuple):
 
 
 @functools.lru_cache(maxsize=64)
-def _statement(table: str, rows: int, notify: bool, returning: bool, jsonb: bool) -> str:
+def _statement(table: str, rows: int, returning: bool, jsonb: bool, wake: str | None) -> str:
+    """The INSERT of ``rows`` rows; ``wake`` says how it also NOTIFYs, if it does.
+
+    ``wake`` is None (no NOTIFY), :data:`_WAKE_PARAM` (``pg_notify`` with the channel as
+    the last parameter, inside the one statement) or a quoted channel name (a ``NOTIFY``
+    statement after the INSERT, in the same call: PostgreSQL runs it cheaper than the
+    ``pg_notify`` that a data-modifying WITH needs).
+    """
     values = _VALUES.format(cast="::jsonb" if jsonb else "")
     insert = f"INSERT INTO {table} ({_COLUMNS}) VALUES {', '.join([values] * rows)}"
     if returning:
         insert += " RETURNING event_id, id, created, next_attempt_at"
-    if not notify:
+    if wake is None:
         return insert
+    if wake != _WAKE_PARAM:
+        return f"{insert}; NOTIFY {wake}"
     if not returning:
         # A data-modifying WITH runs whether or not the query reads it.
         return f"WITH written AS ({insert}) SELECT pg_notify(%s, '')"
@@ -74,6 +84,14 @@ def _statement(table: str, rows: int, notify: bool, returning: bool, jsonb: bool
         f"WITH written AS ({insert}) SELECT written.* FROM written, "
         "(SELECT pg_notify(%s, '')) AS wake"
     )
+
+
+#: ``wake`` of :func:`_statement` when the channel is a parameter of ``pg_notify``.
+_WAKE_PARAM = "%s"
+
+
+def _quoted_channel(channel: str) -> str:
+    return '"' + channel.replace('"', '""') + '"'
 
 
 def _params(rows: Sequence[NewRow]) -> list[Any]:
@@ -101,12 +119,21 @@ def statements(
     postgres = connection.vendor == "postgresql"
     size = CHUNK if postgres else SQLITE_CHUNK
     last = (len(rows) - 1) // size * size
+    client_side = postgres and binding.binds_client_side(connection.settings_dict["OPTIONS"])
+    wake: str | None = None
+    if channel is not None:
+        # LISTEN quotes the channel the same way (notify.py), so both name one channel.
+        wake = _quoted_channel(channel) if client_side and not returning else _WAKE_PARAM
     for start in range(0, len(rows), size):
         chunk = rows[start : start + size]
         params = _params(chunk)
-        if channel is not None:
+        if wake == _WAKE_PARAM:
             params.append(channel)
-        sql = _statement(table, len(chunk), channel is not None, returning, postgres)
+        # A quoted string parameter reaches PostgreSQL untyped, and one row's untyped
+        # value takes its column's type; several rows' VALUES make it text, which a jsonb
+        # column refuses, and server-side binding sends it as text.
+        cast = postgres and (len(chunk) > 1 or not client_side)
+        sql = _statement(table, len(chunk), returning, cast, wake)
         yield (f"{sql}; {then}" if then and start == last else sql), params
 
 

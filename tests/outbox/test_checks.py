@@ -106,6 +106,13 @@ def test_e009_a_mimetype_or_version_every_event_would_fail_on(options: dict[str,
     ]
 
 
+@pytest.mark.parametrize("channel", ["", "c" * 64, "é" * 32])
+def test_e010_a_notify_channel_postgresql_cannot_name(channel: str) -> None:
+    assert ids(ENSIGN_OUTBOX_NOTIFY_CHANNEL=channel) == ["django_ensign.E010"]
+    assert ids(ENSIGN_OUTBOX_NOTIFY_CHANNEL="c" * 63) == []
+    assert ids(ENSIGN_OUTBOX_NOTIFY_CHANNEL=channel, ENSIGN_OUTBOX_NOTIFY=False) == []
+
+
 @pytest.mark.parametrize(
     "entry",
     [{"on_create": "X"}, {"topic": "t", "colour": "red"}, "notes", {"topic": "t", "version": "1"}],
@@ -157,7 +164,7 @@ def test_each_outbox_check_id_is_used_for_one_problem_only() -> None:
     assert sorted(set(used)) == [
         "django_ensign.E001", "django_ensign.E002", "django_ensign.E003", "django_ensign.E004",
         "django_ensign.E005", "django_ensign.E006", "django_ensign.E007", "django_ensign.E008",
-        "django_ensign.E009", "django_ensign.W001", "django_ensign.W002",
+        "django_ensign.E009", "django_ensign.E010", "django_ensign.W001", "django_ensign.W002",
     ]  # fmt: skip
     # The two E003 branches, one E007 reused for options, E008 for non-numbers too.
     assert len(used) == len(set(used)) + 3

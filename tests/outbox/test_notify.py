@@ -7,8 +7,10 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from django.db import connection, transaction
+from django.test import override_settings
+from psycopg import sql
 
-from django_ensign import notify
+from django_ensign import notify, outbox
 from django_ensign.conf import settings
 from tests.outbox.test_writes import create_then_fail
 from tests.testapp.models import Order
@@ -56,3 +58,22 @@ def test_each_autocommit_write_notifies(listener: psycopg.Connection[tuple[objec
     Order.objects.create(reference="N-a")
     Order.objects.create(reference="N-b")
     assert received(listener) == 2
+
+
+def test_a_channel_name_that_needs_quoting_reaches_its_listener() -> None:
+    # Writes name the channel two ways: a NOTIFY statement after a plain INSERT, and
+    # pg_notify() where the INSERT returns rows; the relay LISTENs on a quoted identifier.
+    channel = 'Shop "Orders"'
+    conn = psycopg.connect(autocommit=True, **notify.conninfo("default"))
+    try:
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        with override_settings(ENSIGN_OUTBOX_NOTIFY_CHANNEL=channel):
+            with transaction.atomic():
+                Order.objects.create(reference="Q-1")
+            assert received(conn) == 1
+            Order.objects.create(reference="Q-2")
+            assert received(conn) == 1
+            outbox.publish("orders", {"n": 3})
+            assert received(conn) == 1
+    finally:
+        conn.close()

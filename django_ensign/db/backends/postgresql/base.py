@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.backends.postgresql import base
-from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
+from django_ensign.db.binding import binds_client_side
 from django_ensign.heldrows import HeldRows
 
 
@@ -26,7 +26,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         self.ensign_held_rows = HeldRows(self)
         # First in the list, so it runs outside any wrapper that user code adds later.
         self.execute_wrappers.insert(0, self.ensign_held_rows)
-        self._commit_carries_rows = _binds_client_side(self.settings_dict["OPTIONS"])
+        self._commit_carries_rows = binds_client_side(self.settings_dict["OPTIONS"])
 
     def connect(self) -> None:
         # A connection closed inside atomic() is never rolled back through _rollback.
@@ -51,18 +51,3 @@ class DatabaseWrapper(base.DatabaseWrapper):
         # also keeps a row the database would refuse from failing the rollback itself.
         self.ensign_held_rows.discard()
         super()._savepoint_rollback(sid)  # type: ignore[misc]
-
-
-def _binds_client_side(options: dict[str, Any]) -> bool:
-    """Whether the driver runs ``INSERT …; COMMIT`` in one call, then knows the transaction ended.
-
-    psycopg 3 does, binding parameters client-side (Django's default), and its commit()
-    then finds the session idle and sends nothing. psycopg2 would keep believing a
-    transaction is open; server-side binding takes one statement per call.
-    """
-    if not is_psycopg3 or options.get("server_side_binding") is True:
-        return False
-    import psycopg
-
-    factory = options.get("cursor_factory")
-    return factory is None or issubclass(factory, psycopg.ClientCursor)
