@@ -68,7 +68,7 @@ class HeldRows:
         rows, channel = self._take()
         connection = self._connection
         sent = rowwrite.statements(
-            rows, using=connection.alias, channel=channel, returning=False, then="COMMIT"
+            rows, connection=connection, channel=channel, returning=False, then="COMMIT"
         )
         with connection.wrap_database_errors, connection.connection.cursor() as cursor:
             for sql, params in sent:

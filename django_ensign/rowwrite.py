@@ -13,12 +13,15 @@ import datetime as dt
 import functools
 import json
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.db import connections
 
 from django_ensign.db import binding
 from django_ensign.models import OutboxEvent, OutboxStatus
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
 
 #: Rows per INSERT statement of a bulk write on PostgreSQL.
 CHUNK = 1000
@@ -104,7 +107,7 @@ def _params(rows: Sequence[NewRow]) -> list[Any]:
 def statements(
     rows: Sequence[NewRow],
     *,
-    using: str,
+    connection: BaseDatabaseWrapper,
     channel: str | None,
     returning: bool,
     then: str = "",
@@ -114,12 +117,11 @@ def statements(
     ``channel`` and ``returning`` need PostgreSQL. ``then`` is SQL sent in the same call
     as the last INSERT (the held rows' ``COMMIT``).
     """
-    connection = connections[using]
     table = connection.ops.quote_name(OutboxEvent._meta.db_table)
     postgres = connection.vendor == "postgresql"
     size = CHUNK if postgres else SQLITE_CHUNK
     last = (len(rows) - 1) // size * size
-    client_side = postgres and binding.binds_client_side(connection.settings_dict["OPTIONS"])
+    client_side = binding.connection_binds_client_side(connection)
     wake: str | None = None
     if channel is not None:
         # LISTEN quotes the channel the same way (notify.py), so both name one channel.
@@ -140,8 +142,9 @@ def statements(
 def insert(rows: Sequence[NewRow], *, using: str, channel: str | None) -> dict[str, Written]:
     """Insert ``rows``; with ``channel``, NOTIFY it on commit. Keyed by event id."""
     written: dict[str, Written] = {}
-    with connections[using].cursor() as cursor:
-        for sql, params in statements(rows, using=using, channel=channel, returning=True):
+    connection = connections[using]
+    with connection.cursor() as cursor:
+        for sql, params in statements(rows, connection=connection, channel=channel, returning=True):
             cursor.execute(sql, params)
             for event_id, *filled in cursor.fetchall():
                 written[event_id] = Written(*filled)
@@ -150,6 +153,9 @@ def insert(rows: Sequence[NewRow], *, using: str, channel: str | None) -> dict[s
 
 def insert_only(rows: Sequence[NewRow], *, using: str, channel: str | None) -> None:
     """:func:`insert` for callers that need nothing back."""
-    with connections[using].cursor() as cursor:
-        for sql, params in statements(rows, using=using, channel=channel, returning=False):
+    connection = connections[using]
+    with connection.cursor() as cursor:
+        for sql, params in statements(
+            rows, connection=connection, channel=channel, returning=False
+        ):
             cursor.execute(sql, params)

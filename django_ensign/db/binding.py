@@ -6,7 +6,13 @@ way, and so the engine can ask it before the outbox's models are loaded.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+#: Where :func:`connection_binds_client_side` keeps its answer, on the connection.
+_ANSWER = "_django_ensign_binds_client_side"
 
 
 def binds_client_side(options: dict[str, Any]) -> bool:
@@ -25,3 +31,13 @@ def binds_client_side(options: dict[str, Any]) -> bool:
 
     factory = options.get("cursor_factory")
     return factory is None or issubclass(factory, psycopg.ClientCursor)
+
+
+def connection_binds_client_side(connection: BaseDatabaseWrapper) -> bool:
+    """:func:`binds_client_side` for a connection (False off PostgreSQL), asked once."""
+    answer: bool | None = connection.__dict__.get(_ANSWER)
+    if answer is None:
+        options = connection.settings_dict["OPTIONS"]
+        answer = connection.vendor == "postgresql" and binds_client_side(options)
+        setattr(connection, _ANSWER, answer)
+    return answer
