@@ -163,13 +163,15 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
                 _checks.Error(f"{name} must be positive, got {value}.", id="django_ensign.E008")
             )
     channel = _settings.OUTBOX_NOTIFY_CHANNEL
-    if _settings.OUTBOX_NOTIFY and not 0 < len(channel.encode()) < _PG_NAME_BYTES:
+    if _settings.OUTBOX_NOTIFY and (
+        not 0 < len(channel.encode()) < _PG_NAME_BYTES or "\x00" in channel
+    ):
         # pg_notify() refuses such a name, and LISTEN would cut a long one short: either
         # every write that publishes fails, or the relay waits for a channel nobody uses.
         found.append(
             _checks.Error(
-                f"ENSIGN_OUTBOX_NOTIFY_CHANNEL must be 1 to {_PG_NAME_BYTES - 1} bytes, "
-                f"got {len(channel.encode())}.",
+                f"ENSIGN_OUTBOX_NOTIFY_CHANNEL must be 1 to {_PG_NAME_BYTES - 1} bytes "
+                f"with no NUL character, got {channel!r}.",
                 id="django_ensign.E010",
             )
         )

@@ -94,7 +94,8 @@ _WAKE_PARAM = "%s"
 
 
 def _quoted_channel(channel: str) -> str:
-    return '"' + channel.replace('"', '""') + '"'
+    # Part of the statement's text, which psycopg reads for placeholders: % doubles too.
+    return '"' + channel.replace('"', '""').replace("%", "%%") + '"'
 
 
 def _params(rows: Sequence[NewRow]) -> list[Any]:

@@ -106,7 +106,7 @@ def test_e009_a_mimetype_or_version_every_event_would_fail_on(options: dict[str,
     ]
 
 
-@pytest.mark.parametrize("channel", ["", "c" * 64, "é" * 32])
+@pytest.mark.parametrize("channel", ["", "c" * 64, "é" * 32, "a\x00b"])
 def test_e010_a_notify_channel_postgresql_cannot_name(channel: str) -> None:
     assert ids(ENSIGN_OUTBOX_NOTIFY_CHANNEL=channel) == ["django_ensign.E010"]
     assert ids(ENSIGN_OUTBOX_NOTIFY_CHANNEL="c" * 63) == []

@@ -60,10 +60,10 @@ def test_each_autocommit_write_notifies(listener: psycopg.Connection[tuple[objec
     assert received(listener) == 2
 
 
-def test_a_channel_name_that_needs_quoting_reaches_its_listener() -> None:
+@pytest.mark.parametrize("channel", ['Shop "Orders"', "orders_50%", "x%s", "orders%%"])
+def test_a_channel_name_that_needs_quoting_reaches_its_listener(channel: str) -> None:
     # Writes name the channel two ways: a NOTIFY statement after a plain INSERT, and
     # pg_notify() where the INSERT returns rows; the relay LISTENs on a quoted identifier.
-    channel = 'Shop "Orders"'
     conn = psycopg.connect(autocommit=True, **notify.conninfo("default"))
     try:
         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
