@@ -141,6 +141,9 @@ class Publisher:
             while len(self._inflight) >= limit:
                 self._room.clear()
                 self._wake_writer()
+                # Room comes back as outcomes arrive or deadlines pass: with no server,
+                # only the deadline timer can free it.
+                self._start_timer()
                 await self._room.wait()
                 if self._closed:
                     raise exceptions.ClientClosed()
@@ -163,6 +166,9 @@ class Publisher:
         if self._inflight:
             self._idle.clear()
         self._wake_writer()
+        self._start_timer()
+
+    def _start_timer(self) -> None:
         if self._timer is None or self._timer.done():
             self._timer = asyncio.get_running_loop().create_task(self._expire())
 

@@ -242,6 +242,21 @@ async def test_event_with_no_reply_before_its_deadline_times_out(
     await client.close()
 
 
+async def test_a_publish_waiting_for_room_ends_when_deadlines_pass_with_no_server(
+    fresh_server: EmbeddedServer, topic_name: Callable[[], str]
+) -> None:
+    # More events than the window in one call: the first ones' deadlines must free room.
+    client = make_client(fresh_server, max_in_flight=3, ack_timeout=1.0)
+    topic_id = await client.create_topic(topic_name())
+    await asyncio.to_thread(fresh_server.kill)
+    events = [Event(b"%d" % i, "text/plain") for i in range(7)]
+    await asyncio.wait_for(client.publish(topic_id, events), 15)
+    for event in events:
+        with pytest.raises(exceptions.PublishTimeout):
+            await asyncio.wait_for(event.wait_for_ack(), 15)
+    await asyncio.wait_for(client.close(), 15)
+
+
 async def test_flush_rejects_non_positive_timeout(client: Ensign) -> None:
     with pytest.raises(exceptions.ConfigurationError):
         await client.flush(timeout=0)
