@@ -30,6 +30,7 @@ async def open_stream(start: Callable[[], Awaitable[Any]], first: Any) -> tuple[
 
     Raises the call's :class:`grpc.aio.AioRpcError` (after cancelling the call); a
     core write failure is retried so that the server's own status is what surfaces.
+    Whatever else ends the open, a cancellation included, cancels the call too.
     """
     for attempt in range(1, OPEN_ATTEMPTS + 1):
         call = await start()
@@ -40,4 +41,9 @@ async def open_stream(start: Callable[[], Awaitable[Any]], first: Any) -> tuple[
             call.cancel()
             if attempt == OPEN_ATTEMPTS or not hides_server_status(err):
                 raise
+        except BaseException:
+            # Cancelled, say by the caller's wait_for: a stream left open would keep
+            # receiving a consumer group's events that nobody reads.
+            call.cancel()
+            raise
     raise AssertionError("unreachable")  # pragma: no cover

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from django_ensign.client import Ensign, Event, NackCode, ReceivedEvent, exceptions
+from django_ensign.client import Ensign, Event, NackCode, ReceivedEvent, exceptions, handshake
 from tests.client.conftest import make_client
 from tests.support.server import EmbeddedServer
 
@@ -269,3 +270,30 @@ async def test_default_start_of_a_new_group_is_the_first_event(
 async def test_an_unknown_start_is_a_configuration_error(client: Ensign) -> None:
     with pytest.raises(exceptions.ConfigurationError, match="earliest"):
         client.subscribe("anything", consumer_group="g", start="newest")  # type: ignore[arg-type]
+
+
+async def test_an_open_cancelled_midway_cancels_its_stream(
+    client: Ensign, topic_name: Callable[[], str]
+) -> None:
+    # A poll like wait_for(subscription.__anext__(), 0.001) can cancel the open after the
+    # call started: left open, the server would deliver the group's events to a stream
+    # nobody reads. The subscription's own opener is used to stop at that point.
+    topic = topic_name()
+    await client.create_topic(topic)
+    subscription = client.subscribe(topic, consumer_group=f"g-{uuid.uuid4().hex}")
+    calls: list[Any] = []
+    started = asyncio.Event()
+
+    async def start() -> Any:
+        call = await subscription._start()
+        calls.append(call)
+        started.set()
+        return call
+
+    opening = asyncio.create_task(handshake.open_stream(start, subscription._request))
+    await started.wait()
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    assert calls[0].cancelled()
+    await subscription.close()
