@@ -250,8 +250,17 @@ class Subscription:
 
     # -- acks --------------------------------------------------------------------
 
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            # Queued, the ack would never be sent while the caller believed it was.
+            raise exceptions.CouldNotAck(
+                "the subscription that delivered this event is closed; a consumer group "
+                "gets the event again"
+            )
+
     async def send_ack(self, event_id: bytes) -> None:
         """Ack one delivered event (batched when the server supports AckBatch)."""
+        self._refuse_if_closed()
         if self._call is None:
             # Between streams: sent once the next one opens (the event id is the server's,
             # the same on every stream).
@@ -268,8 +277,9 @@ class Subscription:
 
     async def send_nack(self, event_id: bytes, code: int, error: str) -> None:
         """Nack one delivered event."""
+        self._refuse_if_closed()
         if self._call is None:
-            return
+            return  # between streams: the server delivers the event again anyway
         await self._flush_acks()
         await self._write(
             ensign_pb2.SubscribeRequest(

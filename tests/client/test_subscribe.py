@@ -134,6 +134,27 @@ async def test_consumer_group_resumes_after_the_last_ack(
     assert [e.data for e in rest] == [b"%d" % i for i in range(4, 10)]
 
 
+async def test_acking_after_the_subscription_closed_is_refused_and_the_group_gets_it_again(
+    ensign_server: EmbeddedServer, topic_name: Callable[[], str]
+) -> None:
+    topic = topic_name()
+    group = new_group()
+    async with make_client(ensign_server) as client:
+        await stored(client, topic, [Event(b"late", "text/plain")])
+        async with client.subscribe(topic, consumer_group=group) as first:
+            (event,) = await take(first, 1)
+        with pytest.raises(exceptions.CouldNotAck):
+            await event.ack()
+        with pytest.raises(exceptions.CouldNotAck):
+            await event.nack()
+        assert not event.acked()
+        assert not event.nacked()
+        async with client.subscribe(topic, consumer_group=group) as second:
+            (again,) = await take(second, 1)
+            await again.ack()
+    assert again.data == b"late"
+
+
 async def test_nacked_event_is_delivered_again_to_the_group(
     client: Ensign, topic_name: Callable[[], str]
 ) -> None:
