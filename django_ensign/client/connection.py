@@ -13,6 +13,7 @@ import grpc
 import grpc.aio
 
 from django_ensign import __version__
+from django_ensign.client import exceptions
 from django_ensign.client.auth import TokenSource
 from django_ensign.client.config import ClientConfig
 from django_ensign.client.errors import translate
@@ -66,12 +67,16 @@ class Connection:
         self.config = config
         self.tokens = TokenSource(config.auth_url, config.client_id, config.client_secret)
         self.rpc_timeout = rpc_timeout
+        #: Set by the client's close(): no channel is opened after it.
+        self.closed = False
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopResources] = (
             weakref.WeakKeyDictionary()
         )
 
     def resources(self) -> LoopResources:
         """This loop's channel and helpers, created on first use."""
+        if self.closed:
+            raise exceptions.ClientClosed()
         loop = asyncio.get_running_loop()
         found = self._loops.get(loop)
         if found is None:

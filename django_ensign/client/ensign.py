@@ -332,6 +332,7 @@ class Ensign:
                     )
         self._closed = True
         self._last_publisher = None
+        self._connection.closed = True
         await self._connection.close_current()
         self._connection.close_others()
 

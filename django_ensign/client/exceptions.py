@@ -80,6 +80,10 @@ class FlushTimeout(EnsignError, TimeoutError):
     """Some published events had no ack or nack when the flush timed out."""
 
 
+class CallTimeout(EnsignError, TimeoutError):
+    """A blocking call of the sync client outlasted its ``call_timeout`` and was cancelled."""
+
+
 class NackError(EnsignError):
     """The server refused the event."""
 
@@ -172,6 +176,7 @@ __all__ = [
     "AlreadyExists",
     "AuthServiceUnreachable",
     "AuthenticationError",
+    "CallTimeout",
     "Cancelled",
     "ClientClosed",
     "ConfigurationError",

@@ -12,6 +12,7 @@ through asgiref's ``sync_to_async`` so ORM code in them never runs on the client
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
@@ -50,7 +51,16 @@ class _LoopThread:
             raise exceptions.EnsignError(
                 "the sync client was called from its own event loop; await the Ensign client"
             )
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            # Left running, the call would go on without its caller: a subscription's
+            # next() would take an event nobody receives.
+            future.cancel()
+            raise exceptions.CallTimeout(
+                f"the call did not finish within {timeout} seconds and was cancelled"
+            ) from None
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -65,6 +75,12 @@ def _async_callback(callback: Callback | None) -> Callback | None:
     return sync_to_async(callback, thread_sensitive=False)
 
 
+#: ``SyncEnsign._run``'s default: the client's ``call_timeout``.
+_CALL = object()
+#: Seconds ``SyncSubscription.next(timeout)`` gives its own wait to end by itself.
+NEXT_GRACE = 5.0
+
+
 class SyncEnsign:
     """The :class:`Ensign` API as blocking calls; takes the same arguments."""
 
@@ -73,13 +89,20 @@ class SyncEnsign:
         self._call_timeout = call_timeout
         self._thread: _LoopThread | None = None
         self._lock = threading.Lock()
+        self._closed = False
 
-    def _run(self, make: Callable[[], Coroutine[Any, Any, T]], timeout: float | None = None) -> T:
+    def _run(
+        self, make: Callable[[], Coroutine[Any, Any, T]], timeout: float | object | None = _CALL
+    ) -> T:
+        """Run ``make()`` on the client's loop; ``timeout`` None waits as long as it takes."""
         with self._lock:
+            if self._closed:
+                raise exceptions.ClientClosed()
             if self._thread is None:
                 self._thread = _LoopThread()
             thread = self._thread
-        return thread.run(make(), timeout if timeout is not None else self._call_timeout)
+        limit = self._call_timeout if timeout is _CALL else timeout
+        return thread.run(make(), limit)  # type: ignore[arg-type]
 
     # -- publishing ------------------------------------------------------------
 
@@ -192,6 +215,7 @@ class SyncEnsign:
         """Wait for every outcome, close the client and stop its thread."""
         with self._lock:
             thread, self._thread = self._thread, None
+            self._closed = True
         if thread is None:
             return
         try:
@@ -254,7 +278,9 @@ class SyncSubscription:
             except (StopAsyncIteration, TimeoutError):
                 return None
 
-        event = self._owner._run(step)
+        # Bounded by its own timeout, not the client's call_timeout: waiting for the next
+        # event is what this call is for.
+        event = self._owner._run(step, None if timeout is None else timeout + NEXT_GRACE)
         return None if event is None else SyncReceivedEvent(self._owner, event)
 
     def close(self) -> None:

@@ -257,6 +257,16 @@ async def test_a_publish_waiting_for_room_ends_when_deadlines_pass_with_no_serve
     await asyncio.wait_for(client.close(), 15)
 
 
+async def test_calls_after_close_are_refused(ensign_server: EmbeddedServer) -> None:
+    client = make_client(ensign_server)
+    assert (await client.status()).version
+    await client.close()
+    for call in (client.status, client.get_topics, lambda: client.create_topic("after-close")):
+        with pytest.raises(exceptions.ClientClosed):
+            await call()
+    assert client._connection.current() is None  # no channel opened again
+
+
 async def test_flush_rejects_non_positive_timeout(client: Ensign) -> None:
     with pytest.raises(exceptions.ConfigurationError):
         await client.flush(timeout=0)

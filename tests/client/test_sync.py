@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from django_ensign.client import Ack, Event
+from django_ensign.client import Ack, ClientClosed, Event
+from django_ensign.client.exceptions import CallTimeout
 from django_ensign.client.sync import SyncEnsign
 from tests.support.server import EmbeddedServer
 
@@ -68,3 +69,38 @@ def test_subscribe_and_ack(sync_client: SyncEnsign, topic_name: Callable[[], str
 def test_status_and_info(sync_client: SyncEnsign) -> None:
     assert sync_client.status().version
     assert sync_client.info().num_topics >= 0
+
+
+def test_a_next_cut_by_the_call_timeout_is_cancelled_and_loses_no_event(
+    ensign_server: EmbeddedServer, topic_name: Callable[[], str]
+) -> None:
+    creds = ensign_server.credentials
+    client = SyncEnsign(
+        client_id=creds.client_id,
+        client_secret=creds.client_secret,
+        endpoint=ensign_server.endpoint,
+        auth_url=ensign_server.auth_url,
+        call_timeout=1.0,
+    )
+    try:
+        topic = topic_name()
+        client.create_topic(topic)
+        with client.subscribe(topic) as subscription:
+            assert subscription.next(timeout=0.2) is None  # the stream is open
+            # A wait longer than call_timeout, cut short by it: it must not take an event
+            # on its own afterwards.
+            with pytest.raises(CallTimeout):
+                client._run(lambda: asyncio.wait_for(subscription.subscription.__anext__(), 30))
+            client.publish(topic, Event(b"one", "text/plain"), Event(b"two", "text/plain"))
+            got = [subscription.next(timeout=10), subscription.next(timeout=10)]
+            assert [event.data for event in got if event is not None] == [b"one", b"two"]
+    finally:
+        client.close()
+
+
+def test_calls_after_close_are_refused(sync_client: SyncEnsign) -> None:
+    sync_client.close()
+    with pytest.raises(ClientClosed):
+        sync_client.status()
+    with pytest.raises(ClientClosed):
+        sync_client.get_topics()
