@@ -80,6 +80,14 @@ class FlushTimeout(EnsignError, TimeoutError):
     """Some published events had no ack or nack when the flush timed out."""
 
 
+class LoopEnded(EnsignError):
+    """The event loop that published the event ended before its ack or nack arrived.
+
+    The server may or may not have stored it: publish it again from a running loop, or
+    ``flush()`` or ``close()`` before the loop ends.
+    """
+
+
 class CallTimeout(EnsignError, TimeoutError):
     """A blocking call of the sync client outlasted its ``call_timeout`` and was cancelled."""
 
@@ -191,6 +199,7 @@ __all__ = [
     "InvalidEvent",
     "InvalidQuery",
     "InvalidTopicName",
+    "LoopEnded",
     "MissingCredentials",
     "NackError",
     "NotFound",

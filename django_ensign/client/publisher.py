@@ -218,6 +218,20 @@ class Publisher:
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     async def _write_loop(self) -> None:
+        try:
+            await self._write_forever()
+        except asyncio.CancelledError:
+            if not self._closed:
+                # Only the end of the loop (asyncio.run cancels every task) cancels the
+                # writer of an open publisher: its events would wait forever, so they fail.
+                self._fail_all(
+                    exceptions.LoopEnded(
+                        "the event loop that published this event ended before its ack or nack"
+                    )
+                )
+            raise
+
+    async def _write_forever(self) -> None:
         backoff = self._options.backoff_initial
         while True:
             if not self._queue:

@@ -257,6 +257,29 @@ async def test_a_publish_waiting_for_room_ends_when_deadlines_pass_with_no_serve
     await asyncio.wait_for(client.close(), 15)
 
 
+def test_events_whose_loop_ends_before_their_outcome_fail_loudly(
+    fresh_server: EmbeddedServer, topic_name: Callable[[], str]
+) -> None:
+    # One client, two asyncio.run() calls; the first ends with its event unanswered.
+    client = make_client(fresh_server, ack_timeout=2.0)
+    event = Event(b"orphan", "text/plain")
+    nacks: list[Nack] = []
+
+    async def publish_then_leave() -> None:
+        topic_id = await client.create_topic(topic_name())
+        await asyncio.to_thread(fresh_server.kill)
+        await client.publish(topic_id, event, on_nack=nacks.append)
+
+    async def look_later() -> None:
+        with pytest.raises(exceptions.LoopEnded):
+            await asyncio.wait_for(event.wait_for_ack(), 10)
+        await asyncio.wait_for(client.close(), 10)
+
+    asyncio.run(publish_then_leave())
+    assert [n.id for n in nacks] == [event.local_id]
+    asyncio.run(look_later())
+
+
 async def test_calls_after_close_are_refused(ensign_server: EmbeddedServer) -> None:
     client = make_client(ensign_server)
     assert (await client.status()).version
