@@ -125,12 +125,13 @@ class Ensign:
         topic_id = await self._publish_topic_id(topic, ensure_exists)
         await self._publisher().publish(topic_id, flat, on_ack, on_nack)
 
-    async def flush(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109 (the SDK contract)
+    async def flush(self, timeout: float | None = 2.0) -> None:  # noqa: ASYNC109 (the SDK contract)
         """Wait until every event published from this loop is acked or nacked.
 
-        Raises :class:`FlushTimeout` (a ``TimeoutError``) after ``timeout`` seconds.
+        Raises :class:`FlushTimeout` (a ``TimeoutError``) after ``timeout`` seconds;
+        ``None`` waits as long as the events' own deadlines (``ack_timeout``).
         """
-        if timeout <= 0:
+        if timeout is not None and timeout <= 0:
             raise exceptions.ConfigurationError("timeout must be greater than 0")
         found = self._connection.current()
         if found is not None and _PUBLISHER in found.extras:
@@ -232,7 +233,7 @@ class Ensign:
         """Stored events matching an EnSQL query: ``async for`` it, or ``await`` it for a cursor."""
         self._check_open()
         return QueryCursor(
-            self._connection, self.topics, build_query(query, params, include_duplicates)
+            self._connection, self._admin, build_query(query, params, include_duplicates)
         )
 
     # -- topics --------------------------------------------------------------------

@@ -13,7 +13,7 @@ from django_ensign.client import exceptions
 from django_ensign.client.connection import EOF, Connection
 from django_ensign.client.errors import translate
 from django_ensign.client.events import ReceivedEvent
-from django_ensign.client.topics import TopicCache
+from django_ensign.client.topics import TopicAdmin
 from django_ensign.proto.api.v1beta1 import query_pb2
 
 ParamValue = bool | int | float | bytes | str
@@ -55,9 +55,11 @@ class QueryCursor:
     ``fetchmany(n)`` and ``fetchall()`` as the official SDK's cursor does.
     """
 
-    def __init__(self, connection: Connection, cache: TopicCache, query: query_pb2.Query) -> None:
+    def __init__(self, connection: Connection, topics: TopicAdmin, query: query_pb2.Query) -> None:
         self._connection = connection
-        self._cache = cache
+        self._topics = topics
+        self._cache = topics.cache
+        self._listed = False
         self._query = query
         self._call: Any = None
         self._finished = False
@@ -87,7 +89,14 @@ class QueryCursor:
         if wrapper is EOF:
             self._finish()
             return None
-        return ReceivedEvent(wrapper, self._cache.name(wrapper.topic_id) or "")
+        name = self._cache.name(wrapper.topic_id)
+        if name is None and not self._listed:
+            # A topic this client has not met yet: one listing names every topic.
+            self._listed = True
+            with contextlib.suppress(exceptions.EnsignError):
+                await self._topics.get_topics()
+            name = self._cache.name(wrapper.topic_id)
+        return ReceivedEvent(wrapper, name or "")
 
     async def __aenter__(self) -> QueryCursor:
         return await self._start()

@@ -129,7 +129,7 @@ class SyncEnsign:
         """Block until the event's Ack or Nack; PublishTimeout after ``timeout``."""
         return self._run(lambda: event.wait_for_ack(timeout))
 
-    def flush(self, timeout: float = 2.0) -> None:
+    def flush(self, timeout: float | None = 2.0) -> None:
         """Block until every published event has an outcome; FlushTimeout after ``timeout``."""
         self._run(lambda: self.client.flush(timeout))
 

@@ -290,6 +290,15 @@ async def test_calls_after_close_are_refused(ensign_server: EmbeddedServer) -> N
     assert client._connection.current() is None  # no channel opened again
 
 
+async def test_flush_without_a_timeout_waits_for_every_outcome(
+    client: Ensign, topic_name: Callable[[], str]
+) -> None:
+    events = [Event(b"%d" % i, "text/plain") for i in range(20)]
+    await client.publish(topic_name(), events, ensure_exists=True)
+    await client.flush(timeout=None)
+    assert all(event.acked() for event in events)
+
+
 async def test_flush_rejects_non_positive_timeout(client: Ensign) -> None:
     with pytest.raises(exceptions.ConfigurationError):
         await client.flush(timeout=0)

@@ -7,6 +7,8 @@ from collections.abc import Callable
 import pytest
 
 from django_ensign.client import Ensign, Event, exceptions
+from tests.client.conftest import make_client
+from tests.support.server import EmbeddedServer
 
 
 @pytest.fixture
@@ -27,6 +29,14 @@ async def stored_topic(client: Ensign, topic_name: Callable[[], str]) -> str:
 async def test_async_for_over_a_query(client: Ensign, stored_topic: str) -> None:
     data = [e.data async for e in client.query(f"SELECT * FROM {stored_topic}")]
     assert data == [b"%d" % i for i in range(6)]
+
+
+async def test_results_name_their_topic_on_a_client_that_never_used_it(
+    ensign_server: EmbeddedServer, stored_topic: str
+) -> None:
+    async with make_client(ensign_server) as fresh:
+        topics = {e.topic async for e in fresh.query(f"SELECT * FROM {stored_topic}")}
+    assert topics == {stored_topic}
 
 
 async def test_cursor_fetch_methods(client: Ensign, stored_topic: str) -> None:
