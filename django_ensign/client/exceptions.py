@@ -89,7 +89,7 @@ class LoopEnded(EnsignError):
 
 
 class CallTimeout(EnsignError, TimeoutError):
-    """A blocking call of the sync client outlasted its ``call_timeout`` and was cancelled."""
+    """A blocking call of the sync client outlasted its ``call_timeout``; it goes on running."""
 
 
 class NackError(EnsignError):

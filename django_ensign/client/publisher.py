@@ -40,6 +40,8 @@ DEFAULT_BATCH_BYTES = 4 * 1024 * 1024
 # Queued events after which publish() yields to the writer (plain framing, batches).
 SEND_CHUNK = 64
 SEND_CHUNK_BATCHED = 512
+#: Seconds the end of an event loop waits for on_nack coroutines of the events it fails.
+LOOP_END_GRACE = 5.0
 
 
 class _Pending:
@@ -229,6 +231,9 @@ class Publisher:
                         "the event loop that published this event ended before its ack or nack"
                     )
                 )
+                # asyncio.run waits for this task, not for the callback tasks made just now.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.drain_callbacks(), LOOP_END_GRACE)
             raise
 
     async def _write_forever(self) -> None:

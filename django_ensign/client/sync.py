@@ -55,11 +55,10 @@ class _LoopThread:
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
-            # Left running, the call would go on without its caller: a subscription's
-            # next() would take an event nobody receives.
-            future.cancel()
+            # Not cancelled: a publish cut halfway would leave some events unsent and
+            # unreported, and an ack cut in its write would end the stream.
             raise exceptions.CallTimeout(
-                f"the call did not finish within {timeout} seconds and was cancelled"
+                f"the call did not finish within {timeout} seconds; it goes on in the background"
             ) from None
 
     def stop(self) -> None:
@@ -284,7 +283,9 @@ class SyncSubscription:
         return None if event is None else SyncReceivedEvent(self._owner, event)
 
     def close(self) -> None:
-        """End the subscription."""
+        """End the subscription (nothing to do once the client is closed: it ended them)."""
+        if self._owner._closed:
+            return
         self._owner._run(self.subscription.close)
 
     def __enter__(self) -> SyncSubscription:

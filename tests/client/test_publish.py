@@ -265,10 +265,14 @@ def test_events_whose_loop_ends_before_their_outcome_fail_loudly(
     event = Event(b"orphan", "text/plain")
     nacks: list[Nack] = []
 
+    async def on_nack(nack: Nack) -> None:
+        await asyncio.sleep(0.01)  # a callback that waits still finishes
+        nacks.append(nack)
+
     async def publish_then_leave() -> None:
         topic_id = await client.create_topic(topic_name())
         await asyncio.to_thread(fresh_server.kill)
-        await client.publish(topic_id, event, on_nack=nacks.append)
+        await client.publish(topic_id, event, on_nack=on_nack)
 
     async def look_later() -> None:
         with pytest.raises(exceptions.LoopEnded):
