@@ -11,6 +11,8 @@ from django.core import checks as _checks
 
 from django_ensign.conf import settings as _settings
 
+#: PostgreSQL's NAMEDATALEN: identifiers, channel names included, are shorter.
+_PG_NAME_BYTES = 64
 _PUBLICATION_OPTIONS = frozenset(
     {"topic", "on_create", "on_update", "on_delete", "version", "serializer", "key", "mimetype"}
 )
@@ -176,10 +178,6 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
             )
         )
     return found
-
-
-#: PostgreSQL's NAMEDATALEN: identifiers, channel names included, are shorter.
-_PG_NAME_BYTES = 64
 
 
 # === end outbox and connection checks =======================================

@@ -63,7 +63,7 @@ class Written(NamedTuple):
 
 
 @functools.lru_cache(maxsize=64)
-def _statement(table: str, rows: int, returning: bool, jsonb: bool, wake: str | None) -> str:
+def _statement(table: str, rows: int, returning: bool, cast: bool, wake: str | None) -> str:
     """The INSERT of ``rows`` rows; ``wake`` says how it also NOTIFYs, if it does.
 
     ``wake`` is None (no NOTIFY), :data:`_WAKE_PARAM` (``pg_notify`` with the channel as
@@ -71,7 +71,7 @@ def _statement(table: str, rows: int, returning: bool, jsonb: bool, wake: str | 
     statement after the INSERT, in the same call: PostgreSQL runs it cheaper than the
     ``pg_notify`` that a data-modifying WITH needs).
     """
-    values = _VALUES.format(cast="::jsonb" if jsonb else "")
+    values = _VALUES.format(cast="::jsonb" if cast else "")
     insert = f"INSERT INTO {table} ({_COLUMNS}) VALUES {', '.join([values] * rows)}"
     if returning:
         insert += " RETURNING event_id, id, created, next_attempt_at"

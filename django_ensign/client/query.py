@@ -58,7 +58,6 @@ class QueryCursor:
     def __init__(self, connection: Connection, topics: TopicAdmin, query: query_pb2.Query) -> None:
         self._connection = connection
         self._topics = topics
-        self._cache = topics.cache
         self._listed = False
         self._query = query
         self._call: Any = None
@@ -89,13 +88,13 @@ class QueryCursor:
         if wrapper is EOF:
             self._finish()
             return None
-        name = self._cache.name(wrapper.topic_id)
+        name = self._topics.cache.name(wrapper.topic_id)
         if name is None and not self._listed:
             # A topic this client has not met yet: one listing names every topic.
             self._listed = True
             with contextlib.suppress(exceptions.EnsignError):
                 await self._topics.get_topics()
-            name = self._cache.name(wrapper.topic_id)
+            name = self._topics.cache.name(wrapper.topic_id)
         return ReceivedEvent(wrapper, name or "")
 
     async def __aenter__(self) -> QueryCursor:

@@ -74,8 +74,6 @@ def _async_callback(callback: Callback | None) -> Callback | None:
     return sync_to_async(callback, thread_sensitive=False)
 
 
-#: ``SyncEnsign._run``'s default: the client's ``call_timeout``.
-_CALL = object()
 #: Seconds ``SyncSubscription.next(timeout)`` gives its own wait to end by itself.
 NEXT_GRACE = 5.0
 
@@ -90,18 +88,19 @@ class SyncEnsign:
         self._lock = threading.Lock()
         self._closed = False
 
-    def _run(
-        self, make: Callable[[], Coroutine[Any, Any, T]], timeout: float | object | None = _CALL
-    ) -> T:
-        """Run ``make()`` on the client's loop; ``timeout`` None waits as long as it takes."""
+    def _run(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run ``make()`` on the client's loop, for at most ``call_timeout`` seconds."""
+        return self._run_within(make, self._call_timeout)
+
+    def _run_within(self, make: Callable[[], Coroutine[Any, Any, T]], limit: float | None) -> T:
+        """Run ``make()`` on the client's loop; ``limit`` None waits as long as it takes."""
         with self._lock:
             if self._closed:
                 raise exceptions.ClientClosed()
             if self._thread is None:
                 self._thread = _LoopThread()
             thread = self._thread
-        limit = self._call_timeout if timeout is _CALL else timeout
-        return thread.run(make(), limit)  # type: ignore[arg-type]
+        return thread.run(make(), limit)
 
     # -- publishing ------------------------------------------------------------
 
@@ -279,7 +278,8 @@ class SyncSubscription:
 
         # Bounded by its own timeout, not the client's call_timeout: waiting for the next
         # event is what this call is for.
-        event = self._owner._run(step, None if timeout is None else timeout + NEXT_GRACE)
+        limit = None if timeout is None else timeout + NEXT_GRACE
+        event = self._owner._run_within(step, limit)
         return None if event is None else SyncReceivedEvent(self._owner, event)
 
     def close(self) -> None:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 _ANSWER = "_django_ensign_binds_client_side"
 
 
-def binds_client_side(options: dict[str, Any]) -> bool:
+def _binds_client_side(options: dict[str, Any]) -> bool:
     """Whether psycopg 3 sends this connection's queries with parameters bound client-side.
 
     Such a query may hold several statements (``INSERT …; NOTIFY …; COMMIT``), runs as
@@ -34,10 +34,13 @@ def binds_client_side(options: dict[str, Any]) -> bool:
 
 
 def connection_binds_client_side(connection: BaseDatabaseWrapper) -> bool:
-    """:func:`binds_client_side` for a connection (False off PostgreSQL), asked once."""
+    """Whether psycopg 3 binds this connection's parameters client-side (False off PostgreSQL).
+
+    Asked once per connection wrapper, by the engine's commit and the outbox writer alike.
+    """
     answer: bool | None = connection.__dict__.get(_ANSWER)
     if answer is None:
         options = connection.settings_dict["OPTIONS"]
-        answer = connection.vendor == "postgresql" and binds_client_side(options)
+        answer = connection.vendor == "postgresql" and _binds_client_side(options)
         setattr(connection, _ANSWER, answer)
     return answer

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -13,15 +14,21 @@ from django_ensign.client.sync import SyncEnsign
 from tests.support.server import EmbeddedServer
 
 
-@pytest.fixture
-def sync_client(ensign_server: EmbeddedServer) -> Iterator[SyncEnsign]:
-    creds = ensign_server.credentials
-    client = SyncEnsign(
+def make_sync_client(server: EmbeddedServer, **options: Any) -> SyncEnsign:
+    """A blocking client of ``server`` configured by arguments."""
+    creds = server.credentials
+    return SyncEnsign(
         client_id=creds.client_id,
         client_secret=creds.client_secret,
-        endpoint=ensign_server.endpoint,
-        auth_url=ensign_server.auth_url,
+        endpoint=server.endpoint,
+        auth_url=server.auth_url,
+        **options,
     )
+
+
+@pytest.fixture
+def sync_client(ensign_server: EmbeddedServer) -> Iterator[SyncEnsign]:
+    client = make_sync_client(ensign_server)
     yield client
     client.close()
 
@@ -74,14 +81,7 @@ def test_status_and_info(sync_client: SyncEnsign) -> None:
 def test_next_waits_by_its_own_timeout_beyond_the_call_timeout(
     ensign_server: EmbeddedServer, topic_name: Callable[[], str]
 ) -> None:
-    creds = ensign_server.credentials
-    client = SyncEnsign(
-        client_id=creds.client_id,
-        client_secret=creds.client_secret,
-        endpoint=ensign_server.endpoint,
-        auth_url=ensign_server.auth_url,
-        call_timeout=1.0,
-    )
+    client = make_sync_client(ensign_server, call_timeout=1.0)
     try:
         topic = topic_name()
         client.create_topic(topic)

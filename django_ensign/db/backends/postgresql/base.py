@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db.backends.postgresql import base
 
-from django_ensign.db.binding import binds_client_side
+from django_ensign.db.binding import connection_binds_client_side
 from django_ensign.heldrows import HeldRows
 
 
@@ -26,7 +26,6 @@ class DatabaseWrapper(base.DatabaseWrapper):
         self.ensign_held_rows = HeldRows(self)
         # First in the list, so it runs outside any wrapper that user code adds later.
         self.execute_wrappers.insert(0, self.ensign_held_rows)
-        self._commit_carries_rows = binds_client_side(self.settings_dict["OPTIONS"])
 
     def connect(self) -> None:
         # A connection closed inside atomic() is never rolled back through _rollback.
@@ -35,7 +34,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _commit(self) -> None:
         if self.connection is not None and self.ensign_held_rows:
-            if self._commit_carries_rows:
+            if connection_binds_client_side(self):
                 self.ensign_held_rows.send_with_commit()
             else:
                 self.ensign_held_rows.send()
