@@ -10,10 +10,13 @@ holding; a rollback to a savepoint drops them instead, as they were all written 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from django.db.backends.utils import debug_transaction
+
+from django_ensign.db import prepared
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -52,8 +55,18 @@ class HeldRows:
         from django_ensign import rowwrite  # the engine loads before the models it imports
 
         rows, channel = self._take()
-        if rows:
-            rowwrite.insert_only(rows, using=self._connection.alias, channel=channel)
+        if not rows:
+            return
+        connection = self._connection
+        if not self._may_prepare(rows):
+            rowwrite.insert_only(rows, using=connection.alias, channel=channel)
+            return
+        statement, ready = prepared.name(connection)
+        sql, params = rowwrite.prepared_call(
+            rows, connection=connection, channel=channel, statement=statement, prepare=not ready
+        )
+        with self._keeping(statement, ready), connection.cursor() as cursor:
+            cursor.execute(sql, params)
 
     def send_with_commit(self) -> None:
         """Insert the held rows and ``COMMIT`` in one round trip.
@@ -67,14 +80,45 @@ class HeldRows:
 
         rows, channel = self._take()
         connection = self._connection
-        sent = rowwrite.statements(
-            rows, connection=connection, channel=channel, returning=False, then="COMMIT"
-        )
-        with connection.wrap_database_errors, connection.connection.cursor() as cursor:
+        kept: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if self._may_prepare(rows):
+            statement, ready = prepared.name(connection)
+            sent: Iterable[tuple[str, list[Any]]] = [
+                rowwrite.prepared_call(
+                    rows,
+                    connection=connection,
+                    channel=channel,
+                    statement=statement,
+                    prepare=not ready,
+                    then="COMMIT",
+                )
+            ]
+            kept = self._keeping(statement, ready)
+        else:
+            sent = rowwrite.statements(
+                rows, connection=connection, channel=channel, returning=False, then="COMMIT"
+            )
+        with kept, connection.wrap_database_errors, connection.connection.cursor() as cursor:
             for sql, params in sent:
                 logged = cursor.mogrify(sql, params) if connection.queries_logged else sql
                 with debug_transaction(connection, logged):
                     cursor.execute(sql, params)
+
+    def _may_prepare(self, rows: list[NewRow]) -> bool:
+        from django_ensign import rowwrite
+
+        return len(rows) <= rowwrite.PREPARED_ROWS and prepared.allowed(self._connection)
+
+    @contextlib.contextmanager
+    def _keeping(self, statement: str, ready: bool) -> Iterator[None]:
+        """Around a call using the prepared ``statement``: record it, or forget it on failure."""
+        try:
+            yield
+        except BaseException:
+            prepared.forget(self._connection)
+            raise
+        if not ready:
+            prepared.prepared(self._connection, statement)
 
     def __call__(
         self,

@@ -140,6 +140,41 @@ def statements(
         yield (f"{sql}; {then}" if then and start == last else sql), params
 
 
+_ARGUMENTS = "(" + ", ".join(["%s"] * len(NewRow._fields)) + ")"
+
+#: Held rows up to this many go out as EXECUTEs of the session's prepared INSERT; more
+#: go out as multi-row INSERTs, whose one parse is then worth it.
+PREPARED_ROWS = 16
+
+
+def prepared_call(
+    rows: Sequence[NewRow],
+    *,
+    connection: BaseDatabaseWrapper,
+    channel: str | None,
+    statement: str,
+    prepare: bool,
+    then: str = "",
+) -> tuple[str, list[Any]]:
+    """One call inserting ``rows`` by EXECUTEs of the prepared INSERT ``statement``.
+
+    With ``prepare``, the call first PREPAREs it (PostgreSQL takes each parameter's type
+    from its column). Needs a driver that binds client-side (one call, several
+    statements); ``then`` as in :func:`statements`.
+    """
+    parts = []
+    if prepare:
+        table = connection.ops.quote_name(OutboxEvent._meta.db_table)
+        values = _VALUES.format(cast="").replace("%s", "${}").format(*range(1, 9))
+        parts.append(f"PREPARE {statement} AS INSERT INTO {table} ({_COLUMNS}) VALUES {values}")
+    parts.extend([f"EXECUTE {statement} {_ARGUMENTS}"] * len(rows))
+    if channel is not None:
+        parts.append(f"NOTIFY {_quoted_channel(channel)}")
+    if then:
+        parts.append(then)
+    return "; ".join(parts), _params(rows)
+
+
 def insert(rows: Sequence[NewRow], *, using: str, channel: str | None) -> dict[str, Written]:
     """Insert ``rows``; with ``channel``, NOTIFY it on commit. Keyed by event id."""
     written: dict[str, Written] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -22,6 +23,7 @@ def _postgres_up() -> bool:
 
 TEST_DB = os.environ.get("ENSIGN_TEST_DB") or ("postgres" if _postgres_up() else "sqlite")
 
+DATABASES: dict[str, dict[str, Any]]
 if TEST_DB == "postgres":
     import psycopg
 
@@ -50,6 +52,12 @@ if TEST_DB == "postgres":
     DATABASES["held_cursor_factory"] = {
         **DATABASES["held"],
         "OPTIONS": {"cursor_factory": psycopg.Cursor},
+    }
+    # Django's and psycopg's markers of a pooler in transaction mode: no session state.
+    DATABASES["held_pooled"] = {**DATABASES["held"], "DISABLE_SERVER_SIDE_CURSORS": True}
+    DATABASES["held_unprepared"] = {
+        **DATABASES["held"],
+        "OPTIONS": {"prepare_threshold": None},
     }
 else:
     DATABASES = {

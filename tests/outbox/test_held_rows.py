@@ -16,6 +16,8 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from django_ensign import outbox, rowwrite
+from django_ensign.db import prepared
+from django_ensign.db.backends.postgresql.base import DatabaseWrapper
 from django_ensign.models import OutboxEvent
 from tests.outbox.test_notify import listener, received
 from tests.testapp.models import Order
@@ -25,7 +27,14 @@ if "held" not in settings.DATABASES:
 
 pytestmark = pytest.mark.django_db(
     transaction=True,
-    databases=["default", "held", "held_server_binding", "held_cursor_factory"],
+    databases=[
+        "default",
+        "held",
+        "held_server_binding",
+        "held_cursor_factory",
+        "held_pooled",
+        "held_unprepared",
+    ],
 )
 
 __all__ = ["listener"]  # a fixture these tests use
@@ -39,7 +48,18 @@ def references(using: str = "default") -> list[str]:
 
 
 def outbox_statements(captured: CaptureQueriesContext) -> list[str]:
-    return [query["sql"] for query in captured.captured_queries if TABLE in query["sql"]]
+    """What wrote outbox rows: INSERTs, and EXECUTEs of the session's prepared one."""
+    return [
+        query["sql"]
+        for query in captured.captured_queries
+        if TABLE in query["sql"] or "EXECUTE django_ensign_outbox_row_" in query["sql"]
+    ]
+
+
+def prepared_statements(alias: str) -> list[str]:
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [statement for (statement,) in cursor.fetchall()]
 
 
 def test_a_published_save_sends_its_row_with_the_commit() -> None:
@@ -167,11 +187,12 @@ def test_a_connection_closed_inside_a_transaction_takes_its_held_rows_with_it() 
     assert not Order.objects.filter(reference="H-closed").exists()
 
 
-def test_many_rows_held_by_one_transaction_all_arrive_in_order() -> None:
+@pytest.mark.parametrize("count", [rowwrite.PREPARED_ROWS, rowwrite.PREPARED_ROWS + 1])
+def test_many_rows_held_by_one_transaction_all_arrive_in_order(count: int) -> None:
     with transaction.atomic(using="held"):
-        for i in range(30):
+        for i in range(count):
             Order.objects.using("held").create(reference=f"H-{i:03d}")
-    assert references() == [f"H-{i:03d}" for i in range(30)]
+    assert references() == [f"H-{i:03d}" for i in range(count)]
 
 
 def test_the_commit_notifies_the_relays_once(
@@ -232,8 +253,71 @@ def test_more_held_rows_than_one_insert_takes_go_out_in_chunks_the_last_with_the
     assert references() == [f"C-{n}" for n in range(count)]
 
 
+def test_later_commits_of_a_session_reuse_its_prepared_insert() -> None:
+    new_session()
+    with CaptureQueriesContext(connections["held"]) as captured:
+        for reference in ("P-1", "P-2", "P-3"):
+            with transaction.atomic(using="held"):
+                Order.objects.using("held").create(reference=reference)
+    first, *later = outbox_statements(captured)
+    assert first.startswith("PREPARE django_ensign_outbox_row_")
+    assert [statement.split(" ", 1)[0] for statement in later] == ["EXECUTE", "EXECUTE"]
+    assert references() == ["P-1", "P-2", "P-3"]
+
+
+def test_a_session_that_lost_its_prepared_insert_fails_one_commit_then_prepares_again() -> None:
+    new_session()
+    with transaction.atomic(using="held"):
+        Order.objects.using("held").create(reference="D-before")
+    with connections["held"].cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")  # as a pool's session reset would
+    with pytest.raises(DatabaseError, match="does not exist"), transaction.atomic(using="held"):
+        Order.objects.using("held").create(reference="D-lost")
+    assert not Order.objects.filter(reference="D-lost").exists()  # rolled back whole
+    with transaction.atomic(using="held"):
+        Order.objects.using("held").create(reference="D-after")
+    assert references() == ["D-before", "D-after"]
+
+
+@pytest.mark.parametrize("alias", ["held_pooled", "held_unprepared"])
+def test_behind_a_transaction_pooler_nothing_is_prepared(alias: str) -> None:
+    connections[alias].close()
+    with (
+        CaptureQueriesContext(connections[alias]) as captured,
+        transaction.atomic(using=alias),
+    ):
+        Order.objects.using(alias).create(reference="T-1")
+    with transaction.atomic(using=alias):
+        Order.objects.using(alias).create(reference="T-2")
+    [statement] = outbox_statements(captured)
+    assert statement.startswith(f"INSERT INTO {connections[alias].ops.quote_name(TABLE)}")
+    assert statement.endswith("; COMMIT")
+    assert prepared_statements(alias) == []
+    assert references() == ["T-1", "T-2"]
+
+
 def test_explicit_publish_still_returns_the_saved_row() -> None:
     with transaction.atomic(using="held"):
         row = outbox.publish("orders.events", {"reference": "H-explicit"}, using="held")
         assert row.pk is not None
     assert references() == ["H-explicit"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "options", "allowed"),
+    [
+        ({}, {}, True),
+        ({"DISABLE_SERVER_SIDE_CURSORS": True}, {}, False),
+        ({}, {"prepare_threshold": None}, False),
+        ({}, {"prepare_threshold": 0}, True),
+        ({}, {"pool": {"reset": "tests.outbox.test_held_rows.references"}}, False),
+        ({}, {"pool": {"min_size": 2}}, True),
+        ({}, {"server_side_binding": True}, False),
+    ],
+    ids=["default", "pooler", "psycopg-off", "psycopg-eager", "pool-reset", "pool", "ssb"],
+)
+def test_which_settings_let_a_session_keep_the_prepared_insert(
+    extra: dict[str, object], options: dict[str, object], allowed: bool
+) -> None:
+    wrapper = DatabaseWrapper({**settings.DATABASES["held"], **extra, "OPTIONS": options}, "x")
+    assert prepared.allowed(wrapper) is allowed
