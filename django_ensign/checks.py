@@ -165,8 +165,10 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
                 _checks.Error(f"{name} must be positive, got {value}.", id="django_ensign.E008")
             )
     channel = _settings.OUTBOX_NOTIFY_CHANNEL
-    if _settings.OUTBOX_NOTIFY and (
-        not 0 < len(channel.encode()) < _PG_NAME_BYTES or "\x00" in channel
+    if (
+        _settings.OUTBOX_NOTIFY
+        and (not 0 < len(channel.encode()) < _PG_NAME_BYTES or "\x00" in channel)
+        and _uses_postgresql()
     ):
         # pg_notify() refuses such a name, and LISTEN would cut a long one short: either
         # every write that publishes fails, or the relay waits for a channel nobody uses.
@@ -178,6 +180,13 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
             )
         )
     return found
+
+
+def _uses_postgresql() -> bool:
+    """Whether any configured database is PostgreSQL, the only one that notifies."""
+    from django.db import connections
+
+    return any(connections[alias].vendor == "postgresql" for alias in connections)
 
 
 # === end outbox and connection checks =======================================

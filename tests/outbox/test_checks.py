@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.core.checks import CheckMessage
+from django.db import connections
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
@@ -106,11 +107,20 @@ def test_e009_a_mimetype_or_version_every_event_would_fail_on(options: dict[str,
     ]
 
 
+POSTGRES = any(connections[alias].vendor == "postgresql" for alias in connections)
+
+
+@pytest.mark.skipif(not POSTGRES, reason="a project with a PostgreSQL database")
 @pytest.mark.parametrize("channel", ["", "c" * 64, "é" * 32, "a\x00b"])
 def test_e010_a_notify_channel_postgresql_cannot_name(channel: str) -> None:
     assert ids(ENSIGN_OUTBOX_NOTIFY_CHANNEL=channel) == ["django_ensign.E010"]
     assert ids(ENSIGN_OUTBOX_NOTIFY_CHANNEL="c" * 63) == []
     assert ids(ENSIGN_OUTBOX_NOTIFY_CHANNEL=channel, ENSIGN_OUTBOX_NOTIFY=False) == []
+
+
+@pytest.mark.skipif(POSTGRES, reason="a project with SQLite databases only")
+def test_e010_stays_quiet_where_no_database_notifies() -> None:
+    assert ids(ENSIGN_OUTBOX_NOTIFY_CHANNEL="c" * 64) == []
 
 
 @pytest.mark.parametrize(
