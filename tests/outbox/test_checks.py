@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from django.core.checks import CheckMessage
-from django.db import connections
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
+from django.db import connections
 from django.test import override_settings
 
 from django_ensign import checks, registry
