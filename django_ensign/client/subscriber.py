@@ -124,6 +124,7 @@ class Subscription:
         self._ack_timer: asyncio.Task[None] | None = None
         self._write_lock: asyncio.Lock | None = None
         self._closed = False
+        self._opened = False  # once true, an unreachable auth service is waited out
         self.topics: dict[str, bytes] = {}
 
     def __aiter__(self) -> Subscription:
@@ -176,8 +177,17 @@ class Subscription:
                         break
                     try:
                         await self._open()
-                    except (exceptions.Unavailable, exceptions.Aborted, exceptions.StreamError):
-                        if not self._reconnect:
+                    except (
+                        exceptions.Unavailable,
+                        exceptions.Aborted,
+                        exceptions.StreamError,
+                        exceptions.AuthServiceUnreachable,
+                    ) as err:
+                        # An auth service that answered once is down for now (a token
+                        # ran out during an outage); one never reached is misconfigured.
+                        if not self._reconnect or (
+                            isinstance(err, exceptions.AuthServiceUnreachable) and not self._opened
+                        ):
                             raise
                         await asyncio.sleep(backoff)
                         backoff = min(backoff * 2, self._backoff_max)
@@ -247,6 +257,7 @@ class Subscription:
             raise exceptions.StreamError("the server did not answer the subscription with ready")
         self._ready(reply.ready)
         self._call = call
+        self._opened = True
 
     # -- acks --------------------------------------------------------------------
 

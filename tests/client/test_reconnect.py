@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from collections.abc import Callable
 
 import pytest
@@ -79,3 +81,33 @@ async def test_group_subscription_survives_a_server_restart(
                 break
     await client.close()
     assert {b"before-%d" % i for i in range(5)} | {b"after-%d" % i for i in range(5)} == set(seen)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_subscription_waits_out_an_auth_outage_after_its_token_expired(
+    fresh_server: EmbeddedServer, topic_name: Callable[[], str]
+) -> None:
+    # The token runs out while the server (auth service included) is down: reopening
+    # must wait for the auth service like it waits for the gRPC port.
+    topic = topic_name()
+    client = make_client(fresh_server)
+    await client.create_topic(topic)
+    async with asyncio.timeout(100), client.subscribe(topic, consumer_group="outage") as sub:
+        await client.publish(topic, Event(b"before", "text/plain"))
+        first = await anext(sub)
+        await first.ack()
+        tokens = client._connection.tokens
+        assert tokens._tokens is not None
+        tokens._tokens = dataclasses.replace(tokens._tokens, access_exp=time.time() - 1)
+        await asyncio.to_thread(fresh_server.restart)  # kill -9, then start on the same data
+        await client.publish(topic, Event(b"after", "text/plain"))
+        later = []
+        async for event in sub:  # "before" may come again: its ack may not have gone out
+            later.append(event.data)
+            await event.ack()
+            if event.data == b"after":
+                break
+    await client.close()
+    assert first.data == b"before"
+    assert set(later) <= {b"before", b"after"}
