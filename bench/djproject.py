@@ -23,6 +23,8 @@ class Project:
     server: EmbeddedServer
     #: The PostgreSQL ENGINE, when not Django's own.
     pg_engine: str | None = None
+    #: Ask that engine to prepare the outbox INSERT (``ENSIGN_PREPARED_INSERT``).
+    pg_prepared: bool = False
 
     @property
     def sqlite_path(self) -> Path:
@@ -40,6 +42,7 @@ class Project:
             "BENCH_PG_DB": pg.BENCH_DB,
             "BENCH_SQLITE_PATH": str(self.sqlite_path),
             **({"BENCH_PG_ENGINE": self.pg_engine} if self.pg_engine else {}),
+            **({"BENCH_PG_PREPARED": "1"} if self.pg_prepared else {}),
         }
 
     def create(self) -> Project:

@@ -2,7 +2,9 @@
 
 ``BENCH_DB=postgres`` (default) uses the scratch database ``BENCH_PG_DB`` (``ensign_bench``)
 on the machine's PostgreSQL; ``BENCH_DB=sqlite`` uses the file ``BENCH_SQLITE_PATH`` in WAL
-mode. The Ensign connection comes from the ``ENSIGN_*`` environment variables.
+mode. ``BENCH_PG_ENGINE`` picks another PostgreSQL engine, and ``BENCH_PG_PREPARED=1`` sets
+its ``ENSIGN_PREPARED_INSERT``. The Ensign connection comes from the ``ENSIGN_*``
+environment variables.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ if os.environ.get("BENCH_DB", "postgres") == "postgres":
             "USER": "postgres",
             "HOST": "127.0.0.1",
             "PORT": "5432",
+            "ENSIGN_PREPARED_INSERT": os.environ.get("BENCH_PG_PREPARED") == "1",
         }
     }
 else:

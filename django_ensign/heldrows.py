@@ -58,14 +58,14 @@ class HeldRows:
         if not rows:
             return
         connection = self._connection
-        if not self._may_prepare(rows):
+        step = self._step(rows)
+        if step is None:
             rowwrite.insert_only(rows, using=connection.alias, channel=channel)
             return
-        statement, ready = prepared.name(connection)
         sql, params = rowwrite.prepared_call(
-            rows, connection=connection, channel=channel, statement=statement, prepare=not ready
+            rows, connection=connection, channel=channel, step=step
         )
-        with self._keeping(statement, ready), connection.cursor() as cursor:
+        with self._using_statement(), connection.cursor() as cursor:
             cursor.execute(sql, params)
 
     def send_with_commit(self) -> None:
@@ -80,45 +80,40 @@ class HeldRows:
 
         rows, channel = self._take()
         connection = self._connection
-        kept: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
-        if self._may_prepare(rows):
-            statement, ready = prepared.name(connection)
-            sent: Iterable[tuple[str, list[Any]]] = [
-                rowwrite.prepared_call(
-                    rows,
-                    connection=connection,
-                    channel=channel,
-                    statement=statement,
-                    prepare=not ready,
-                    then="COMMIT",
-                )
-            ]
-            kept = self._keeping(statement, ready)
-        else:
+        step = self._step(rows)
+        using: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        sent: Iterable[tuple[str, list[Any]]]
+        if step is None:
             sent = rowwrite.statements(
                 rows, connection=connection, channel=channel, returning=False, then="COMMIT"
             )
-        with kept, connection.wrap_database_errors, connection.connection.cursor() as cursor:
+        else:
+            call = rowwrite.prepared_call(
+                rows, connection=connection, channel=channel, step=step, then="COMMIT"
+            )
+            sent, using = [call], self._using_statement()
+        with using, connection.wrap_database_errors, connection.connection.cursor() as cursor:
             for sql, params in sent:
                 logged = cursor.mogrify(sql, params) if connection.queries_logged else sql
                 with debug_transaction(connection, logged):
                     cursor.execute(sql, params)
 
-    def _may_prepare(self, rows: list[NewRow]) -> bool:
+    def _step(self, rows: list[NewRow]) -> prepared.Step | None:
         from django_ensign import rowwrite
 
-        return len(rows) <= rowwrite.PREPARED_ROWS and prepared.allowed(self._connection)
+        if len(rows) > rowwrite.PREPARED_ROWS or not prepared.allowed(self._connection):
+            return None
+        return prepared.step(self._connection)
 
     @contextlib.contextmanager
-    def _keeping(self, statement: str, ready: bool) -> Iterator[None]:
-        """Around a call using the prepared ``statement``: record it, or forget it on failure."""
+    def _using_statement(self) -> Iterator[None]:
+        """Around a call using the prepared statement: tell :mod:`prepared` how it went."""
         try:
             yield
         except BaseException:
-            prepared.forget(self._connection)
+            prepared.failed(self._connection)
             raise
-        if not ready:
-            prepared.prepared(self._connection, statement)
+        prepared.succeeded(self._connection)
 
     def __call__(
         self,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.db import connections
 
-from django_ensign.db import binding
+from django_ensign.db import binding, prepared
 from django_ensign.models import OutboxEvent, OutboxStatus
 
 if TYPE_CHECKING:
@@ -140,11 +140,11 @@ def statements(
         yield (f"{sql}; {then}" if then and start == last else sql), params
 
 
-_ARGUMENTS = "(" + ", ".join(["%s"] * len(NewRow._fields)) + ")"
-
 #: Held rows up to this many go out as EXECUTEs of the session's prepared INSERT; more
 #: go out as multi-row INSERTs, whose one parse is then worth it.
 PREPARED_ROWS = 16
+
+_EXECUTE = f"EXECUTE {prepared.NAME} (" + ", ".join(["%s"] * len(NewRow._fields)) + ")"
 
 
 def prepared_call(
@@ -152,22 +152,23 @@ def prepared_call(
     *,
     connection: BaseDatabaseWrapper,
     channel: str | None,
-    statement: str,
-    prepare: bool,
+    step: prepared.Step,
     then: str = "",
 ) -> tuple[str, list[Any]]:
-    """One call inserting ``rows`` by EXECUTEs of the prepared INSERT ``statement``.
+    """One call inserting ``rows`` by EXECUTEs of the session's prepared INSERT.
 
-    With ``prepare``, the call first PREPAREs it (PostgreSQL takes each parameter's type
-    from its column). Needs a driver that binds client-side (one call, several
-    statements); ``then`` as in :func:`statements`.
+    ``step`` says whether the call first (re)prepares it; PostgreSQL takes each
+    parameter's type from its column. Needs a driver that binds client-side (one call,
+    several statements); ``then`` as in :func:`statements`.
     """
     parts = []
-    if prepare:
+    if step.drop_first:
+        parts.append(prepared.DROP_IF_PRESENT)
+    if step.prepare:
         table = connection.ops.quote_name(OutboxEvent._meta.db_table)
         values = _VALUES.format(cast="").replace("%s", "${}").format(*range(1, 9))
-        parts.append(f"PREPARE {statement} AS INSERT INTO {table} ({_COLUMNS}) VALUES {values}")
-    parts.extend([f"EXECUTE {statement} {_ARGUMENTS}"] * len(rows))
+        parts.append(f"PREPARE {prepared.NAME} AS INSERT INTO {table} ({_COLUMNS}) VALUES {values}")
+    parts.extend([_EXECUTE] * len(rows))
     if channel is not None:
         parts.append(f"NOTIFY {_quoted_channel(channel)}")
     if then:

@@ -53,11 +53,12 @@ if TEST_DB == "postgres":
         **DATABASES["held"],
         "OPTIONS": {"cursor_factory": psycopg.Cursor},
     }
-    # Django's and psycopg's markers of a pooler in transaction mode: no session state.
-    DATABASES["held_pooled"] = {**DATABASES["held"], "DISABLE_SERVER_SIDE_CURSORS": True}
-    DATABASES["held_unprepared"] = {
-        **DATABASES["held"],
-        "OPTIONS": {"prepare_threshold": None},
+    # The outbox row's INSERT prepared once per session; and asked for where Django's
+    # marker of a transaction-mode pooler says sessions do not last.
+    DATABASES["held_prepared"] = {**DATABASES["held"], "ENSIGN_PREPARED_INSERT": True}
+    DATABASES["held_pooled"] = {
+        **DATABASES["held_prepared"],
+        "DISABLE_SERVER_SIDE_CURSORS": True,
     }
 else:
     DATABASES = {

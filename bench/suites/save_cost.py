@@ -14,11 +14,13 @@ TITLE = "Model save with and without the outbox row (issue 4)"
 
 
 ENGINE = "django_ensign.db.backends.postgresql"
-#: Each measured setup: its name in the table, the database, the PostgreSQL engine.
+#: Each measured setup: its name in the table, the database, the PostgreSQL engine, and
+#: whether that engine prepares the outbox INSERT (``ENSIGN_PREPARED_INSERT``).
 SETUPS = (
-    ("PostgreSQL, Django's engine", "postgres", None),
-    ("PostgreSQL, django_ensign engine", "postgres", ENGINE),
-    ("SQLite", "sqlite", None),
+    ("PostgreSQL, Django's engine", "postgres", None, False),
+    ("PostgreSQL, django_ensign engine", "postgres", ENGINE, False),
+    ("PostgreSQL, django_ensign engine, prepared INSERT", "postgres", ENGINE, True),
+    ("SQLite", "sqlite", None, False),
 )
 
 
@@ -27,9 +29,11 @@ MODES = (("in atomic()", ()), ("autocommit", ("--autocommit",)))
 
 
 def _measure(
-    ctx: Context, server: EmbeddedServer, db: str, engine: str | None
+    ctx: Context, server: EmbeddedServer, db: str, engine: str | None, prepared: bool
 ) -> list[dict[str, Any]]:
-    project = djproject.Project(db, ctx.workdir, server, pg_engine=engine).create()
+    project = djproject.Project(
+        db, ctx.workdir, server, pg_engine=engine, pg_prepared=prepared
+    ).create()
     try:
         count = max(50, min(2_000, ctx.events // 10))
         return [
@@ -45,8 +49,8 @@ def run(ctx: Context) -> report.Result:
     server = rawclient.start_server(ctx.workdir)
     try:
         results = [
-            (name, pg.retrying(functools.partial(_measure, ctx, server, db, engine)))
-            for name, db, engine in SETUPS
+            (name, pg.retrying(functools.partial(_measure, ctx, server, db, engine, prepared)))
+            for name, db, engine, prepared in SETUPS
         ]
     finally:
         server.stop()
@@ -78,7 +82,9 @@ def run(ctx: Context) -> report.Result:
         "the rounds' ratios (the machine's commit latency drifts over seconds; a round's "
         "pair shares it). No relay running. PostgreSQL with Django's engine (the row is an "
         "INSERT round trip of its own) and with `django_ensign.db.backends.postgresql` (the "
-        "row goes out in the COMMIT's round trip)."
+        "row goes out in the COMMIT's round trip), there also with "
+        "`ENSIGN_PREPARED_INSERT` (each connection's session prepares the row's INSERT "
+        "with its second published commit; the rounds run on one connection)."
     )
     return report.Result("save-cost", TITLE, method, table)
 

@@ -1,79 +1,115 @@
-"""Which database sessions hold the outbox row's prepared INSERT, and under what name.
+"""Whether, and when, a database session keeps the outbox row's INSERT prepared.
 
-The engine's COMMIT sends a published save's row as ``EXECUTE name (…)`` of an INSERT
-prepared once per session: PostgreSQL then skips parsing, analysing and planning the
-INSERT at every commit, which cost more than inserting the row.
+With ``"ENSIGN_PREPARED_INSERT": True`` in a database's ``DATABASES`` entry, the engine's
+commits send a published save's row as ``EXECUTE django_ensign_outbox_row (…)`` of an
+INSERT prepared once per session: PostgreSQL then skips parsing, analysing and planning
+the INSERT at every commit, which costs more than inserting the row.
 
-A prepared statement lives in the database session, so it is used only where the
-session is the connection's own from one transaction to the next. Django's marker for
-a pooler in transaction mode (``DISABLE_SERVER_SIDE_CURSORS``) and psycopg's
-(``"prepare_threshold": None`` in ``OPTIONS``) turn it off, and so does a psycopg pool
-that resets sessions it takes back (``"reset"`` among the ``pool`` options).
+Off by default: a SQL ``PREPARE`` lives in the database session, and only the project
+knows whether each connection keeps its own session from one transaction to the next.
+A pooler in transaction mode does not, and PgBouncer keeps protocol-level prepared
+statements across servers but not SQL ones; no setting Django or psycopg has says so.
+``DISABLE_SERVER_SIDE_CURSORS`` (Django's marker of such a pooler) and a psycopg pool
+that resets the sessions it takes back turn it off even when asked for.
 
-A PREPARE stays in the session even when its transaction rolls back, so after any
-failed call the next one prepares afresh under a new name rather than guess.
+The statement is prepared with a session's second published call, as the first would
+pay for the PREPARE without gaining from it (one save per connection, under
+``CONN_MAX_AGE = 0``). A PREPARE stays in the session even when its transaction rolls
+back, and a failed call leaves unknown whether the statement stands or still fits the
+table; the next call then drops it if it exists and prepares it again, in the same
+round trip.
 """
 
 from __future__ import annotations
 
-import itertools
 import weakref
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django_ensign.db.binding import connection_binds_client_side
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
 
+#: The key of a ``DATABASES`` entry that asks for the prepared INSERT.
+SETTING = "ENSIGN_PREPARED_INSERT"
+#: The statement's name in every session: one per session, never leaked.
+NAME = "django_ensign_outbox_row"
+#: Drops the statement if the session has it (SQL ``DEALLOCATE`` has no ``IF EXISTS``).
+DROP_IF_PRESENT = (
+    "DO $$ BEGIN IF EXISTS (SELECT FROM pg_prepared_statements WHERE name = "
+    f"'{NAME}') THEN EXECUTE 'DEALLOCATE {NAME}'; END IF; END $$"
+)
+
 #: Where :func:`allowed` keeps its answer, on the connection wrapper.
 _ANSWER = "_django_ensign_may_prepare"
 
-#: The name each driver connection's statement has, once its PREPARE went through.
+
+@dataclass
+class _Session:
+    calls: int = 0
+    prepared: bool = False
+    #: A call that used the statement failed: it may stand, stale, or be gone.
+    unsure: bool = False
+
+
 #: Keyed by the driver's connection, not Django's wrapper: a pooled session outlives
 #: the wrapper's connect() and close().
-_prepared: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-
-#: Names are never reused in a process: a PREPARE whose call failed may still stand.
-_numbers = itertools.count(1)
+_sessions: weakref.WeakKeyDictionary[Any, _Session] = weakref.WeakKeyDictionary()
 
 
-def _allowed(settings_dict: dict[str, Any]) -> bool:
-    options = settings_dict["OPTIONS"]
-    if settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"):
+class Step(NamedTuple):
+    """What the next call does with the statement."""
+
+    #: DROP_IF_PRESENT and PREPARE before the EXECUTEs.
+    drop_first: bool
+    #: PREPARE before the EXECUTEs.
+    prepare: bool
+
+
+def _asked(settings_dict: dict[str, Any]) -> bool:
+    if not settings_dict.get(SETTING) or settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"):
         return False
-    if "prepare_threshold" in options and options["prepare_threshold"] is None:
-        return False
-    pool = options.get("pool")
+    pool = settings_dict["OPTIONS"].get("pool")
     return not (isinstance(pool, dict) and pool.get("reset") is not None)
 
 
 def allowed(connection: BaseDatabaseWrapper) -> bool:
-    """Whether this connection may keep the prepared INSERT (asked once per wrapper).
+    """Whether this connection's sessions keep the prepared INSERT (asked once per wrapper).
 
-    Only where one call may carry several statements, so the PREPARE can ride the
-    first commit that needs it.
+    Only where one call may carry several statements, so the PREPARE rides the call
+    that first needs it.
     """
     answer: bool | None = connection.__dict__.get(_ANSWER)
     if answer is None:
-        answer = connection_binds_client_side(connection) and _allowed(connection.settings_dict)
+        answer = connection_binds_client_side(connection) and _asked(connection.settings_dict)
         setattr(connection, _ANSWER, answer)
     return answer
 
 
-def name(connection: BaseDatabaseWrapper) -> tuple[str, bool]:
-    """The statement's name on this connection's session, and whether it is prepared yet."""
-    known = _prepared.get(connection.connection)
-    if known is not None:
-        return known, True
-    return f"django_ensign_outbox_row_{next(_numbers)}", False
+def step(connection: BaseDatabaseWrapper) -> Step | None:
+    """How the next published call on this session uses the statement; None: it does not."""
+    session = _sessions.get(connection.connection)
+    if session is None:
+        session = _sessions[connection.connection] = _Session()
+    session.calls += 1
+    if session.unsure:
+        return Step(drop_first=True, prepare=True)
+    if session.prepared:
+        return Step(drop_first=False, prepare=False)
+    if session.calls < 2:
+        return None
+    return Step(drop_first=False, prepare=True)
 
 
-def prepared(connection: BaseDatabaseWrapper, statement: str) -> None:
-    """Record that ``statement`` now stands on this connection's session."""
-    _prepared[connection.connection] = statement
+def succeeded(connection: BaseDatabaseWrapper) -> None:
+    """The call using the statement went through: it stands on the session."""
+    session = _sessions[connection.connection]
+    session.prepared, session.unsure = True, False
 
 
-def forget(connection: BaseDatabaseWrapper) -> None:
-    """After a failed call: the next one prepares again, under a new name."""
-    if connection.connection is not None:
-        _prepared.pop(connection.connection, None)
+def failed(connection: BaseDatabaseWrapper) -> None:
+    """The call using the statement failed: the next one prepares it afresh."""
+    session = _sessions.get(connection.connection) if connection.connection else None
+    if session is not None:
+        session.prepared, session.unsure = False, True

@@ -32,8 +32,8 @@ pytestmark = pytest.mark.django_db(
         "held",
         "held_server_binding",
         "held_cursor_factory",
+        "held_prepared",
         "held_pooled",
-        "held_unprepared",
     ],
 )
 
@@ -52,14 +52,14 @@ def outbox_statements(captured: CaptureQueriesContext) -> list[str]:
     return [
         query["sql"]
         for query in captured.captured_queries
-        if TABLE in query["sql"] or "EXECUTE django_ensign_outbox_row_" in query["sql"]
+        if TABLE in query["sql"] or f"EXECUTE {prepared.NAME} (" in query["sql"]
     ]
 
 
 def prepared_statements(alias: str) -> list[str]:
     with connections[alias].cursor() as cursor:
-        cursor.execute("SELECT statement FROM pg_prepared_statements")
-        return [statement for (statement,) in cursor.fetchall()]
+        cursor.execute("SELECT name FROM pg_prepared_statements")
+        return [name for (name,) in cursor.fetchall()]
 
 
 def test_a_published_save_sends_its_row_with_the_commit() -> None:
@@ -187,12 +187,11 @@ def test_a_connection_closed_inside_a_transaction_takes_its_held_rows_with_it() 
     assert not Order.objects.filter(reference="H-closed").exists()
 
 
-@pytest.mark.parametrize("count", [rowwrite.PREPARED_ROWS, rowwrite.PREPARED_ROWS + 1])
-def test_many_rows_held_by_one_transaction_all_arrive_in_order(count: int) -> None:
+def test_many_rows_held_by_one_transaction_all_arrive_in_order() -> None:
     with transaction.atomic(using="held"):
-        for i in range(count):
+        for i in range(30):
             Order.objects.using("held").create(reference=f"H-{i:03d}")
-    assert references() == [f"H-{i:03d}" for i in range(count)]
+    assert references() == [f"H-{i:03d}" for i in range(30)]
 
 
 def test_the_commit_notifies_the_relays_once(
@@ -253,47 +252,98 @@ def test_more_held_rows_than_one_insert_takes_go_out_in_chunks_the_last_with_the
     assert references() == [f"C-{n}" for n in range(count)]
 
 
-def test_later_commits_of_a_session_reuse_its_prepared_insert() -> None:
-    new_session()
-    with CaptureQueriesContext(connections["held"]) as captured:
-        for reference in ("P-1", "P-2", "P-3"):
-            with transaction.atomic(using="held"):
-                Order.objects.using("held").create(reference=reference)
-    first, *later = outbox_statements(captured)
-    assert first.startswith("PREPARE django_ensign_outbox_row_")
-    assert [statement.split(" ", 1)[0] for statement in later] == ["EXECUTE", "EXECUTE"]
+def commit_orders(alias: str, *references: str) -> None:
+    for reference in references:
+        with transaction.atomic(using=alias):
+            Order.objects.using(alias).create(reference=reference)
+
+
+def test_asked_for_a_session_prepares_the_insert_with_its_second_commit() -> None:
+    new_session("held_prepared")
+    with CaptureQueriesContext(connections["held_prepared"]) as captured:
+        commit_orders("held_prepared", "P-1", "P-2", "P-3")
+    first, second, third = outbox_statements(captured)
+    assert first.startswith("INSERT INTO")  # one commit per session would gain nothing
+    assert second.startswith(f"PREPARE {prepared.NAME} AS INSERT INTO")
+    assert third.startswith(f"EXECUTE {prepared.NAME} (")
     assert references() == ["P-1", "P-2", "P-3"]
+    assert prepared_statements("held_prepared") == [prepared.NAME]
+
+
+@pytest.mark.parametrize("alias", ["held", "held_pooled"])
+def test_unless_asked_for_and_safe_nothing_is_prepared(alias: str) -> None:
+    new_session(alias)
+    with CaptureQueriesContext(connections[alias]) as captured:
+        commit_orders(alias, "T-1", "T-2", "T-3")
+    statements = outbox_statements(captured)
+    assert [statement.split(" ", 1)[0] for statement in statements] == ["INSERT"] * 3
+    assert prepared_statements(alias) == []
+    assert references() == ["T-1", "T-2", "T-3"]
+
+
+def test_held_rows_up_to_the_prepared_limit_go_out_as_executes_in_order() -> None:
+    new_session("held_prepared")
+    commit_orders("held_prepared", "warm-1", "warm-2")
+    count = rowwrite.PREPARED_ROWS
+    messages = [outbox.Message("limit", {"reference": f"L-{i:02d}"}) for i in range(count)]
+    with (
+        CaptureQueriesContext(connections["held_prepared"]) as captured,
+        transaction.atomic(using="held_prepared"),
+    ):
+        outbox.write(messages, using="held_prepared")
+    [statement] = outbox_statements(captured)
+    assert statement.count(f"EXECUTE {prepared.NAME} (") == count
+    assert references()[2:] == [f"L-{i:02d}" for i in range(count)]
 
 
 def test_a_session_that_lost_its_prepared_insert_fails_one_commit_then_prepares_again() -> None:
-    new_session()
-    with transaction.atomic(using="held"):
-        Order.objects.using("held").create(reference="D-before")
-    with connections["held"].cursor() as cursor:
+    new_session("held_prepared")
+    commit_orders("held_prepared", "D-1", "D-2")
+    with connections["held_prepared"].cursor() as cursor:
         cursor.execute("DEALLOCATE ALL")  # as a pool's session reset would
-    with pytest.raises(DatabaseError, match="does not exist"), transaction.atomic(using="held"):
-        Order.objects.using("held").create(reference="D-lost")
+    with pytest.raises(DatabaseError, match="does not exist"):
+        commit_orders("held_prepared", "D-lost")
     assert not Order.objects.filter(reference="D-lost").exists()  # rolled back whole
-    with transaction.atomic(using="held"):
-        Order.objects.using("held").create(reference="D-after")
-    assert references() == ["D-before", "D-after"]
+    commit_orders("held_prepared", "D-3", "D-4")
+    assert references() == ["D-1", "D-2", "D-3", "D-4"]
+    assert prepared_statements("held_prepared") == [prepared.NAME]
 
 
-@pytest.mark.parametrize("alias", ["held_pooled", "held_unprepared"])
-def test_behind_a_transaction_pooler_nothing_is_prepared(alias: str) -> None:
-    connections[alias].close()
-    with (
-        CaptureQueriesContext(connections[alias]) as captured,
-        transaction.atomic(using=alias),
-    ):
-        Order.objects.using(alias).create(reference="T-1")
+def commit_a_poison_event(alias: str) -> None:
     with transaction.atomic(using=alias):
-        Order.objects.using(alias).create(reference="T-2")
-    [statement] = outbox_statements(captured)
-    assert statement.startswith(f"INSERT INTO {connections[alias].ops.quote_name(TABLE)}")
-    assert statement.endswith("; COMMIT")
-    assert prepared_statements(alias) == []
-    assert references() == ["T-1", "T-2"]
+        outbox.write([outbox.Message("poison", {"x": 1})], using=alias)
+
+
+def save_then_catch_the_savepoints_error() -> None:
+    with transaction.atomic(using="held"):
+        Order.objects.using("held").create(reference="S-lost")
+        outbox.write([outbox.Message("poison", {"x": 1})], using="held")
+        try:
+            with transaction.atomic(using="held"):  # its SAVEPOINT sends the held rows
+                pass
+        except DatabaseError:
+            pass  # the caller thinks only the inner block failed
+
+
+@pytest.mark.usefixtures("refuse_poison_topic")
+def test_failed_commits_leave_one_prepared_insert_in_the_session() -> None:
+    new_session("held_prepared")
+    commit_orders("held_prepared", "F-1", "F-2")
+    for _ in range(5):
+        with pytest.raises(DatabaseError, match="poison refused"):
+            commit_a_poison_event("held_prepared")
+    commit_orders("held_prepared", "F-3")
+    assert references() == ["F-1", "F-2", "F-3"]
+    assert prepared_statements("held_prepared") == [prepared.NAME]
+
+
+@pytest.mark.usefixtures("refuse_poison_topic")
+def test_a_caught_error_from_rows_sent_before_a_savepoint_still_fails_the_commit() -> None:
+    with pytest.raises(DatabaseError, match="nothing was committed"):
+        save_then_catch_the_savepoints_error()
+    assert not Order.objects.filter(reference="S-lost").exists()
+    commit_orders("held", "S-after")
+    assert references() == ["S-after"]
 
 
 def test_explicit_publish_still_returns_the_saved_row() -> None:
@@ -306,15 +356,14 @@ def test_explicit_publish_still_returns_the_saved_row() -> None:
 @pytest.mark.parametrize(
     ("extra", "options", "allowed"),
     [
-        ({}, {}, True),
-        ({"DISABLE_SERVER_SIDE_CURSORS": True}, {}, False),
-        ({}, {"prepare_threshold": None}, False),
-        ({}, {"prepare_threshold": 0}, True),
-        ({}, {"pool": {"reset": "tests.outbox.test_held_rows.references"}}, False),
-        ({}, {"pool": {"min_size": 2}}, True),
-        ({}, {"server_side_binding": True}, False),
+        ({}, {}, False),
+        ({prepared.SETTING: True}, {}, True),
+        ({prepared.SETTING: True, "DISABLE_SERVER_SIDE_CURSORS": True}, {}, False),
+        ({prepared.SETTING: True}, {"pool": {"reset": "a.reset.function"}}, False),
+        ({prepared.SETTING: True}, {"pool": {"min_size": 2}}, True),
+        ({prepared.SETTING: True}, {"server_side_binding": True}, False),
     ],
-    ids=["default", "pooler", "psycopg-off", "psycopg-eager", "pool-reset", "pool", "ssb"],
+    ids=["default", "asked", "pooler", "pool-reset", "pool", "ssb"],
 )
 def test_which_settings_let_a_session_keep_the_prepared_insert(
     extra: dict[str, object], options: dict[str, object], allowed: bool

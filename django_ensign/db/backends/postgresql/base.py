@@ -5,15 +5,20 @@ Set ``"ENGINE": "django_ensign.db.backends.postgresql"`` in place of
 outbox rows that model signals write are held (:mod:`django_ensign.heldrows`) and go
 out with the next statement or, most often, with the COMMIT, so a save that publishes
 costs no extra round trip. An error inserting them is raised by the commit, which
-then rolls the whole transaction back.
+then rolls the whole transaction back, and so is an error PostgreSQL aborted the
+transaction with earlier, if the caller caught it. ``"ENSIGN_PREPARED_INSERT": True``
+in the database's entry sends the rows through a prepared INSERT
+(:mod:`django_ensign.db.prepared`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.db import DatabaseError
 from django.db.backends.postgresql import base
 
+from django_ensign import txstate
 from django_ensign.db.binding import connection_binds_client_side
 from django_ensign.heldrows import HeldRows
 
@@ -33,6 +38,15 @@ class DatabaseWrapper(base.DatabaseWrapper):
         super().connect()
 
     def _commit(self) -> None:
+        if self.connection is not None and txstate.doomed(self):
+            # PostgreSQL answers COMMIT with a rollback here, and psycopg says nothing.
+            # The failure was caught (maybe one of the held rows, sent before a statement
+            # of the transaction): atomic() rolls back and raises this, instead of
+            # returning as if the work and its events were saved.
+            raise DatabaseError(
+                "the transaction was aborted by an earlier database error that was caught; "
+                "nothing was committed"
+            )
         if self.connection is not None and self.ensign_held_rows:
             if connection_binds_client_side(self):
                 self.ensign_held_rows.send_with_commit()
