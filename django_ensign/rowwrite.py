@@ -157,14 +157,13 @@ def prepared_call(
 ) -> tuple[str, list[Any]]:
     """One call inserting ``rows`` by EXECUTEs of the session's prepared INSERT.
 
-    ``step`` says whether the call first (re)prepares it; PostgreSQL takes each
+    ``step`` says whether the call first (drops and) prepares it; PostgreSQL takes each
     parameter's type from its column. Needs a driver that binds client-side (one call,
     several statements); ``then`` as in :func:`statements`.
     """
     parts = []
-    if step.drop_first:
-        parts.append(prepared.DROP_IF_PRESENT)
     if step.prepare:
+        parts.append(prepared.DROP_IF_PRESENT)
         table = connection.ops.quote_name(OutboxEvent._meta.db_table)
         values = _VALUES.format(cast="").replace("%s", "${}").format(*range(1, 9))
         parts.append(f"PREPARE {prepared.NAME} AS INSERT INTO {table} ({_COLUMNS}) VALUES {values}")

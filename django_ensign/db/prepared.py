@@ -14,10 +14,10 @@ that resets the sessions it takes back turn it off even when asked for.
 
 The statement is prepared with a session's second published call, as the first would
 pay for the PREPARE without gaining from it (one save per connection, under
-``CONN_MAX_AGE = 0``). A PREPARE stays in the session even when its transaction rolls
-back, and a failed call leaves unknown whether the statement stands or still fits the
-table; the next call then drops it if it exists and prepares it again, in the same
-round trip.
+``CONN_MAX_AGE = 0``). Every PREPARE first drops the statement if the session has it, in
+the same round trip: a pooler may hand over a server session that an earlier client
+prepared it in, and a PREPARE stays even when its transaction rolls back, so after a
+failed call it may stand, stale, or be gone.
 """
 
 from __future__ import annotations
@@ -49,8 +49,6 @@ _ANSWER = "_django_ensign_may_prepare"
 class _Session:
     calls: int = 0
     prepared: bool = False
-    #: A call that used the statement failed: it may stand, stale, or be gone.
-    unsure: bool = False
 
 
 #: Keyed by the driver's connection, not Django's wrapper: a pooled session outlives
@@ -62,8 +60,6 @@ class Step(NamedTuple):
     """What the next call does with the statement."""
 
     #: DROP_IF_PRESENT and PREPARE before the EXECUTEs.
-    drop_first: bool
-    #: PREPARE before the EXECUTEs.
     prepare: bool
 
 
@@ -93,23 +89,20 @@ def step(connection: BaseDatabaseWrapper) -> Step | None:
     if session is None:
         session = _sessions[connection.connection] = _Session()
     session.calls += 1
-    if session.unsure:
-        return Step(drop_first=True, prepare=True)
     if session.prepared:
-        return Step(drop_first=False, prepare=False)
+        return Step(prepare=False)
     if session.calls < 2:
         return None
-    return Step(drop_first=False, prepare=True)
+    return Step(prepare=True)
 
 
 def succeeded(connection: BaseDatabaseWrapper) -> None:
     """The call using the statement went through: it stands on the session."""
-    session = _sessions[connection.connection]
-    session.prepared, session.unsure = True, False
+    _sessions[connection.connection].prepared = True
 
 
 def failed(connection: BaseDatabaseWrapper) -> None:
     """The call using the statement failed: the next one prepares it afresh."""
     session = _sessions.get(connection.connection) if connection.connection else None
     if session is not None:
-        session.prepared, session.unsure = False, True
+        session.prepared = False

@@ -5,6 +5,7 @@ The ``held`` alias is the test database through that engine; these tests commit 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 
@@ -264,7 +265,7 @@ def test_asked_for_a_session_prepares_the_insert_with_its_second_commit() -> Non
         commit_orders("held_prepared", "P-1", "P-2", "P-3")
     first, second, third = outbox_statements(captured)
     assert first.startswith("INSERT INTO")  # one commit per session would gain nothing
-    assert second.startswith(f"PREPARE {prepared.NAME} AS INSERT INTO")
+    assert second.startswith(f"{prepared.DROP_IF_PRESENT}; PREPARE {prepared.NAME} AS INSERT")
     assert third.startswith(f"EXECUTE {prepared.NAME} (")
     assert references() == ["P-1", "P-2", "P-3"]
     assert prepared_statements("held_prepared") == [prepared.NAME]
@@ -307,6 +308,41 @@ def test_a_session_that_lost_its_prepared_insert_fails_one_commit_then_prepares_
     commit_orders("held_prepared", "D-3", "D-4")
     assert references() == ["D-1", "D-2", "D-3", "D-4"]
     assert prepared_statements("held_prepared") == [prepared.NAME]
+
+
+def test_a_server_session_that_already_holds_the_statement_is_prepared_over() -> None:
+    # As a pooler hands a new client a server session an earlier client prepared in.
+    new_session("held_prepared")
+    connections["held_prepared"].connection.execute(f"PREPARE {prepared.NAME} AS SELECT 1")
+    commit_orders("held_prepared", "R-1", "R-2", "R-3")
+    assert references() == ["R-1", "R-2", "R-3"]
+    assert prepared_statements("held_prepared") == [prepared.NAME]
+
+
+def transaction_status(alias: str) -> psycopg.pq.TransactionStatus:
+    return connections[alias].connection.info.transaction_status
+
+
+@pytest.mark.usefixtures("refuse_poison_topic")
+@pytest.mark.parametrize("failure", ["caught-error", "refused-row"])
+def test_a_failed_commit_of_a_manual_transaction_ends_it(failure: str) -> None:
+    held = connections["held"]
+    held.set_autocommit(False)
+    try:
+        Order.objects.using("held").create(reference="M-lost")
+        if failure == "caught-error":
+            with contextlib.suppress(DatabaseError), held.cursor() as cursor:
+                cursor.execute("SELECT 1 / 0")
+        else:
+            outbox.write([outbox.Message("poison", {"x": 1})], using="held")
+        with pytest.raises(DatabaseError):
+            held.commit()
+        assert transaction_status("held") == psycopg.pq.TransactionStatus.IDLE
+    finally:
+        held.set_autocommit(True)  # refused while the transaction stayed aborted
+    commit_orders("held", "M-after")
+    assert references() == ["M-after"]
+    assert not Order.objects.filter(reference="M-lost").exists()
 
 
 def commit_a_poison_event(alias: str) -> None:

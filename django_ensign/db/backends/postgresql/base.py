@@ -13,6 +13,7 @@ in the database's entry sends the rows through a prepared INSERT
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from django.db import DatabaseError
@@ -38,21 +39,33 @@ class DatabaseWrapper(base.DatabaseWrapper):
         super().connect()
 
     def _commit(self) -> None:
-        if self.connection is not None and txstate.doomed(self):
+        if self.connection is not None:
+            try:
+                self._commit_held_rows()
+            except BaseException:
+                # A failed COMMIT ends its transaction, in PostgreSQL and in Django's own
+                # engine: one left aborted would refuse every later statement, and even
+                # set_autocommit(). atomic() rolls back again, which is then a no-op.
+                with contextlib.suppress(Exception):
+                    self._rollback()
+                raise
+        super()._commit()  # type: ignore[misc]  # private, so not in django-stubs
+
+    def _commit_held_rows(self) -> None:
+        if txstate.doomed(self):
             # PostgreSQL answers COMMIT with a rollback here, and psycopg says nothing.
             # The failure was caught (maybe one of the held rows, sent before a statement
-            # of the transaction): atomic() rolls back and raises this, instead of
-            # returning as if the work and its events were saved.
+            # of the transaction): raise, instead of returning as if the work and its
+            # events were saved.
             raise DatabaseError(
                 "the transaction was aborted by an earlier database error that was caught; "
                 "nothing was committed"
             )
-        if self.connection is not None and self.ensign_held_rows:
+        if self.ensign_held_rows:
             if connection_binds_client_side(self):
                 self.ensign_held_rows.send_with_commit()
             else:
                 self.ensign_held_rows.send()
-        super()._commit()  # type: ignore[misc]  # private, so not in django-stubs
 
     def _rollback(self) -> None:
         self.ensign_held_rows.discard()
