@@ -62,6 +62,9 @@ class TokenSource:
         self._tokens: _Tokens | None = None
         self._renewing = False
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Whether the auth service has answered once: later, unreachable means "down for
+        #: now" (an outage) rather than "wrong URL".
+        self.reached = False
 
     async def metadata(self) -> tuple[tuple[str, str], ...]:
         """gRPC call metadata carrying a valid bearer token."""
@@ -159,6 +162,7 @@ class TokenSource:
             refresh_exp = _number(claims.get("exp"), default=0.0)
         else:
             refresh = ""
+        self.reached = True
         return _Tokens(access, access_exp, refresh, refresh_nbf, refresh_exp)
 
 

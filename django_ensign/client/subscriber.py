@@ -40,6 +40,15 @@ Start = Literal["earliest", "latest"]
 _STARTS = {"earliest": ensign_pb2.Subscription.EARLIEST, "latest": ensign_pb2.Subscription.LATEST}
 
 
+#: What a (re)opening stream may meet during an outage.
+_OUTAGES = (
+    exceptions.Unavailable,
+    exceptions.Aborted,
+    exceptions.StreamError,
+    exceptions.AuthServiceUnreachable,
+)
+
+
 def start_position(start: Start) -> ensign_pb2.Subscription.Start.ValueType:
     """The ``Subscription.start`` value of ``"earliest"`` or ``"latest"``."""
     try:
@@ -124,7 +133,6 @@ class Subscription:
         self._ack_timer: asyncio.Task[None] | None = None
         self._write_lock: asyncio.Lock | None = None
         self._closed = False
-        self._opened = False  # once true, an unreachable auth service is waited out
         self.topics: dict[str, bytes] = {}
 
     def __aiter__(self) -> Subscription:
@@ -145,10 +153,20 @@ class Subscription:
             self._on_open(self)
         try:
             await self._open()
-        except (exceptions.Unavailable, exceptions.Aborted, exceptions.StreamError):
-            if not self._reconnect:
+        except _OUTAGES as err:
+            if not self._waits_out(err):
                 raise  # else the pump keeps trying
         self._pump = asyncio.get_running_loop().create_task(self._run())
+
+    def _waits_out(self, err: exceptions.EnsignError) -> bool:
+        """Whether reopening goes on after ``err`` rather than ending the subscription."""
+        if not self._reconnect:
+            return False
+        # An auth service that answered this client once is down for now (a token ran
+        # out during an outage); one never reached is misconfigured.
+        return not isinstance(err, exceptions.AuthServiceUnreachable) or (
+            self._connection.tokens.reached
+        )
 
     async def __anext__(self) -> ReceivedEvent:
         if self._pump is None and not self._closed:
@@ -177,17 +195,8 @@ class Subscription:
                         break
                     try:
                         await self._open()
-                    except (
-                        exceptions.Unavailable,
-                        exceptions.Aborted,
-                        exceptions.StreamError,
-                        exceptions.AuthServiceUnreachable,
-                    ) as err:
-                        # An auth service that answered once is down for now (a token
-                        # ran out during an outage); one never reached is misconfigured.
-                        if not self._reconnect or (
-                            isinstance(err, exceptions.AuthServiceUnreachable) and not self._opened
-                        ):
+                    except _OUTAGES as err:
+                        if not self._waits_out(err):
                             raise
                         await asyncio.sleep(backoff)
                         backoff = min(backoff * 2, self._backoff_max)
@@ -257,7 +266,6 @@ class Subscription:
             raise exceptions.StreamError("the server did not answer the subscription with ready")
         self._ready(reply.ready)
         self._call = call
-        self._opened = True
 
     # -- acks --------------------------------------------------------------------
 

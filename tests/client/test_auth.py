@@ -93,3 +93,18 @@ async def test_expired_access_token_is_replaced_before_the_call(
     renewed = await source.access_token()
     assert renewed != first
     assert jwt_claims(renewed)["exp"] > time.time()
+
+
+async def test_a_subscription_whose_auth_service_never_answered_fails_at_once(
+    ensign_server: EmbeddedServer,
+) -> None:
+    # Reconnecting waits out an auth outage only once the service has answered this client.
+    dead = f"http://127.0.0.1:{free_port()}"
+    client = Ensign(
+        client_id="a" * 32, client_secret="b" * 64, endpoint=ensign_server.endpoint, auth_url=dead
+    )
+    subscription = client.subscribe("never-authenticated")
+    with pytest.raises(exceptions.AuthServiceUnreachable, match=dead):
+        await subscription.open()
+    await subscription.close()
+    await client.close()
