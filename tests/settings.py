@@ -60,6 +60,11 @@ if TEST_DB == "postgres":
         **DATABASES["held_prepared"],
         "DISABLE_SERVER_SIDE_CURSORS": True,
     }
+    # Asked for through an engine that cannot prepare it (check W003).
+    DATABASES["plain_prepared"] = {
+        **DATABASES["held_prepared"],
+        "ENGINE": "django.db.backends.postgresql",
+    }
 else:
     DATABASES = {
         "default": {

@@ -139,6 +139,20 @@ def test_w001_plain_text_to_a_remote_server() -> None:
     assert ids(ENSIGN_ENDPOINT="ensign.example.com:443", ENSIGN_INSECURE=False) == []
 
 
+@pytest.mark.skipif(not POSTGRES, reason="the test settings' PostgreSQL aliases")
+def test_w003_a_prepared_insert_asked_for_where_it_cannot_take_effect() -> None:
+    found = checks.check_prepared_insert()
+    assert {str(message.id) for message in found} == {"django_ensign.W003"}
+    # held_prepared asks where it works; these two cannot, and say why.
+    assert sorted(message.msg.split(" sets ")[0] for message in found) == [
+        "DATABASES['held_pooled']",
+        "DATABASES['plain_prepared']",
+    ]
+    reasons = " ".join(message.msg for message in found)
+    assert "DISABLE_SERVER_SIDE_CURSORS" in reasons
+    assert "only the django_ensign.db.backends.postgresql engine" in reasons
+
+
 def test_manage_py_check_fails_with_the_named_id() -> None:
     with (
         override_settings(**{**GOOD, "ENSIGN_ENDPOINT": "nowhere"}),
@@ -175,6 +189,7 @@ def test_each_outbox_check_id_is_used_for_one_problem_only() -> None:
         "django_ensign.E001", "django_ensign.E002", "django_ensign.E003", "django_ensign.E004",
         "django_ensign.E005", "django_ensign.E006", "django_ensign.E007", "django_ensign.E008",
         "django_ensign.E009", "django_ensign.E010", "django_ensign.W001", "django_ensign.W002",
+        "django_ensign.W003",
     ]  # fmt: skip
     # The two E003 branches, one E007 reused for options, E008 for non-numbers too.
     assert len(used) == len(set(used)) + 3
