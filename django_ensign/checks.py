@@ -187,23 +187,14 @@ def check_prepared_insert(app_configs: _Any = None, **kwargs: _Any) -> list[_che
     """W003 a database asks for the prepared outbox INSERT where it cannot take effect."""
     from django.db import connections
 
-    from django_ensign.db import binding, prepared
+    from django_ensign.db import prepared
 
     found: list[_checks.CheckMessage] = []
     for alias in connections:
-        settings_dict = connections.settings[alias]
-        if not settings_dict.get(prepared.SETTING):
+        if not connections.settings[alias].get(prepared.SETTING):
             continue
-        connection = connections[alias]
-        if not hasattr(connection, "ensign_held_rows"):
-            reason = "only the django_ensign.db.backends.postgresql engine prepares it"
-        elif settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"):
-            reason = "DISABLE_SERVER_SIDE_CURSORS marks a pooler whose sessions do not last"
-        elif not binding.connection_binds_client_side(connection):
-            reason = "it needs psycopg 3 binding parameters client-side (Django's default)"
-        elif not prepared.allowed(connection):
-            reason = "its psycopg pool resets the sessions it takes back"
-        else:
+        reason = prepared.refusal(connections[alias])
+        if reason is None:
             continue
         found.append(
             _checks.Warning(

@@ -145,6 +145,8 @@ def statements(
 PREPARED_ROWS = 16
 
 _EXECUTE = f"EXECUTE {prepared.NAME} (" + ", ".join(["%s"] * len(NewRow._fields)) + ")"
+#: The PREPAREd INSERT's parameters, $1 to $8, in NewRow's order.
+_POSITIONS = range(1, len(NewRow._fields) + 1)
 
 
 def prepared_call(
@@ -165,7 +167,7 @@ def prepared_call(
     if step.prepare:
         parts.append(prepared.DROP_IF_PRESENT)
         table = connection.ops.quote_name(OutboxEvent._meta.db_table)
-        values = _VALUES.format(cast="").replace("%s", "${}").format(*range(1, 9))
+        values = _VALUES.format(cast="").replace("%s", "${}").format(*_POSITIONS)
         parts.append(f"PREPARE {prepared.NAME} AS INSERT INTO {table} ({_COLUMNS}) VALUES {values}")
     parts.extend([_EXECUTE] * len(rows))
     if channel is not None:

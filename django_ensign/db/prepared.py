@@ -63,22 +63,29 @@ class Step(NamedTuple):
     prepare: bool
 
 
-def _asked(settings_dict: dict[str, Any]) -> bool:
-    if not settings_dict.get(SETTING) or settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"):
-        return False
-    pool = settings_dict["OPTIONS"].get("pool")
-    return not (isinstance(pool, dict) and pool.get("reset") is not None)
+def refusal(connection: BaseDatabaseWrapper) -> str | None:
+    """Why this connection's sessions cannot keep the prepared INSERT; None if they can.
+
+    One call must carry several statements, so the PREPARE rides the call that first
+    needs it; and the session must last from one transaction to the next.
+    """
+    if not hasattr(connection, "ensign_held_rows"):
+        return "only the django_ensign.db.backends.postgresql engine prepares it"
+    if connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"):
+        return "DISABLE_SERVER_SIDE_CURSORS marks a pooler whose sessions do not last"
+    if not connection_binds_client_side(connection):
+        return "it needs psycopg 3 binding parameters client-side (Django's default)"
+    pool = connection.settings_dict["OPTIONS"].get("pool")
+    if isinstance(pool, dict) and pool.get("reset") is not None:
+        return "its psycopg pool resets the sessions it takes back"
+    return None
 
 
 def allowed(connection: BaseDatabaseWrapper) -> bool:
-    """Whether this connection's sessions keep the prepared INSERT (asked once per wrapper).
-
-    Only where one call may carry several statements, so the PREPARE rides the call
-    that first needs it.
-    """
+    """Whether this connection asks for the prepared INSERT and can keep it (asked once)."""
     answer: bool | None = connection.__dict__.get(_ANSWER)
     if answer is None:
-        answer = connection_binds_client_side(connection) and _asked(connection.settings_dict)
+        answer = bool(connection.settings_dict.get(SETTING)) and refusal(connection) is None
         setattr(connection, _ANSWER, answer)
     return answer
 
