@@ -193,7 +193,8 @@ def check_prepared_insert(app_configs: _Any = None, **kwargs: _Any) -> list[_che
     for alias in connections:
         if not connections.settings[alias].get(prepared.SETTING):
             continue
-        reason = prepared.refusal(connections[alias])
+        connection = _connection(alias)
+        reason = None if connection is None else prepared.refusal(connection)
         if reason is None:
             continue
         found.append(
@@ -210,7 +211,26 @@ def _uses_postgresql() -> bool:
     """Whether any configured database is PostgreSQL, the only one that notifies."""
     from django.db import connections
 
-    return any(connections[alias].vendor == "postgresql" for alias in connections)
+    return any(
+        connection is not None and connection.vendor == "postgresql"
+        for connection in map(_connection, connections)
+    )
+
+
+def _connection(alias: str) -> _Any:
+    """The alias's connection wrapper; None when its backend cannot be loaded here.
+
+    ``check`` reports on the project, not on each alias's driver: an alias whose driver
+    this environment lacks (a reporting database, say) is Django's to complain about when
+    used, and must not turn these checks into a traceback.
+    """
+    from django.core.exceptions import ImproperlyConfigured
+    from django.db import connections
+
+    try:
+        return connections[alias]
+    except (ImproperlyConfigured, ImportError):
+        return None
 
 
 # === end outbox and connection checks =======================================

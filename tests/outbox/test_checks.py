@@ -153,6 +153,22 @@ def test_w003_a_prepared_insert_asked_for_where_it_cannot_take_effect() -> None:
     assert "only the django_ensign.db.backends.postgresql engine" in reasons
 
 
+def test_an_alias_whose_driver_is_missing_does_not_crash_the_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import django.db
+    from django.db.utils import ConnectionHandler
+
+    # mysqlclient is not installed here: loading that alias's backend raises.
+    databases = {
+        "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+        "reports": {"ENGINE": "django.db.backends.mysql", "ENSIGN_PREPARED_INSERT": True},
+    }
+    monkeypatch.setattr(django.db, "connections", ConnectionHandler(databases))
+    assert ids(ENSIGN_OUTBOX_NOTIFY_CHANNEL="c" * 64) == []
+    assert checks.check_prepared_insert() == []
+
+
 def test_manage_py_check_fails_with_the_named_id() -> None:
     with (
         override_settings(**{**GOOD, "ENSIGN_ENDPOINT": "nowhere"}),
