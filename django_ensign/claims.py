@@ -81,7 +81,14 @@ class Failed:
     final: bool = False
 
 
-Outcome = Acked | Failed
+@dataclass(slots=True)
+class Released:
+    """Not published, through no fault of the event: the row waits again, uncounted."""
+
+    row: Claimed
+
+
+Outcome = Acked | Failed | Released
 
 
 @dataclass
@@ -91,6 +98,7 @@ class Recorded:
     acked: int = 0
     retrying: int = 0
     dead: int = 0
+    released: int = 0
     stale: int = 0
     dead_ids: list[int] = field(default_factory=list)
 
@@ -218,7 +226,10 @@ def record(
     result = Recorded()
     acks = [o for o in outcomes if isinstance(o, Acked)]
     failures = [o for o in outcomes if isinstance(o, Failed)]
+    released = [o.row for o in outcomes if isinstance(o, Released)]
     with transaction.atomic(using=using):
+        if released:
+            result.released = release(released, using=using)
         if acks and connections[using].vendor == "postgresql":
             result.acked = pgclaims.record_acks(
                 [(o.row.id, o.row.token, o.committed_at) for o in acks], using
@@ -262,7 +273,7 @@ def record(
                 lease_expires_at=None,
                 **_failure_fields(retry),
             )
-    result.stale = len(outcomes) - result.acked - result.dead - result.retrying
+    result.stale = len(outcomes) - result.acked - result.dead - result.retrying - result.released
     return result
 
 
@@ -324,7 +335,7 @@ def renew(tokens: Iterable[uuid.UUID], *, lease_seconds: float, using: str = "de
 
 
 def release(rows: Sequence[Claimed], *, using: str = "default") -> int:
-    """Give back rows claimed but never sent (shutdown): waiting again, attempt not counted."""
+    """Give back rows claimed but not published: waiting again, attempt not counted."""
     if not rows:
         return 0
     return _held(rows, using).update(

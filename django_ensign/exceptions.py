@@ -28,6 +28,22 @@ class NotRegistered(OutboxError):
     """That model does not publish events."""
 
 
+class AlreadyRegistered(OutboxError):
+    """That model already publishes events: a model registers once."""
+
+
+class RelayStopped(OutboxError):
+    """The relay could not publish and stopped; its rows wait, no attempt counted.
+
+    Ensign refused its credentials or permissions, or (a ``--once`` run) could not be
+    reached. The message says which; ``stats`` holds the run's ``RelayStats``.
+    """
+
+    def __init__(self, message: str, *, stats: object = None) -> None:
+        super().__init__(message)
+        self.stats = stats
+
+
 class SaveRolledBack(OutboxError):
     """A published model's save, run in a transaction of its own, had to be rolled back.
 
@@ -72,11 +88,13 @@ class TransactionAborted(EnsignError):
 __all__ = sorted(
     [
         *_sdk.__all__,
+        "AlreadyRegistered",
         "DeadLetterNow",
         "HandlerNotRegistered",
         "NotRegistered",
         "OutboxDatabaseError",
         "OutboxError",
+        "RelayStopped",
         "SaveRolledBack",
         "TransactionAborted",
         "UndecodableEvent",

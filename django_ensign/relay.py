@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from django.db import Error as DatabaseError  # also InterfaceError: a connection that died
 from django.db import connections
 
-from django_ensign import claims, notify, workerdb
+from django_ensign import claims, exceptions, notify, workerdb
 from django_ensign.conf import settings
+from django_ensign.publishfailures import Trouble, trouble
 from django_ensign.sdkclient import client_from_settings
 from django_ensign.wire import metadata
 
@@ -40,6 +41,10 @@ T = TypeVar("T")
 
 #: Seconds the recorder waits for more outcomes when fewer than a claim's worth are in.
 RECORD_LINGER = 0.005
+#: Seconds a relay waits before claiming again after Ensign could not be reached; the
+#: pause doubles while the outage lasts, up to OUTAGE_PAUSE_MAX.
+OUTAGE_PAUSE_FIRST = 0.5
+OUTAGE_PAUSE_MAX = 5.0
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -124,6 +129,12 @@ class Relay:
         self._refill_at = max(1, min(self.options.batch_size, self.options.max_in_flight // 2))
         #: The claim loop waits for replies or records to free room (not for new rows).
         self._starved = False
+        #: Why nothing could be published lately (the worst seen), and the error saying so.
+        self._trouble: tuple[Trouble, BaseException] | None = None
+        self._outage_pause = OUTAGE_PAUSE_FIRST
+        #: The trouble that stopped the relay, raised by run() as RelayStopped.
+        self._halted: tuple[Trouble, BaseException] | None = None
+        self._stopped = asyncio.Event()
         self._claims = _DatabaseThread("ensign-claim", self.options.using)
         self._records = _DatabaseThread("ensign-record", self.options.using)
         #: PostgreSQL: claims and acks on the event loop's own connections.
@@ -134,6 +145,7 @@ class Relay:
     def stop(self) -> None:
         """Stop claiming; in-flight events finish and are recorded before :meth:`run` returns."""
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
 
     def _wake_up(self) -> None:
@@ -164,6 +176,7 @@ class Relay:
                 await self._finish()  # record what was published before the error
                 raise
             await self._finish()
+            self._raise_if_stopped_by_trouble()
         finally:
             for task in helpers:
                 task.cancel()
@@ -188,6 +201,9 @@ class Relay:
         ahead: asyncio.Future[list[claims.Claimed]] | None = None
         try:
             while not self._stopping:
+                if self._trouble is not None:
+                    await self._wait_out_trouble()
+                    continue
                 claim: Awaitable[list[claims.Claimed]]
                 if ahead is not None:
                     claim, limit, ahead = ahead, opts.batch_size, None
@@ -314,14 +330,75 @@ class Relay:
                     ensure_exists=self.options.create_topics,
                 )
             except Exception as err:  # retried with backoff, or dead if it can never work
-                for row, event in items:
-                    if self._pending.pop(event.local_id, None) is not None:
-                        self._settle(claims.Failed(row, _describe(err), final=_is_final(err)))
+                unsent = [row for row, event in items if self._pending.pop(event.local_id, None)]
+                self._fail(unsent, err)
+
+    def _fail(self, rows: list[claims.Claimed], err: BaseException) -> None:
+        """Settle rows whose publish call raised ``err``: counted, or given back if not theirs."""
+        if not rows:
+            return
+        if self._gave_back(rows, err):
+            return
+        logger.warning(
+            "publishing %d outbox events to %s failed (%s); they will be retried",
+            len(rows),
+            rows[0].topic,
+            _describe(err),
+        )
+        for row in rows:
+            self._settle(claims.Failed(row, _describe(err), final=_is_final(err)))
+
+    def _gave_back(self, rows: list[claims.Claimed], err: BaseException | None) -> bool:
+        """Give ``rows`` back uncounted if ``err`` is no fault of theirs (see publishfailures)."""
+        kind = trouble(err)
+        if kind is None or err is None:
+            return False
+        if self._trouble is None or kind is Trouble.REFUSED:
+            self._trouble = (kind, err)
+        for row in rows:
+            self._settle(claims.Released(row))
+        return True
+
+    async def _wait_out_trouble(self) -> None:
+        """Pause claiming while Ensign is unreachable; stop when it refuses the relay."""
+        assert self._trouble is not None
+        kind, err = self._trouble
+        if kind is Trouble.REFUSED or self.options.once:
+            self._halted = self._trouble  # raised by run() once in-flight events finish
+            self._stopping = True
+            return
+        logger.warning(
+            "Ensign could not be reached (%s); claiming again in %.1f s",
+            _describe(err),
+            self._outage_pause,
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), self._outage_pause)
+        self._outage_pause = min(self._outage_pause * 2, OUTAGE_PAUSE_MAX)
+        self._trouble = None
+
+    def _raise_if_stopped_by_trouble(self) -> None:
+        if self._halted is None:
+            return
+        kind, err = self._halted
+        if kind is Trouble.REFUSED:
+            raise exceptions.RelayStopped(
+                f"Ensign refused the relay ({_describe(err)}): check ENSIGN_CLIENT_ID, "
+                "ENSIGN_CLIENT_SECRET and the API key's publisher permission. The outbox rows "
+                "wait, no attempt counted.",
+                stats=self.stats,
+            ) from err
+        raise exceptions.RelayStopped(
+            f"Ensign could not be reached ({_describe(err)}). The outbox rows wait for the "
+            "next run, no attempt counted.",
+            stats=self.stats,
+        ) from err
 
     def _on_ack(self, ack: Any) -> None:
         found = self._pending.pop(ack.id, None)
         if found is not None:  # else: a late reply for an event this relay gave up on
             self._settle(claims.Acked(found[0], self._committed_at(ack.committed)))
+            self._outage_pause = OUTAGE_PAUSE_FIRST
 
     def _committed_at(self, stamp: Any) -> dt.datetime:
         """The datetime of an Ack's commit time; the events of one commit share it."""
@@ -334,7 +411,10 @@ class Relay:
 
     def _on_nack(self, nack: Any) -> None:
         found = self._pending.pop(nack.id, None)
-        if found is not None:
+        if found is None:
+            return
+        # A Nack the client made for an event it could not send carries the error.
+        if not self._gave_back([found[0]], getattr(nack, "cause", None)):
             self._settle(claims.Failed(found[0], nack.error or "nacked", int(nack.code)))
 
     def _expire(self) -> None:
@@ -413,6 +493,7 @@ class Relay:
         self.stats.acked += result.acked
         self.stats.retrying += result.retrying
         self.stats.dead += result.dead
+        self.stats.released += result.released
         self.stats.stale += result.stale
         if result.dead:
             logger.error("%d outbox events are dead: ids %s", result.dead, result.dead_ids[:20])

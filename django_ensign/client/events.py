@@ -112,14 +112,22 @@ class Ack:
 
 
 class Nack:
-    """The server refused the event: ``code`` is an ``ensign.v1beta1.Nack.Code`` value."""
+    """The server refused the event: ``code`` is an ``ensign.v1beta1.Nack.Code`` value.
 
-    __slots__ = ("code", "error", "id")
+    An ``on_nack`` callback also hears of events that failed in the client (a timeout, a
+    stream the server would not open): their Nack is made by the client, and ``cause``
+    holds the error behind it (None in the server's Nacks).
+    """
 
-    def __init__(self, id: bytes, code: int, error: str = "") -> None:
+    __slots__ = ("cause", "code", "error", "id")
+
+    def __init__(
+        self, id: bytes, code: int, error: str = "", cause: BaseException | None = None
+    ) -> None:
         self.id = id
         self.code = code
         self.error = error
+        self.cause = cause
 
     @property
     def code_name(self) -> str:

@@ -441,7 +441,8 @@ class Publisher:
         if pending.on_nack is not None:
             # Callback-only callers must hear of it too: a client-made Nack stands in.
             code = NackCode.TIMEOUT if isinstance(error, exceptions.PublishTimeout) else 0
-            self._run_callback(pending.on_nack, Nack(pending.event.local_id, code, str(error)))
+            nack = Nack(pending.event.local_id, code, str(error), cause=error)
+            self._run_callback(pending.on_nack, nack)
 
     def _fail_all(self, error: BaseException) -> None:
         for pending in list(self._inflight.values()):

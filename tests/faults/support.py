@@ -225,6 +225,11 @@ class RelayThread:
         finally:
             self._started.set()
 
+    @property
+    def given_back(self) -> int:
+        """Rows the relay gave back uncounted, as Ensign could not be reached (so far)."""
+        return self._relay.stats.released if self._relay is not None else 0
+
     def stop(self, timeout: float = 60.0) -> None:
         """Stop claiming, let in-flight events finish, and join the thread."""
         if self._loop is not None and self._relay is not None:

@@ -54,16 +54,16 @@ def run_async(coro: Any) -> Any:
 
 @contextmanager
 def ensign_settings(server: EmbeddedServer, **extra: Any) -> Iterator[None]:
-    """Point the app's ENSIGN_* settings at ``server``."""
+    """Point the app's ENSIGN_* settings at ``server`` (``extra`` may override them)."""
     env = server.client_env()
-    with override_settings(
-        ENSIGN_ENDPOINT=env["ENSIGN_ENDPOINT"],
-        ENSIGN_AUTH_URL=env["ENSIGN_AUTH_URL"],
-        ENSIGN_INSECURE=True,
-        ENSIGN_CLIENT_ID=env["ENSIGN_CLIENT_ID"],
-        ENSIGN_CLIENT_SECRET=env["ENSIGN_CLIENT_SECRET"],
-        **extra,
-    ):
+    connection = {
+        "ENSIGN_ENDPOINT": env["ENSIGN_ENDPOINT"],
+        "ENSIGN_AUTH_URL": env["ENSIGN_AUTH_URL"],
+        "ENSIGN_INSECURE": True,
+        "ENSIGN_CLIENT_ID": env["ENSIGN_CLIENT_ID"],
+        "ENSIGN_CLIENT_SECRET": env["ENSIGN_CLIENT_SECRET"],
+    }
+    with override_settings(**{**connection, **extra}):
         yield
 
 

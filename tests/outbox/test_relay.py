@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from io import StringIO
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.db.models import QuerySet
+from django.test import override_settings
 
 from django_ensign import claims, outbox, relay
 from django_ensign.models import OutboxEvent, OutboxStatus
 from django_ensign.wire import metadata
 from tests.outbox.support import ensign_settings, server_events, stable_ids, unique_topic
-from tests.support.server import EmbeddedServer
+from tests.support.server import EmbeddedServer, create_apikey, free_port
 from tests.testapp.models import Order
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -146,10 +149,6 @@ def test_dead_rows_can_be_requeued_and_then_published(ensign_server: EmbeddedSer
 
 
 def test_publish_outbox_command_once_reports_what_it_did(ensign_server: EmbeddedServer) -> None:
-    from io import StringIO
-
-    from django.core.management import call_command
-
     topic = unique_topic("cmd")
     for n in range(5):
         outbox.publish(topic, {"n": n})
@@ -167,6 +166,57 @@ def test_publish_outbox_command_once_reports_what_it_did(ensign_server: Embedded
             stdout=out,
         )
     assert out.getvalue().strip() == "claimed 5, acked 5, retrying 0, dead 0, released 0"
+
+
+def _waiting_untouched(topic: str, count: int) -> None:
+    """Every row of ``topic`` waits as written: pending, no attempt counted, no lease."""
+    rows = OutboxEvent.objects.filter(topic=topic)
+    assert rows.count() == count
+    assert set(rows.values_list("status", "attempts", "lease_token")) == {
+        (OutboxStatus.PENDING, 0, None)
+    }
+
+
+def test_once_with_ensign_unreachable_fails_and_leaves_the_rows_uncounted() -> None:
+    topic = unique_topic("down")
+    for n in range(6):
+        outbox.publish(topic, {"n": n})
+    nowhere = free_port()  # nothing listens there: neither gRPC nor the auth service
+    with (
+        override_settings(
+            ENSIGN_ENDPOINT=f"127.0.0.1:{nowhere}",
+            ENSIGN_AUTH_URL=f"http://127.0.0.1:{nowhere}",
+            ENSIGN_INSECURE=True,
+            ENSIGN_CLIENT_ID="a" * 32,
+            ENSIGN_CLIENT_SECRET="b" * 64,
+        ),
+        pytest.raises(CommandError, match="could not be reached"),
+    ):
+        call_command("ensign_publish_outbox", "--once", "--topic", topic, stdout=StringIO())
+    _waiting_untouched(topic, 6)
+
+
+@pytest.mark.parametrize("refusal", ["wrong secret", "no publisher permission"])
+def test_a_relay_ensign_refuses_stops_with_the_reason_and_counts_no_attempt(
+    ensign_server: EmbeddedServer, refusal: str
+) -> None:
+    topic = unique_topic("refused")
+    for n in range(6):
+        outbox.publish(topic, {"n": n})
+    if refusal == "wrong secret":
+        creds = {"ENSIGN_CLIENT_SECRET": "x" * 64}
+    else:
+        key = create_apikey(ensign_server, "topics:read,topics:create,subscriber")
+        creds = {"ENSIGN_CLIENT_ID": key["ClientID"], "ENSIGN_CLIENT_SECRET": key["ClientSecret"]}
+    out = StringIO()
+    with (
+        ensign_settings(ensign_server, **creds),
+        pytest.raises(CommandError, match="Ensign refused the relay"),
+    ):
+        # Not --once: a running relay stops too, rather than retrying for ever.
+        call_command("ensign_publish_outbox", "--topic", topic, stdout=out)
+    assert "acked 0" in out.getvalue()
+    _waiting_untouched(topic, 6)
 
 
 class _StopsAfterFirstClaim(relay.Relay):

@@ -20,30 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from django_ensign.proto.api.v1beta1 import ensign_pb2, query_pb2, topic_pb2
 from django_ensign.wire import ids
 from tests.server.conftest import Conn, connect, http_json, login
-from tests.support.server import EmbeddedServer
+from tests.support.server import EmbeddedServer, create_apikey
 
 Code = grpc.StatusCode
-
-
-def create_apikey(server: EmbeddedServer, permissions: str) -> dict[str, str]:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "django_ensign.server",
-            "create-apikey",
-            "--data-dir",
-            str(server.data_dir),
-            "--permissions",
-            permissions,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    creds: dict[str, str] = json.loads(out.stdout)
-    return creds
 
 
 def server_key(server: EmbeddedServer) -> Any:

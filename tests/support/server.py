@@ -139,3 +139,25 @@ class EmbeddedServer:
     def restart(self) -> EmbeddedServer:
         self.kill()
         return self.start()
+
+
+def create_apikey(server: EmbeddedServer, permissions: str) -> dict[str, str]:
+    """A new API key of ``server`` holding only ``permissions`` (comma-separated)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "django_ensign.server",
+            "create-apikey",
+            "--data-dir",
+            str(server.data_dir),
+            "--permissions",
+            permissions,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    creds: dict[str, str] = json.loads(out.stdout)
+    return creds

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_ensign import locks, relay
+from django_ensign import exceptions, locks, relay
 from django_ensign.conf import settings
 
 logger = logging.getLogger(__name__)
@@ -60,15 +60,25 @@ class Command(BaseCommand):
             once=once,
             using=database,
         )
-        if once:
-            stats = relay.run(opts)
-        else:
-            # Held shared: Celery drains skip while relays run; a relay waits only for a
-            # drain already running, and not for long.
-            with locks.relay_lock(database) as taken:
-                if not taken:
-                    logger.warning("a drain still holds the outbox drain lock; relaying without it")
-                stats = relay.run(opts)
+        try:
+            stats = self._run(opts, database)
+        except exceptions.RelayStopped as err:
+            if isinstance(err.stats, relay.RelayStats):
+                self._report(err.stats)
+            raise CommandError(str(err)) from err
+        self._report(stats)
+
+    def _run(self, opts: relay.RelayOptions, database: str) -> relay.RelayStats:
+        if opts.once:
+            return relay.run(opts)
+        # Held shared: Celery drains skip while relays run; a relay waits only for a
+        # drain already running, and not for long.
+        with locks.relay_lock(database) as taken:
+            if not taken:
+                logger.warning("a drain still holds the outbox drain lock; relaying without it")
+            return relay.run(opts)
+
+    def _report(self, stats: relay.RelayStats) -> None:
         self.stdout.write(
             f"claimed {stats.claimed}, acked {stats.acked}, retrying {stats.retrying}, "
             f"dead {stats.dead}, released {stats.released}"
