@@ -36,7 +36,23 @@ def check_connection(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.C
             )
         )
     cred_file = _settings.CREDENTIALS_FILE
-    if cred_file and not (_settings.CLIENT_ID and _settings.CLIENT_SECRET):
+    if bool(_settings.CLIENT_ID) != bool(_settings.CLIENT_SECRET):
+        # The client would take the other half from the credentials file (or nowhere),
+        # a pair the auth service refuses.
+        given, lacking = (
+            ("ENSIGN_CLIENT_ID", "ENSIGN_CLIENT_SECRET")
+            if _settings.CLIENT_ID
+            else ("ENSIGN_CLIENT_SECRET", "ENSIGN_CLIENT_ID")
+        )
+        found.append(
+            _checks.Error(
+                f"{given} is set but {lacking} is not.",
+                hint="Set both (settings or environment), or neither to use "
+                "ENSIGN_CREDENTIALS_FILE.",
+                id="django_ensign.E002",
+            )
+        )
+    elif cred_file and not (_settings.CLIENT_ID and _settings.CLIENT_SECRET):
         if not _Path(cred_file).exists():
             # Not an error: `manage.py ensign_server` writes it on its first start.
             found.append(
@@ -96,7 +112,9 @@ def check_connection(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.C
 @_checks.register("django_ensign")
 def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.CheckMessage]:
     """E004 topic names, E005 unknown models, E007 malformed entries, E008 relay settings,
-    E009 a publication's mimetype or version."""
+    E009 a publication's mimetype or version, E011 a model registered in code and settings."""
+    from django.apps import apps
+
     from django_ensign import outbox, registry
     from django_ensign.client.exceptions import EnsignError, InvalidTopicName
 
@@ -120,6 +138,16 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
                 )
             )
             continue
+        in_code = None if label in unknown else registry.registered_in_code(apps.get_model(label))
+        if in_code is not None:
+            found.append(
+                _checks.Error(
+                    f"ENSIGN_PUBLISHED_MODELS names {label!r}, which already publishes to "
+                    f"{in_code.topic!r} through @publishes or register(); the setting is ignored.",
+                    hint="Keep one of the two.",
+                    id="django_ensign.E011",
+                )
+            )
         extra = set(options) - _PUBLICATION_OPTIONS
         if extra:
             found.append(
@@ -273,11 +301,13 @@ def check_handlers(
 def check_subscriber_settings(
     app_configs: _SubAny = None, **kwargs: _SubAny
 ) -> list[_sub_checks.CheckMessage]:
-    """E021 concurrency, E022 attempts, E023 backoff and reconnect waits; W020 retries outlast
-    the delivery timeout."""
+    """E021 concurrency, E022 attempts, E023 backoff and reconnect waits, E024 window and
+    batch size; W020 retries outlast the delivery timeout."""
     found: list[_sub_checks.CheckMessage] = []
     try:
         concurrency = _sub_settings.SUBSCRIBER_CONCURRENCY
+        window = _sub_settings.SUBSCRIBER_WINDOW
+        batch_size = _sub_settings.SUBSCRIBER_BATCH_SIZE
         attempts = _sub_settings.SUBSCRIBER_MAX_ATTEMPTS
         base = _sub_settings.SUBSCRIBER_BACKOFF_BASE
         cap = _sub_settings.SUBSCRIBER_BACKOFF_MAX
@@ -295,6 +325,15 @@ def check_subscriber_settings(
                 "ENSIGN_SUBSCRIBER_CONCURRENCY must be at least 1.", id="django_ensign.E021"
             )
         )
+    for name, value in (("WINDOW", window), ("BATCH_SIZE", batch_size)):
+        if value is not None and value < 0:
+            found.append(
+                _sub_checks.Error(
+                    f"ENSIGN_SUBSCRIBER_{name} must not be negative, got {value}.",
+                    hint="0 leaves it to the server; None (the default) lets django-ensign pick.",
+                    id="django_ensign.E024",
+                )
+            )
     if attempts < 1:
         found.append(
             _sub_checks.Error(

@@ -80,6 +80,9 @@ class Publication:
 
 
 _publications: dict[type[models.Model], Publication] = {}
+#: Those registered from ``ENSIGN_PUBLISHED_MODELS``: registering the settings again
+#: (a second ``AppConfig.ready``) replaces them, while a model registered in code wins.
+_from_settings: set[type[models.Model]] = set()
 
 
 def _default_name(model: type[models.Model], suffix: str) -> str:
@@ -105,7 +108,15 @@ def register(
     turns an instance into the payload (default: JSON of its fields). ``key`` gives
     the ordering key (default: the primary key); rows sharing a key are published in
     commit order, and a ``key`` that returns None leaves that event unordered.
+    A model registers once: :func:`unregister` it first to change how it publishes.
     """
+    existing = _publications.get(model)
+    if existing is not None:
+        raise exceptions.AlreadyRegistered(
+            f"{model._meta.label} already publishes to {existing.topic!r}; a model registers "
+            "once (with @publishes, register() or ENSIGN_PUBLISHED_MODELS): unregister() it "
+            "first to change how it publishes"
+        )
     outbox.validate_topic(topic)
     outbox.validate_format(mimetype, version)
 
@@ -145,6 +156,7 @@ def unregister(model: type[models.Model]) -> None:
     """Stop ``model`` from publishing (tests use it to undo a ``register``)."""
     if _publications.pop(model, None) is None:
         raise exceptions.NotRegistered(f"{model._meta.label} does not publish events")
+    _from_settings.discard(model)
     atomicsave.uninstall(model)
     _sync_receivers()
 
@@ -160,6 +172,11 @@ def publication_for(model: type[models.Model]) -> Publication | None:
 def publications() -> list[Publication]:
     """Every registered publication."""
     return list(_publications.values())
+
+
+def registered_in_code(model: type[models.Model]) -> Publication | None:
+    """The publication ``model`` got from ``@publishes`` or :func:`register`, if any."""
+    return None if model in _from_settings else _publications.get(model)
 
 
 def unknown_setting_models() -> list[str]:
@@ -182,6 +199,10 @@ def register_from_settings() -> None:
             continue
         if not isinstance(options, dict) or "topic" not in options:
             continue  # reported by check django_ensign.E007
+        if registered_in_code(model) is not None:
+            continue  # reported by check django_ensign.E011; the code's registration stays
+        if model in _publications:
+            unregister(model)  # this setting's own, from an earlier ready()
         options = dict(options)
         topic = options.pop("topic")
         try:
@@ -190,6 +211,7 @@ def register_from_settings() -> None:
             # A bad topic, mimetype or version, or an unknown option: start-up goes on,
             # and `check` names it (E004, E009, E007) instead of a traceback from ready().
             continue
+        _from_settings.add(model)
 
 
 def _write(instance: models.Model, action: str, using: str) -> None:

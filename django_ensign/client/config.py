@@ -42,8 +42,11 @@ class ClientConfig:
 def split_endpoint(endpoint: str) -> tuple[str, int]:
     """``"host:port"`` (or ``"[::1]:port"``) → ``(host, port)``; ConfigurationError if malformed."""
     host, sep, port = endpoint.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise exceptions.ConfigurationError(f"endpoint must be host:port, got {endpoint!r}")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in host:
+        # "/" in the host: a URL ("http://host:port"), which gRPC cannot dial.
+        raise exceptions.ConfigurationError(
+            f"endpoint must be host:port with no scheme, got {endpoint!r}"
+        )
     return host.strip("[]"), int(port)
 
 

@@ -15,7 +15,7 @@ from django.db import connections
 from django.test import override_settings
 
 from django_ensign import checks, registry
-from tests.testapp.models import Note
+from tests.testapp.models import Note, Order
 
 GOOD = {
     "ENSIGN_ENDPOINT": "127.0.0.1:5356",
@@ -36,7 +36,10 @@ def test_good_settings_pass() -> None:
     assert ids() == []
 
 
-@pytest.mark.parametrize("endpoint", ["localhost", "host:", ":5356", "host:port", "host:70000"])
+@pytest.mark.parametrize(
+    "endpoint",
+    ["localhost", "host:", ":5356", "host:port", "host:70000", "http://127.0.0.1:5356"],
+)
 def test_e001_bad_endpoint(endpoint: str) -> None:
     assert ids(ENSIGN_ENDPOINT=endpoint) == ["django_ensign.E001"]
 
@@ -46,6 +49,15 @@ def test_e002_missing_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ENSIGN_CLIENT_SECRET", raising=False)
     assert ids(ENSIGN_CLIENT_ID=None, ENSIGN_CLIENT_SECRET=None) == ["django_ensign.E002"]
     assert ids(ENSIGN_CLIENT_SECRET="") == ["django_ensign.E002"]
+
+
+def test_e002_half_the_credentials_beside_a_credentials_file(tmp_path: Path) -> None:
+    # The client would pair the id set here with the file's secret: a refused login.
+    creds = tmp_path / "credentials.json"
+    creds.write_text(json.dumps({"ClientID": "f" * 32, "ClientSecret": "s" * 64}))
+    file_only = {"ENSIGN_CREDENTIALS_FILE": str(creds), "ENSIGN_CLIENT_SECRET": None}
+    assert ids(**file_only, ENSIGN_CLIENT_ID=None) == []
+    assert ids(**file_only) == ["django_ensign.E002"]
 
 
 def test_e003_unusable_credentials_file(tmp_path: Path) -> None:
@@ -185,6 +197,36 @@ def test_registering_a_model_with_a_bad_topic_fails_at_once() -> None:
     assert registry.publication_for(Note) is None
 
 
+def test_registering_a_model_twice_fails_and_keeps_the_first_registration() -> None:
+    from django_ensign.exceptions import AlreadyRegistered
+
+    with pytest.raises(AlreadyRegistered, match=r"already publishes to 'orders\.events'"):
+        registry.register(Order, topic="orders2")
+    assert registry.publication_for(Order).topic == "orders.events"  # type: ignore[union-attr]
+
+
+def test_e011_a_model_registered_in_code_and_named_in_the_settings() -> None:
+    listed = {"testapp.Order": {"topic": "orders2"}}
+    assert ids(ENSIGN_PUBLISHED_MODELS=listed) == ["django_ensign.E011"]
+    # Start-up goes on with the code's registration, which `check` said wins.
+    with override_settings(ENSIGN_PUBLISHED_MODELS=listed):
+        registry.register_from_settings()
+    publication = registry.publication_for(Order)
+    assert publication is not None
+    assert (publication.topic, publication.on_delete) == ("orders.events", "OrderCancelled")
+
+
+def test_registering_the_settings_again_replaces_their_own_registrations() -> None:
+    # AppConfig.ready may run more than once (some test runners call it again).
+    try:
+        for topic in ("notes", "notes2"):
+            with override_settings(ENSIGN_PUBLISHED_MODELS={"testapp.Note": {"topic": topic}}):
+                registry.register_from_settings()
+        assert registry.publication_for(Note).topic == "notes2"  # type: ignore[union-attr]
+    finally:
+        registry.unregister(Note)
+
+
 @pytest.mark.parametrize("options", [{"version": "1"}, {"mimetype": "nonsense"}])
 def test_registering_with_a_bad_version_or_mimetype_fails_at_once(options: dict[str, str]) -> None:
     from django_ensign.exceptions import EnsignError
@@ -204,8 +246,9 @@ def test_each_outbox_check_id_is_used_for_one_problem_only() -> None:
     assert sorted(set(used)) == [
         "django_ensign.E001", "django_ensign.E002", "django_ensign.E003", "django_ensign.E004",
         "django_ensign.E005", "django_ensign.E006", "django_ensign.E007", "django_ensign.E008",
-        "django_ensign.E009", "django_ensign.E010", "django_ensign.W001", "django_ensign.W002",
-        "django_ensign.W003",
+        "django_ensign.E009", "django_ensign.E010", "django_ensign.E011", "django_ensign.W001",
+        "django_ensign.W002", "django_ensign.W003",
     ]  # fmt: skip
-    # The two E003 branches, one E007 reused for options, E008 for non-numbers too.
-    assert len(used) == len(set(used)) + 3
+    # The two E003 branches, one E007 reused for options, E008 for non-numbers too, E002
+    # for half the credentials.
+    assert len(used) == len(set(used)) + 4

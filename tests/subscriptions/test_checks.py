@@ -39,6 +39,14 @@ def test_e021_concurrency_below_one() -> None:
     assert "django_ensign.E021" in ids()
 
 
+@pytest.mark.parametrize("setting", ["ENSIGN_SUBSCRIBER_WINDOW", "ENSIGN_SUBSCRIBER_BATCH_SIZE"])
+def test_e024_a_negative_window_or_batch_size(setting: str) -> None:
+    with override_settings(**{setting: -1}):
+        assert "django_ensign.E024" in ids()
+    with override_settings(**{setting: 0}):
+        assert "django_ensign.E024" not in ids()
+
+
 @override_settings(ENSIGN_SUBSCRIBER_MAX_ATTEMPTS=0)
 def test_e022_no_attempts() -> None:
     assert "django_ensign.E022" in ids()
