@@ -10,6 +10,7 @@ import os
 import signal
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -75,8 +76,18 @@ def _server_id(conn: sqlite3.Connection) -> str:
     return server_id
 
 
-async def serve(data_dir: Path, host: str, port: int, auth_port: int, stop: asyncio.Event) -> None:
-    """Run until ``stop`` is set, then shut down cleanly."""
+async def serve(
+    data_dir: Path,
+    host: str,
+    port: int,
+    auth_port: int,
+    stop: asyncio.Event,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Run until ``stop`` is set, then shut down cleanly; ``on_ready`` hears where it listens.
+
+    A port already taken raises OSError naming it.
+    """
     os.makedirs(data_dir, exist_ok=True)
     issuer = TokenIssuer.load_or_create(data_dir)
     storage = open_storage(data_dir)
@@ -116,13 +127,19 @@ async def serve(data_dir: Path, host: str, port: int, auth_port: int, stop: asyn
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound = server.add_insecure_port(address)
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as err:  # grpcio's "Failed to bind", e.g. the port is taken
+        raise OSError(f"could not listen on {host}:{port} for gRPC ({err})") from err
     if not bound:
-        raise OSError(f"could not bind {host}:{port}")
+        raise OSError(f"could not listen on {host}:{port} for gRPC")
     auth = AuthService(storage, issuer, __version__)
     try:
         await server.start()
-        await auth.start(host, auth_port)
+        try:
+            await auth.start(host, auth_port)
+        except OSError as err:
+            raise OSError(f"could not listen on {host}:{auth_port} for auth ({err})") from err
         serving = health_pb2.HealthCheckResponse.SERVING
         await health_servicer.set("", serving)
         await health_servicer.set(SERVICE, serving)
@@ -131,14 +148,12 @@ async def serve(data_dir: Path, host: str, port: int, auth_port: int, stop: asyn
                 service.rpcs.schedule_destroy(topic)
         if credentials is not None:
             write_json_atomically(creds_path, credentials)
-        log.info(
-            "ensign server %s on %s:%d (auth :%d), data in %s",
-            server_id,
-            host,
-            port,
-            auth_port,
-            data_dir,
+        ready = (
+            f"ensign server {server_id} on {host}:{port} (auth :{auth_port}), data in {data_dir}"
         )
+        log.info("%s", ready)
+        if on_ready is not None:
+            on_ready(ready)
         await stop.wait()
         log.info("shutting down")
     finally:
@@ -153,8 +168,14 @@ async def serve(data_dir: Path, host: str, port: int, auth_port: int, stop: asyn
         storage.close()
 
 
-def run(data_dir: str, host: str = "127.0.0.1", port: int = 5356, auth_port: int = 8088) -> None:
-    """Run the server in the foreground until SIGINT/SIGTERM (blocking)."""
+def run(
+    data_dir: str,
+    host: str = "127.0.0.1",
+    port: int = 5356,
+    auth_port: int = 8088,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Run the server in the foreground until SIGINT/SIGTERM (blocking); see :func:`serve`."""
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -162,6 +183,6 @@ def run(data_dir: str, host: str = "127.0.0.1", port: int = 5356, auth_port: int
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-        await serve(Path(data_dir), host, port, auth_port, stop)
+        await serve(Path(data_dir), host, port, auth_port, stop, on_ready)
 
     asyncio.run(main())

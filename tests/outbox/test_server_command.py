@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ def test_ensign_server_command_serves_until_sigterm(tmp_path: Path) -> None:
         cwd=ROOT,
         env={"DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT),
              "PATH": "/usr/bin:/bin", "ENSIGN_TEST_DB": "sqlite"},
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
@@ -45,3 +46,29 @@ def test_ensign_server_command_serves_until_sigterm(tmp_path: Path) -> None:
         assert run_async(status()) is not None
     finally:
         assert stop(process) == 0
+    # Said on stdout, though the test settings configure no logging for django_ensign.
+    assert process.stdout is not None
+    assert f"on 127.0.0.1:{port} (auth :{auth_port})" in process.stdout.read().decode()
+
+
+def test_ensign_server_command_on_a_taken_port_fails_with_a_short_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "django", "ensign_server", "--data-dir", str(tmp_path),
+             "--port", str(port), "--auth-port", str(free_port())],
+            cwd=ROOT,
+            env={"DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT),
+                 "PATH": "/usr/bin:/bin", "ENSIGN_TEST_DB": "sqlite"},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert (
+        f"CommandError: the Ensign server could not start: could not listen on 127.0.0.1:{port}"
+        in result.stderr
+    )
+    assert "Traceback" not in result.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_ensign.conf import settings
 
@@ -31,9 +31,18 @@ class Command(BaseCommand):
     ) -> None:
         from django_ensign import server
 
-        server.run(
-            data_dir or settings.SERVER_DATA_DIR,
-            host or settings.SERVER_HOST,
-            port or settings.SERVER_PORT,
-            auth_port or settings.SERVER_AUTH_PORT,
-        )
+        try:
+            server.run(
+                data_dir or settings.SERVER_DATA_DIR,
+                host or settings.SERVER_HOST,
+                port or settings.SERVER_PORT,
+                auth_port or settings.SERVER_AUTH_PORT,
+                on_ready=self._ready,
+            )
+        except OSError as err:  # a port taken, a data directory it may not write
+            raise CommandError(f"the Ensign server could not start: {err}") from err
+
+    def _ready(self, where: str) -> None:
+        # Said here, not only logged: a new project has no LOGGING for django_ensign.
+        self.stdout.write(f"{where}; Ctrl-C to stop", ending="\n")
+        self.stdout.flush()
