@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import decimal
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
 
 def model_fields(instance: models.Model) -> dict[str, Any]:
     """Every concrete field by attribute name (``author_id``), in field order.
 
-    A field the instance does not hold as a value (deferred by ``only()``/``defer()``,
-    or saved as an expression such as ``F("stock") - 1``) is read back in one query.
-    After a delete that row is gone, so such fields are left out.
+    Each value is the field's own type, as a fresh read of the row would give it: a
+    ``total`` assigned ``10`` or ``"9.999"`` is published as the column holds it,
+    ``"10.00"`` or ``"10.00"``, not as the caller typed it. A field the instance does not
+    hold as a value (deferred by ``only()``/``defer()``, or saved as an expression such
+    as ``F("stock") - 1``) is read back in one query. After a delete that row is gone, so
+    such fields are left out.
     """
     held = instance.__dict__
     values: dict[str, Any] = {}
@@ -28,7 +33,7 @@ def model_fields(instance: models.Model) -> dict[str, Any]:
         if hasattr(value, "resolve_expression"):
             stale.append(name)
             continue
-        values[name] = value
+        values[name] = _as_stored(field, value)
     if not stale:
         return values
     fresh = _read_back(instance, stale)
@@ -43,3 +48,19 @@ def _read_back(instance: models.Model, names: list[str]) -> dict[str, Any]:
     manager = type(instance)._base_manager.db_manager(instance._state.db)
     row = manager.filter(pk=instance.pk).values(*names).first()
     return row or {}
+
+
+def _as_stored(field: models.Field[Any, Any], value: Any) -> Any:
+    """``value`` in ``field``'s own type, rounded as a decimal column rounds it."""
+    if value is None:
+        return None
+    try:
+        # Django's own conversion before it sends most values to the database.
+        value = field.to_python(value)
+    except ValidationError:
+        return value  # the database took it anyway: publish what the caller gave
+    places = getattr(field, "decimal_places", None)
+    if isinstance(value, decimal.Decimal) and places is not None and value.is_finite():
+        # PostgreSQL rounds a numeric half away from zero; so does ROUND_HALF_UP.
+        value = value.quantize(decimal.Decimal(1).scaleb(-places), rounding=decimal.ROUND_HALF_UP)
+    return value

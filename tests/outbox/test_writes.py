@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -101,6 +102,14 @@ def test_a_save_with_an_expression_publishes_the_value_the_database_stored() -> 
     order.save()
     updated = OutboxEvent.objects.get(type_name="OrderUpdated")
     assert json.loads(bytes(updated.data))["total"] == "2.50"
+
+
+@pytest.mark.parametrize("total", [10, 7.1, "7.1", Decimal("1.239")])
+def test_a_saved_value_is_published_as_the_column_holds_it(total: object) -> None:
+    order = Order.objects.create(reference="T-1", total=total)
+    published = json.loads(bytes(OutboxEvent.objects.get().data))["total"]
+    order.refresh_from_db()
+    assert published == str(order.total)  # "10.00", "7.10", "7.10", "1.24"
 
 
 def test_files_and_bytes_are_published_as_the_file_name_and_base64() -> None:
