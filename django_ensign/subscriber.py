@@ -59,6 +59,16 @@ _FATAL = (
     exceptions.InvalidArgument,
 )
 
+
+def _reason(exc: Exception, topics: tuple[str, ...]) -> str:
+    """Why a subscription failed, in the user's terms where the server's are obscure."""
+    if isinstance(exc, exceptions.FailedPrecondition) and "no topics" in str(exc):
+        # The server's words when none of the names matches one of its topics.
+        names = ", ".join(repr(topic) for topic in topics)
+        return f"no topic {names} exists on the server yet: check the name, or publish to it"
+    return str(exc)
+
+
 Reporter = Callable[[str, int], None]
 """Called with a progress line and the Django verbosity it belongs to (1, 2 or 3)."""
 
@@ -297,6 +307,7 @@ class Subscriber:
             try:
                 await subscription.open()
                 self._report(f"Subscribed to {', '.join(topics)}", 2)
+                self._report_missing(topics, subscription)
                 delay = 0.1
                 await self._take(subscription)
             except exceptions.EnsignError as exc:
@@ -308,7 +319,11 @@ class Subscriber:
                     raise
                 if self.stopping:
                     return
-                self._report(f"Subscription to {', '.join(topics)} failed ({exc}); retrying", 1)
+                self._report(
+                    f"Subscription to {', '.join(topics)} failed ({_reason(exc, topics)}); "
+                    "retrying",
+                    1,
+                )
             finally:
                 if not self.stopping:  # when stopping, run() closes it once the acks are out
                     self._subscriptions.discard(subscription)
@@ -319,6 +334,19 @@ class Subscriber:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
             delay = min(delay * 2, settings.SUBSCRIBER_RECONNECT_MAX)
+
+    def _report_missing(self, topics: tuple[str, ...], subscription: Any) -> None:
+        """Name the asked-for topics the server does not have: it leaves them out silently."""
+        opened = getattr(subscription, "topics", None)
+        if not isinstance(opened, dict):
+            return
+        for topic in topics:
+            if topic not in opened:
+                self._report(
+                    f"Topic {topic!r} does not exist on the server yet: its handlers get no "
+                    "events until it is created (is the name right?)",
+                    1,
+                )
 
     async def _take(self, subscription: Any) -> None:
         # Once stopping, events still arriving, and those in hand not yet given to a

@@ -108,6 +108,25 @@ def test_a_topic_without_handlers_is_refused(
     assert "no handler is registered for no-such-handlers" in proc.output()
 
 
+def test_a_topic_the_server_does_not_have_is_named_as_such(
+    fresh_server: EmbeddedServer, subscriber_process: Start
+) -> None:
+    proc = subscriber_process("sub-multi", "sub-flaky")
+    wait_until(
+        lambda: "no topic 'sub-multi', 'sub-flaky' exists on the server yet" in proc.output(),
+        30,
+        "the subscriber to say no topic exists (the server says 'no topics available')",
+    )
+    # One exists now: the stream opens without the other, which the server leaves out.
+    publish_sync(fresh_server, "sub-multi", [{"n": 1}])
+    wait_until(
+        lambda: "Topic 'sub-flaky' does not exist on the server yet" in proc.output(),
+        30,
+        "the subscriber to name the topic still missing",
+    )
+    assert proc.terminate() == 0
+
+
 def test_wrong_credentials_end_the_command_with_a_clear_error(
     fresh_server: EmbeddedServer, subscriber_process: Start
 ) -> None:
