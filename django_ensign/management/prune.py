@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from django_ensign.management.base import EnsignCommand
 from django_ensign.pruning import parse_age
 
 
-class PruneCommand(BaseCommand):
+class PruneCommand(EnsignCommand):
     """``--older-than``, ``--batch-size`` and ``--database``; subclasses say what they delete."""
 
     #: What the report counts, e.g. "inbox rows".

@@ -60,3 +60,9 @@ def test_prune_rejects_a_batch_size_below_one_and_is_quiet_at_verbosity_zero() -
     out = StringIO()
     call_command("ensign_prune_outbox", "--verbosity", "0", stdout=out)
     assert out.getvalue() == ""
+
+
+def test_an_option_the_command_lacks_is_refused_not_taken_for_a_prefix() -> None:
+    # argparse would read --force as Django's --force-color and delete without a word.
+    with pytest.raises(CommandError, match="unrecognized arguments: --force"):
+        call_command("ensign_prune_outbox", "--older-than", "7d", "--force")

@@ -5,20 +5,24 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from django_ensign import exceptions, locks, relay
 from django_ensign.conf import settings
+from django_ensign.management.base import EnsignCommand
 
 logger = logging.getLogger(__name__)
 
 
-class Command(BaseCommand):
+class Command(EnsignCommand):
     help = "Publish outbox rows to Ensign until stopped (SIGTERM finishes in-flight events)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--once", action="store_true", help="Publish what is due now, wait for the acks, exit."
+            "--once",
+            action="store_true",
+            help="Publish what is due now, wait for the acks, exit (non-zero if Ensign could not "
+            "be reached or refused the relay).",
         )
         parser.add_argument(
             "--batch-size",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
 from django_ensign import dispatch, models
+from django_ensign.management.base import EnsignCommand
 
 
-class Command(BaseCommand):
+class Command(EnsignCommand):
     help = "Run dead-lettered events through their handlers again; replayed ones are marked so."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from django_ensign.conf import settings
+from django_ensign.management.base import EnsignCommand
 
 
-class Command(BaseCommand):
+class Command(EnsignCommand):
     help = "Run the embedded Ensign server (gRPC and its HTTP auth service) until stopped."
     # The server makes the credentials the client-side checks look for: do not require them.
     requires_system_checks: list[str] = []

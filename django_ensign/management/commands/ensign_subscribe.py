@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from django_ensign import exceptions, handlers, subscriber
 from django_ensign.conf import settings
+from django_ensign.management.base import EnsignCommand
 
 
-class Command(BaseCommand):
+class Command(EnsignCommand):
     help = "Receive events of TOPIC(s) and run their handlers (SIGTERM finishes events in hand)."
 
     def add_arguments(self, parser: CommandParser) -> None:
