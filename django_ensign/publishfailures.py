@@ -26,6 +26,7 @@ class Trouble(enum.Enum):
 #: Checked first: the auth service being down is an AuthenticationError too.
 _UNREACHABLE = (
     sdk.AuthServiceUnreachable,
+    sdk.StreamDown,
     sdk.Unavailable,
     sdk.Aborted,
     sdk.StreamError,

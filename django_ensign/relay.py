@@ -45,6 +45,8 @@ RECORD_LINGER = 0.005
 #: pause doubles while the outage lasts, up to OUTAGE_PAUSE_MAX.
 OUTAGE_PAUSE_FIRST = 0.5
 OUTAGE_PAUSE_MAX = 5.0
+#: Seconds past ``publish_timeout`` before the relay itself gives up on an event's reply.
+EXPIRY_GRACE = 2.0
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -318,7 +320,9 @@ class Relay:
                     self._forget_lease(row.token)
                 await self._release(unsent)
                 continue
-            deadline = time.monotonic() + self.options.publish_timeout
+            # The client's own deadline (the same timeout) comes first and says whether the
+            # server was reachable meanwhile; this one is the backstop.
+            deadline = time.monotonic() + self.options.publish_timeout + EXPIRY_GRACE
             for row, event in items:
                 self._pending[event.local_id] = (row, deadline)
             try:

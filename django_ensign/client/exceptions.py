@@ -76,6 +76,14 @@ class PublishTimeout(EnsignError, TimeoutError):
     """No ack or nack arrived for the event before its deadline."""
 
 
+class StreamDown(PublishTimeout):
+    """No ack or nack before the deadline, and no publish stream was open at it.
+
+    The server could not be reached (the client keeps trying): the event may not have
+    been sent at all.
+    """
+
+
 class FlushTimeout(EnsignError, TimeoutError):
     """Some published events had no ack or nack when the flush timed out."""
 
@@ -207,6 +215,7 @@ __all__ = [
     "PublishTimeout",
     "RPCError",
     "ResourceExhausted",
+    "StreamDown",
     "StreamError",
     "TopicNotFound",
     "Unauthenticated",

@@ -485,6 +485,12 @@ class Publisher:
         self._callbacks.add(task)
         task.add_done_callback(self._callbacks.discard)
 
+    def _timeout(self) -> exceptions.PublishTimeout:
+        within = f"no ack or nack within {self._options.ack_timeout} seconds"
+        if self._stream is None or self._stream.error is not None:
+            return exceptions.StreamDown(f"{within}, and no publish stream to the server is open")
+        return exceptions.PublishTimeout(within)
+
     async def _expire(self) -> None:
         """Fail the wait of events whose deadline passed without an outcome."""
         deadlines = self._deadlines
@@ -495,12 +501,7 @@ class Publisher:
                 pending = deadlines.popleft()
                 if not pending.done:
                     expired = True
-                    self._fail(
-                        pending,
-                        exceptions.PublishTimeout(
-                            f"no ack or nack within {self._options.ack_timeout} seconds"
-                        ),
-                    )
+                    self._fail(pending, self._timeout())
             if expired:
                 self._after_settle()
             if deadlines:

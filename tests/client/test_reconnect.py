@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from django_ensign.client import Ack, Event
+from django_ensign.client.exceptions import StreamDown
 from tests.client.conftest import make_client
 from tests.support.server import EmbeddedServer
 
@@ -111,3 +112,24 @@ async def test_a_subscription_waits_out_an_auth_outage_after_its_token_expired(
     await client.close()
     assert first.data == b"before"
     assert set(later) <= {b"before", b"after"}
+
+
+@pytest.mark.timeout(60)
+async def test_an_event_that_times_out_while_the_server_is_down_says_so(
+    fresh_server: EmbeddedServer, topic_name: Callable[[], str]
+) -> None:
+    topic = topic_name()
+    client = make_client(fresh_server, ack_timeout=1.0)
+    await client.create_topic(topic)
+    first = Event(b"1", "text/plain")
+    await client.publish(topic, first)
+    assert isinstance(await first.wait_for_ack(), Ack)  # a stream is open
+    await asyncio.to_thread(fresh_server.kill)
+    try:
+        lost = Event(b"2", "text/plain")
+        await client.publish(topic, lost)
+        # Still a PublishTimeout to callers; the subclass tells a relay it was no event's fault.
+        with pytest.raises(StreamDown, match="no publish stream to the server is open"):
+            await lost.wait_for_ack()
+    finally:
+        await client.close()
