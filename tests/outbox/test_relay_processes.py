@@ -213,6 +213,7 @@ def test_sigterm_finishes_in_flight_events_and_exits(
         code = stop(relay)
     assert code == 0
     output = (tmp_path / "relay.log").read_text()
+    assert f"to Ensign at {ensign_server.endpoint}; Ctrl-C or SIGTERM to stop" in output
     assert "claimed" in output
     assert not OutboxEvent.objects.filter(status=OutboxStatus.IN_FLIGHT).exists()
     # Whatever was acked is on the server; the rest is still pending for the next relay.

@@ -80,6 +80,12 @@ class Command(EnsignCommand):
         with locks.relay_lock(database) as taken:
             if not taken:
                 logger.warning("a drain still holds the outbox drain lock; relaying without it")
+            # Said here, not only logged: a new project has no LOGGING for django_ensign.
+            self.stdout.write(
+                f"Publishing the outbox of database {database!r} to Ensign at "
+                f"{settings.ENDPOINT}; Ctrl-C or SIGTERM to stop"
+            )
+            self.stdout.flush()
             return relay.run(opts)
 
     def _report(self, stats: relay.RelayStats) -> None:
