@@ -5,7 +5,6 @@ from __future__ import annotations
 import decimal
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.db import models
 
 
@@ -52,15 +51,26 @@ def _read_back(instance: models.Model, names: list[str]) -> dict[str, Any]:
 
 def _as_stored(field: models.Field[Any, Any], value: Any) -> Any:
     """``value`` in ``field``'s own type, rounded as a decimal column rounds it."""
-    if value is None:
-        return None
+    if value is None or isinstance(field, models.BinaryField):
+        return value  # a BinaryField's to_python would read a str as base64
+    original = value
     try:
         # Django's own conversion before it sends most values to the database.
         value = field.to_python(value)
-    except ValidationError:
-        return value  # the database took it anyway: publish what the caller gave
+    except Exception:  # a custom field's own conversion
+        return original  # the database took it anyway: publish what the caller gave
     places = getattr(field, "decimal_places", None)
     if isinstance(value, decimal.Decimal) and places is not None and value.is_finite():
-        # PostgreSQL rounds a numeric half away from zero; so does ROUND_HALF_UP.
-        value = value.quantize(decimal.Decimal(1).scaleb(-places), rounding=decimal.ROUND_HALF_UP)
+        # PostgreSQL rounds a numeric half away from zero; so does ROUND_HALF_UP (SQLite
+        # keeps a float and may differ in the last place on a tie). Wide columns need
+        # more digits than the default context's 28.
+        digits = max(28, (getattr(field, "max_digits", None) or 0) + 1)
+        try:
+            value = value.quantize(
+                decimal.Decimal(1).scaleb(-places),
+                rounding=decimal.ROUND_HALF_UP,
+                context=decimal.Context(prec=digits),
+            )
+        except decimal.InvalidOperation:
+            return original
     return value

@@ -23,10 +23,11 @@ class Trouble(enum.Enum):
     REFUSED = "refused"
 
 
-#: Checked first: the auth service being down is an AuthenticationError too.
+#: Checked first: the auth service being down is an AuthenticationError too, and a token
+#: the server refuses (a skewed clock, a rotated signing key) is renewed by the client.
 _UNREACHABLE = (
     sdk.AuthServiceUnreachable,
-    sdk.StreamDown,
+    sdk.Unauthenticated,
     sdk.Unavailable,
     sdk.Aborted,
     sdk.StreamError,
@@ -37,6 +38,10 @@ _REFUSED = (sdk.ConfigurationError, sdk.AuthenticationError, sdk.PermissionDenie
 
 def trouble(error: BaseException | None) -> Trouble | None:
     """The relay-wide trouble ``error`` shows, or None if it concerns the events tried."""
+    if isinstance(error, sdk.StreamDown):
+        return Trouble.UNREACHABLE
+    if isinstance(error, TimeoutError):
+        return None  # an event not answered on an open stream (TimeoutError is an OSError)
     if isinstance(error, _UNREACHABLE):
         return Trouble.UNREACHABLE
     if isinstance(error, _REFUSED):

@@ -136,6 +136,11 @@ class TokenSource:
                 payload = json.loads(response.read())
         except urllib.error.HTTPError as err:
             message = _error_message(err)
+            if err.code >= 500 or err.code == 429:  # a proxy or the service itself, for now
+                raise exceptions.AuthServiceUnreachable(
+                    f"the Ensign auth service at {self.auth_url} is unavailable "
+                    f"(HTTP {err.code}: {message})"
+                ) from err
             raise exceptions.AuthenticationError(
                 f"the auth service at {self.auth_url} refused the credentials "
                 f"(HTTP {err.code}: {message})"

@@ -75,8 +75,8 @@ def test_server_outage_longer_than_every_reconnect_window_loses_nothing(
         down_since = time.monotonic()
         ledger.fault("server unreachable")
         rows += write_rows(APPLIED_TOPIC, 40, start=40)
-        # Events sent before the kill time out (an attempt each); later ones fail at once
-        # on the unreachable server and go back uncounted.
+        # Events sent before the kill time out with no stream open, later ones fail at once
+        # on the unreachable server: either way they go back uncounted.
         wait_for(
             lambda: (
                 relay.given_back > 0
