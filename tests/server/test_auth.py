@@ -346,23 +346,7 @@ async def test_every_rpc_checks_its_permission(fresh_server: EmbeddedServer) -> 
 
 
 def test_create_apikey_prints_credentials(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "django_ensign.server",
-            "create-apikey",
-            "--data-dir",
-            str(tmp_path),
-            "--permissions",
-            "publisher,subscriber",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    creds = json.loads(out.stdout)
+    creds = create_apikey(tmp_path, "publisher,subscriber")
     assert set(creds) == {"ClientID", "ClientSecret"}
     assert len(creds["ClientID"]) == 32
     assert creds["ClientID"].isalpha()

@@ -141,8 +141,12 @@ class EmbeddedServer:
         return self.start()
 
 
-def create_apikey(server: EmbeddedServer, permissions: str) -> dict[str, str]:
-    """A new API key of ``server`` holding only ``permissions`` (comma-separated)."""
+def create_apikey(server: EmbeddedServer | Path, permissions: str) -> dict[str, str]:
+    """A new API key holding only ``permissions`` (comma-separated), by the server's CLI.
+
+    ``server`` is a server or its data directory.
+    """
+    data_dir = server if isinstance(server, Path) else server.data_dir
     out = subprocess.run(
         [
             sys.executable,
@@ -150,7 +154,7 @@ def create_apikey(server: EmbeddedServer, permissions: str) -> dict[str, str]:
             "django_ensign.server",
             "create-apikey",
             "--data-dir",
-            str(server.data_dir),
+            str(data_dir),
             "--permissions",
             permissions,
         ],
