@@ -36,12 +36,14 @@ class RelayStopped(OutboxError):
     """The relay could not publish and stopped; its rows wait, no attempt counted.
 
     Ensign refused its credentials or permissions, or (a ``--once`` run) could not be
-    reached. The message says which; ``stats`` holds the run's ``RelayStats``.
+    reached. The message says which, and ``refused`` is true for the first: waiting
+    cannot help, a person must fix the settings. ``stats`` holds the run's ``RelayStats``.
     """
 
-    def __init__(self, message: str, *, stats: object = None) -> None:
+    def __init__(self, message: str, *, stats: object = None, refused: bool = False) -> None:
         super().__init__(message)
         self.stats = stats
+        self.refused = refused
 
 
 class SaveRolledBack(OutboxError):

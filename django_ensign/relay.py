@@ -391,6 +391,7 @@ class Relay:
                 "ENSIGN_CLIENT_SECRET and the API key's publisher permission. The outbox rows "
                 "wait, no attempt counted.",
                 stats=self.stats,
+                refused=True,
             ) from err
         raise exceptions.RelayStopped(
             f"Ensign could not be reached ({_describe(err)}). The outbox rows wait for the "

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 # === outbox tasks ===========================================================
 import dataclasses as _dataclasses
+import logging as _logging
 from typing import Any as _Any
 from typing import cast as _cast
 
 from celery import shared_task as _shared_task
+
+_logger = _logging.getLogger(__name__)
 
 #: A beat schedule entry to copy into ``CELERY_BEAT_SCHEDULE``: drain every 5 seconds.
 OUTBOX_BEAT_SCHEDULE: dict[str, dict[str, _Any]] = {
@@ -29,8 +32,11 @@ def publish_outbox(
     """Publish every due outbox row, then return; skips if a relay or another drain is running.
 
     Returns the relay's counts, or ``{"skipped": 1}`` when the drain lock was taken.
+    While Ensign cannot be reached the drain stops early with a warning and returns its
+    counts with ``"unreachable": 1`` (the rows wait for the next beat, no attempt
+    counted); a relay Ensign refuses (credentials, permissions) fails the task.
     """
-    from django_ensign import locks, relay
+    from django_ensign import exceptions, locks, relay
 
     with locks.drain_lock(using) as taken:
         if not taken:
@@ -38,7 +44,15 @@ def publish_outbox(
         options = relay.RelayOptions(once=True, using=using, topics=tuple(topics or ()))
         if batch_size:
             options.batch_size = batch_size
-        stats = relay.run(options, handle_signals=False)
+        try:
+            stats = relay.run(options, handle_signals=False)
+        except exceptions.RelayStopped as err:
+            # An outage is expected weather for a task beat runs every few seconds: a
+            # traceback per run would bury the one that matters.
+            if err.refused or not isinstance(err.stats, relay.RelayStats):
+                raise
+            _logger.warning("outbox drain stopped early: %s", err)
+            return {**_dataclasses.asdict(err.stats), "unreachable": 1}
     return _dataclasses.asdict(stats)
 
 

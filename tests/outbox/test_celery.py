@@ -9,10 +9,12 @@ import pytest
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
-from django_ensign import locks, outbox, tasks
+from django.test import override_settings
+
+from django_ensign import exceptions, locks, outbox, tasks
 from django_ensign.models import OutboxEvent, OutboxStatus
 from tests.outbox.support import ensign_settings, server_events, stable_ids, unique_topic
-from tests.support.server import EmbeddedServer
+from tests.support.server import EmbeddedServer, free_port
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis, pytest.mark.slow]
 
@@ -50,6 +52,37 @@ def test_task_skips_while_a_relay_holds_the_drain_lock(
         assert taken
         assert run_task(celery_app) == {"skipped": 1}
     assert OutboxEvent.objects.get(id=row.id).status == OutboxStatus.PENDING
+
+
+def test_task_during_an_outage_returns_its_counts_and_leaves_the_rows_uncounted(
+    celery_app: Celery,
+) -> None:
+    topic = unique_topic("celery-down")
+    for n in range(3):
+        outbox.publish(topic, {"n": n})
+    nowhere = free_port()  # neither gRPC nor the auth service listens there
+    with override_settings(
+        ENSIGN_ENDPOINT=f"127.0.0.1:{nowhere}",
+        ENSIGN_AUTH_URL=f"http://127.0.0.1:{nowhere}",
+        ENSIGN_INSECURE=True,
+        ENSIGN_CLIENT_ID="a" * 32,
+        ENSIGN_CLIENT_SECRET="b" * 64,
+    ):
+        stats = run_task(celery_app, topics=[topic])
+    assert (stats["unreachable"], stats["acked"], stats["released"]) == (1, 0, 3)
+    rows = OutboxEvent.objects.filter(topic=topic)
+    assert set(rows.values_list("status", "attempts")) == {(OutboxStatus.PENDING, 0)}
+
+
+def test_task_ensign_refuses_fails(celery_app: Celery, ensign_server: EmbeddedServer) -> None:
+    topic = unique_topic("celery-refused")
+    row = outbox.publish(topic, {"n": 1})
+    with (
+        ensign_settings(ensign_server, ENSIGN_CLIENT_SECRET="x" * 64),
+        pytest.raises(exceptions.RelayStopped, match="Ensign refused the relay"),
+    ):
+        run_task(celery_app, topics=[topic])
+    assert OutboxEvent.objects.get(id=row.id).attempts == 0
 
 
 def test_beat_schedule_entry_names_the_task() -> None:
