@@ -126,13 +126,11 @@ async def serve(
     server.add_generic_rpc_handlers((service.handler(),))
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError as err:  # grpcio's "Failed to bind", e.g. the port is taken
-        raise OSError(f"could not listen on {host}:{port} for gRPC ({err})") from err
-    if not bound:
-        raise OSError(f"could not listen on {host}:{port} for gRPC")
+        _listen(server, host, port)
+    except OSError:
+        storage.close()
+        raise
     auth = AuthService(storage, issuer, __version__)
     try:
         await server.start()
@@ -166,6 +164,17 @@ async def serve(
         with contextlib.suppress(Exception):
             await groups.close()
         storage.close()
+
+
+def _listen(server: grpc.aio.Server, host: str, port: int) -> None:
+    """Bind the gRPC port; OSError naming it when that fails (the port is taken, say)."""
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as err:  # grpcio's "Failed to bind"
+        raise OSError(f"could not listen on {host}:{port} for gRPC ({err})") from err
+    if not bound:
+        raise OSError(f"could not listen on {host}:{port} for gRPC")
 
 
 def run(

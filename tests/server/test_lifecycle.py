@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
+import threading
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -22,7 +25,8 @@ from tests.server.conftest import (
     publish_all,
     wrapper,
 )
-from tests.support.server import EmbeddedServer
+from django_ensign.server.app import serve
+from tests.support.server import EmbeddedServer, free_port
 
 
 async def stored_data(c: Conn, topic: str) -> list[bytes]:
@@ -181,3 +185,21 @@ async def test_health_service_and_status(ensign_server: EmbeddedServer) -> None:
         await c.channel.close()
     finally:
         await channel.close()
+
+
+@pytest.mark.parametrize("taken", ["grpc", "auth"])
+async def test_a_taken_port_fails_start_and_closes_the_database(tmp_path: Path, taken: str) -> None:
+    writers_before = _writer_threads()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        grpc_port, auth_port = (busy, free_port()) if taken == "grpc" else (free_port(), busy)
+        with pytest.raises(OSError, match=f"could not listen on 127.0.0.1:{busy}"):
+            await serve(tmp_path, "127.0.0.1", grpc_port, auth_port, asyncio.Event())
+    # The failed start closed its storage: no writer thread is left behind.
+    assert _writer_threads() == writers_before
+
+
+def _writer_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "ensign-writer"}
