@@ -13,21 +13,19 @@ import grpc
 import grpc.aio
 
 from django_ensign import __version__
-from django_ensign.client import exceptions
+from django_ensign.client import exceptions, framing
 from django_ensign.client.auth import TokenSource
 from django_ensign.client.config import ClientConfig
 from django_ensign.client.errors import translate
 from django_ensign.proto.api.v1beta1 import ensign_pb2, ensign_pb2_grpc
 
 USER_AGENT = f"django-ensign/{__version__}"
-# Above the server's 5,243,000-byte event limit with room for batches of events.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Ensign servers close connections that ping more often than every 5 minutes.
 KEEPALIVE_MS = 330_000
 
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", framing.MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", framing.MAX_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", KEEPALIVE_MS),
     ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 0),

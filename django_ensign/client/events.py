@@ -192,9 +192,16 @@ class Event:
         self._version = version or parse_version(schema_version)
         self._type_field: bytes | None = None
         self.meta: dict[str, str] = dict(meta) if meta else {}
+        size = len(data)
         for key, value in self.meta.items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise exceptions.InvalidEvent("meta keys and values must be strings")
+            size += len(key) + len(value)
+        if size > framing.MAX_EVENT_PAYLOAD_BYTES:
+            raise exceptions.InvalidEvent(
+                f"event data and metadata hold {size:,} bytes, more than one publish message "
+                f"can carry ({framing.MAX_EVENT_PAYLOAD_BYTES:,})"
+            )
         self._created_ns = (
             time.time_ns() if created is None else int(created.timestamp() * 1_000_000_000)
         )

@@ -13,6 +13,14 @@ from collections.abc import Iterable
 from django_ensign.wire.protowire import varint as varint  # part of this module's surface
 
 # (field number << 3) | 2 (length-delimited), as varints.
+#: The largest gRPC message a client sends or receives: above the server's 5,243,000-byte
+#: event limit with room for batches of events.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: The most an event's data and metadata may hold: a bigger event would not fit one
+#: message, and a message over the limit breaks the whole stream instead of being nacked.
+#: 1 MiB is left for the event's other fields and the wrapper.
+MAX_EVENT_PAYLOAD_BYTES = MAX_MESSAGE_BYTES - 1024 * 1024
+
 _WRAPPER_TOPIC_ID = b"\x12"  # EventWrapper.topic_id = 2
 _WRAPPER_EVENT = b"\x4a"  # EventWrapper.event = 9
 _WRAPPER_LOCAL_ID = b"\x82\x01"  # EventWrapper.local_id = 16

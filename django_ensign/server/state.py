@@ -15,8 +15,10 @@ from django_ensign.server.topics import TopicRegistry
 
 #: Largest serialized Event accepted in one EventWrapper (PROTOCOL.md §3).
 MAX_EVENT_SIZE = 5_243_000
-#: gRPC message limit: above the event limit plus the wrapper's own fields.
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: gRPC message limit: above the largest message a client sends (django_ensign.client's
+#: is 64 MiB), so an event over MAX_EVENT_SIZE arrives and is nacked for it; a message
+#: over this limit would instead end the publisher's stream, and every resend with it.
+MAX_MESSAGE_BYTES = 65 * 1024 * 1024
 #: Batch extension limits advertised in StreamReady.batch.
 BATCH_MAX_EVENTS = 1000
 BATCH_MAX_BYTES = 8 * 1024 * 1024

@@ -7,7 +7,16 @@ from datetime import UTC, datetime
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from django_ensign.client import Ack, Event, EventState, Nack, NackCode, ReceivedEvent, exceptions
+from django_ensign.client import (
+    Ack,
+    Event,
+    EventState,
+    Nack,
+    NackCode,
+    ReceivedEvent,
+    exceptions,
+    framing,
+)
 from django_ensign.proto.api.v1beta1 import event_pb2
 
 
@@ -59,6 +68,13 @@ def test_non_bytes_data_is_a_type_error_under_the_root() -> None:
         Event("text", "text/plain")  # type: ignore[arg-type]
     assert isinstance(info.value, TypeError)
     assert isinstance(info.value, exceptions.EnsignError)
+
+
+def test_an_event_too_big_for_one_publish_message_is_refused() -> None:
+    limit = framing.MAX_EVENT_PAYLOAD_BYTES
+    Event(b"x" * (limit - 10), "text/plain", meta={"k": "v" * 9})
+    with pytest.raises(exceptions.InvalidEvent, match="more than one publish message can carry"):
+        Event(b"x" * (limit - 10), "text/plain", meta={"k": "v" * 10})
 
 
 def test_empty_data_and_bad_version_are_rejected() -> None:

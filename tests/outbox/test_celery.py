@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
-
 from django.test import override_settings
 
 from django_ensign import exceptions, locks, outbox, tasks

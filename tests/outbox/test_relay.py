@@ -112,15 +112,19 @@ def test_topic_filter_publishes_only_those_topics(ensign_server: EmbeddedServer)
     assert OutboxEvent.objects.get(id=skipped.id).status == OutboxStatus.PENDING
 
 
+# 20 MB: more than the server's event limit and more than gRPC's default message
+# size, which used to end the stream at each resend until the ack timeout.
+@pytest.mark.parametrize("size", [5_300_000, 20_000_000])
 def test_events_the_server_refuses_are_dead_with_its_nack_code(
-    ensign_server: EmbeddedServer,
+    ensign_server: EmbeddedServer, size: int
 ) -> None:
     topic = unique_topic("big")
     small = outbox.publish(topic, {"n": 1}, key="k")
-    big = outbox.publish(topic, b"x" * 5_300_000, key="k")
+    big = outbox.publish(topic, b"x" * size, key="k")
     after = outbox.publish(topic, {"n": 2}, key="k")
+    # A short ack timeout: a broken stream must not pass for a slow server.
     with ensign_settings(ensign_server):
-        stats = drain()
+        stats = drain(publish_timeout=10)
     assert (stats.acked, stats.dead) == (2, 1)
     dead = OutboxEvent.objects.get(id=big.id)
     assert (dead.status, dead.nack_code) == (OutboxStatus.DEAD, 1)  # MAX_EVENT_SIZE_EXCEEDED

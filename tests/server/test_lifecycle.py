@@ -15,6 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from django_ensign.proto.api.v1beta1 import ensign_pb2, event_pb2, query_pb2, topic_pb2
+from django_ensign.server.app import serve
 from tests.server.conftest import (
     Conn,
     connect,
@@ -25,7 +26,6 @@ from tests.server.conftest import (
     publish_all,
     wrapper,
 )
-from django_ensign.server.app import serve
 from tests.support.server import EmbeddedServer, free_port
 
 
