@@ -365,10 +365,11 @@ class Relay:
 
     async def _wait_out_trouble(self) -> None:
         """Pause claiming while Ensign is unreachable; stop when it refuses the relay."""
-        assert self._trouble is not None
-        kind, err = self._trouble
+        waited_out = self._trouble
+        assert waited_out is not None
+        kind, err = waited_out
         if kind is Trouble.REFUSED or self.options.once:
-            self._halted = self._trouble  # raised by run() once in-flight events finish
+            self._halted = waited_out  # raised by run() once in-flight events finish
             self._stopping = True
             return
         logger.warning(
@@ -379,7 +380,10 @@ class Relay:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopped.wait(), self._outage_pause)
         self._outage_pause = min(self._outage_pause * 2, OUTAGE_PAUSE_MAX)
-        self._trouble = None
+        # A refusal seen during the pause (a publish still in flight) replaced the outage
+        # and must stop the relay on the next turn, not be forgotten with it.
+        if self._trouble is waited_out:
+            self._trouble = None
 
     def _raise_if_stopped_by_trouble(self) -> None:
         if self._halted is None:

@@ -12,7 +12,8 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.test import override_settings
 
-from django_ensign import claims, outbox, relay
+from django_ensign import claims, exceptions, outbox, relay
+from django_ensign.client import exceptions as sdk
 from django_ensign.models import OutboxEvent, OutboxStatus
 from django_ensign.wire import metadata
 from tests.outbox.support import ensign_settings, server_events, stable_ids, unique_topic
@@ -221,6 +222,41 @@ def test_a_relay_ensign_refuses_stops_with_the_reason_and_counts_no_attempt(
         call_command("ensign_publish_outbox", "--topic", topic, stdout=out)
     assert "acked 0" in out.getvalue()
     _waiting_untouched(topic, 6)
+
+
+class _RefusedWhileWaitingOutAnOutage(relay.Relay):
+    """Its first publish finds Ensign down; a publish still in flight is refused in the pause."""
+
+    outages = 0
+
+    async def _publish(self, rows: list[claims.Claimed]) -> None:
+        if self.outages == 0:
+            self.outages += 1
+            self._in_flight += len(rows)
+            self._gave_back(rows, sdk.StreamDown("no publish stream to the server is open"))
+            return
+        self.stop()  # claimed again, so the refusal was forgotten: publish and end the test
+        await super()._publish(rows)
+
+    async def _wait_out_trouble(self) -> None:
+        refusal = sdk.PermissionDenied("the API key lacks the publisher permission")
+        asyncio.get_running_loop().call_soon(self._gave_back, [], refusal)
+        await super()._wait_out_trouble()
+
+
+def test_a_refusal_during_an_outage_pause_stops_the_relay(
+    ensign_server: EmbeddedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(relay, "OUTAGE_PAUSE_FIRST", 0.05)
+    topic = unique_topic("refused-in-pause")
+    for n in range(4):
+        outbox.publish(topic, {"n": n})
+    with ensign_settings(ensign_server):
+        refused_relay = _RefusedWhileWaitingOutAnOutage(relay.RelayOptions(topics=[topic]))
+        with pytest.raises(exceptions.RelayStopped, match="publisher permission") as stopped:
+            asyncio.run(refused_relay.run())
+    assert stopped.value.refused
+    _waiting_untouched(topic, 4)
 
 
 class _StopsAfterFirstClaim(relay.Relay):
