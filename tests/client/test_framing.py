@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -44,6 +45,13 @@ def test_batch_frame_parses_as_event_batch(events: list[bytes]) -> None:
 @given(value=st.integers(min_value=1, max_value=2**63))
 def test_varint_matches_protobuf(value: int) -> None:
     assert framing.varint(value) == event_pb2.EventWrapper(offset=value).SerializeToString()[1:]
+
+
+@pytest.mark.parametrize("width", range(1, 10))
+def test_varint_matches_protobuf_at_each_byte_width_boundary(width: int) -> None:
+    for value in (2 ** (7 * width) - 1, 2 ** (7 * width), 2 ** (7 * width) + 1):
+        expected = event_pb2.EventWrapper(offset=value).SerializeToString()[1:]
+        assert framing.varint(value) == expected, value
 
 
 @given(
