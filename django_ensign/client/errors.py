@@ -48,13 +48,35 @@ def translate(err: grpc.RpcError, *, context: str = "") -> exceptions.EnsignErro
         cls = exceptions.InvalidQuery
     elif cls is exceptions.NotFound and context == "topic":
         cls = exceptions.TopicNotFound
+    return cls(describe(code, details), status=code.name, details=details)
+
+
+#: What a TLS handshake reports when the server answered in plain text.
+_PLAINTEXT_REPLY = "WRONG_VERSION_NUMBER"
+PLAINTEXT_HINT = (
+    "the server does not speak TLS: for a plain-text server, such as `manage.py "
+    "ensign_server`, set ENSIGN_INSECURE=true or pass insecure=True"
+)
+
+
+def describe(code: grpc.StatusCode, details: str) -> str:
+    """A status and its details as one line, with a hint where gRPC's own words are cryptic."""
     message = f"{code.name}: {details}" if details else code.name
-    return cls(message, status=code.name, details=details)
+    if code == grpc.StatusCode.UNAVAILABLE and _PLAINTEXT_REPLY in details:
+        # A TLS client pointed at a plain-text server fails every connection attempt
+        # with only an OpenSSL reason code to go on, and keeps retrying.
+        message = f"{message} ({PLAINTEXT_HINT})"
+    return message
 
 
 def is_retryable(err: grpc.RpcError) -> bool:
     """Whether a broken stream with this error is worth reopening."""
     return _status(err) in RETRYABLE
+
+
+def describe_error(err: grpc.RpcError) -> str:
+    """:func:`describe` of a gRPC error, for logs of errors that are retried, not raised."""
+    return describe(_status(err), _details(err))
 
 
 def _status(err: grpc.RpcError) -> grpc.StatusCode:

@@ -25,7 +25,7 @@ import grpc.aio
 
 from django_ensign.client import exceptions, framing, handshake
 from django_ensign.client.connection import EOF, Connection
-from django_ensign.client.errors import is_retryable, translate
+from django_ensign.client.errors import describe_error, is_retryable, translate
 from django_ensign.client.events import Ack, Event, EventState, Nack, NackCode, Outcome
 from django_ensign.client.topics import TopicCache
 from django_ensign.proto.api.v1beta1 import ensign_pb2
@@ -550,5 +550,5 @@ async def _resume(coro: Coroutine[Any, Any, Any], yielded: Any, callback: Callba
 
 def _describe(err: BaseException) -> str:
     if isinstance(err, grpc.aio.AioRpcError):
-        return f"{err.code().name}: {err.details()}"
+        return describe_error(err)
     return str(err)

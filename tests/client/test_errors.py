@@ -6,8 +6,9 @@ import grpc
 import grpc.aio
 import pytest
 
-from django_ensign.client import exceptions
+from django_ensign.client import Ensign, Event, exceptions
 from django_ensign.client.errors import is_retryable, translate
+from tests.support.server import EmbeddedServer
 
 
 def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
@@ -61,3 +62,28 @@ def test_every_sdk_error_derives_from_the_root_and_documents_itself() -> None:
         assert issubclass(cls, exceptions.EnsignError)
         assert cls.__doc__
         assert str(cls()) == cls.__doc__.strip()
+
+
+async def test_a_tls_client_of_a_plain_text_server_is_told_to_set_insecure(
+    ensign_server: EmbeddedServer,
+) -> None:
+    creds = ensign_server.credentials
+    client = Ensign(
+        client_id=creds.client_id,
+        client_secret=creds.client_secret,
+        endpoint=ensign_server.endpoint,
+        auth_url=ensign_server.auth_url,
+        insecure=False,
+    )
+    try:
+        with pytest.raises(exceptions.Unavailable) as raised:
+            await client.publish("tls-mismatch", Event(b"x", "text/plain"))
+    finally:
+        await client.close()
+    assert "does not speak TLS" in str(raised.value)
+    assert "ENSIGN_INSECURE=true" in str(raised.value)
+
+
+def test_other_unavailable_errors_get_no_tls_hint() -> None:
+    error = translate(rpc_error(grpc.StatusCode.UNAVAILABLE, "Connection refused"))
+    assert str(error) == "UNAVAILABLE: Connection refused"
