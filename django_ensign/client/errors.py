@@ -53,7 +53,7 @@ def translate(err: grpc.RpcError, *, context: str = "") -> exceptions.EnsignErro
 
 #: What a TLS handshake reports when the server answered in plain text.
 _PLAINTEXT_REPLY = "WRONG_VERSION_NUMBER"
-PLAINTEXT_HINT = (
+_PLAINTEXT_HINT = (
     "the server does not speak TLS: for a plain-text server, such as `manage.py "
     "ensign_server`, set ENSIGN_INSECURE=true or pass insecure=True"
 )
@@ -65,7 +65,7 @@ def describe(code: grpc.StatusCode, details: str) -> str:
     if code == grpc.StatusCode.UNAVAILABLE and _PLAINTEXT_REPLY in details:
         # A TLS client pointed at a plain-text server fails every connection attempt
         # with only an OpenSSL reason code to go on, and keeps retrying.
-        message = f"{message} ({PLAINTEXT_HINT})"
+        message = f"{message} ({_PLAINTEXT_HINT})"
     return message
 
 

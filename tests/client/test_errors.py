@@ -6,8 +6,9 @@ import grpc
 import grpc.aio
 import pytest
 
-from django_ensign.client import Ensign, Event, exceptions
+from django_ensign.client import Event, exceptions
 from django_ensign.client.errors import is_retryable, translate
+from tests.client.conftest import make_client
 from tests.support.server import EmbeddedServer
 
 
@@ -67,14 +68,7 @@ def test_every_sdk_error_derives_from_the_root_and_documents_itself() -> None:
 async def test_a_tls_client_of_a_plain_text_server_is_told_to_set_insecure(
     ensign_server: EmbeddedServer,
 ) -> None:
-    creds = ensign_server.credentials
-    client = Ensign(
-        client_id=creds.client_id,
-        client_secret=creds.client_secret,
-        endpoint=ensign_server.endpoint,
-        auth_url=ensign_server.auth_url,
-        insecure=False,
-    )
+    client = make_client(ensign_server, insecure=False)
     try:
         with pytest.raises(exceptions.Unavailable) as raised:
             await client.publish("tls-mismatch", Event(b"x", "text/plain"))
