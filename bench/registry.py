@@ -51,6 +51,13 @@ BENCHMARKS = {
             needs_postgres=True,
         ),
         Benchmark(
+            "outbox-sql",
+            "outbox_sql",
+            "PostgreSQL's CPU and WAL per row: the relay's statements alone vs the claim loop",
+            default=False,
+            needs_postgres=True,
+        ),
+        Benchmark(
             "commit-ack",
             "commit_ack",
             "commit→ack latency at 200 and 1,000 ev/s with a running relay (issue 4)",

@@ -8,12 +8,11 @@ acked in a second, guarded by the token — the relay's database work with no ne
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
-from bench import frames, pg, stats
+from bench import frames, pg, pgcost, stats
 
 #: Rows per claim (the relay's default OUTBOX_BATCH_SIZE).
 BATCH = 500
@@ -54,11 +53,15 @@ WHERE id = ANY(%(ids)s) AND lease_token = %(token)s AND status = 1
 
 @dataclass(frozen=True)
 class ClaimRun:
-    """Rows claimed and recorded, workers, elapsed seconds."""
+    """Rows claimed and recorded, workers, elapsed seconds, and PostgreSQL's cost per row."""
 
     rows: int
     workers: int
     seconds: float
+    #: CPU microseconds of the workers' backends per row (None if PostgreSQL is remote).
+    pg_cpu_us: float | None = None
+    wal_bytes: float = 0.0
+    row_bytes: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -76,32 +79,36 @@ def _fill(rows: int) -> None:
         conn.execute(f"ANALYZE {TABLE}")
 
 
-def _worker(batch: int, done: list[int]) -> None:
-    with pg.connect(DATABASE) as conn:
-        while True:
-            token = uuid.uuid4()
-            with conn.transaction():
-                claimed = conn.execute(_CLAIM, {"token": token, "limit": batch}).fetchall()
-            if not claimed:
-                return
-            with conn.transaction():
-                conn.execute(_ACK, {"ids": [row[0] for row in claimed], "token": token})
-            done.append(len(claimed))
+def _worker(conn: Any, batch: int, done: list[int]) -> None:
+    while True:
+        token = uuid.uuid4()
+        with conn.transaction():
+            claimed = conn.execute(_CLAIM, {"token": token, "limit": batch}).fetchall()
+        if not claimed:
+            return
+        with conn.transaction():
+            conn.execute(_ACK, {"ids": [row[0] for row in claimed], "token": token})
+        done.append(len(claimed))
 
 
 def measure(rows: int, workers: int = 1, batch: int = BATCH) -> ClaimRun:
     """Claim and record ``rows`` rows with ``workers`` concurrent connections."""
     _fill(rows)
-    counts: list[int] = []
-    threads = [
-        threading.Thread(target=_worker, args=(batch, counts), daemon=True) for _ in range(workers)
-    ]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - started
-    with pg.connect(DATABASE) as conn:
-        conn.execute(f"DROP TABLE {TABLE}")
-    return ClaimRun(rows=sum(counts), workers=workers, seconds=seconds)
+    conns = [pg.connect(DATABASE) for _ in range(workers)]
+    try:
+        with pg.connect(DATABASE) as monitor:
+            done = pgcost.drain(
+                conns, monitor, TABLE, lambda conn, counts: _worker(conn, batch, counts)
+            )
+            monitor.execute(f"DROP TABLE {TABLE}")
+    finally:
+        for conn in conns:
+            conn.close()
+    return ClaimRun(
+        rows=done.rows,
+        workers=workers,
+        seconds=done.seconds,
+        pg_cpu_us=done.pg_cpu_us,
+        wal_bytes=done.wal_bytes,
+        row_bytes=done.row_bytes,
+    )

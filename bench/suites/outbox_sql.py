@@ -1,0 +1,86 @@
+"""``outbox-sql``: what PostgreSQL spends per row on the relay's statements (issue 4).
+
+The multi-relay drain is bound by the two cores' CPU, shared by the relays, the server and
+PostgreSQL. This puts PostgreSQL's share of it next to the claim loop's, in the same run.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from bench import djproject, pg, rawclient, report, stats
+from bench.ceilings import pg_claim
+from bench.context import Context
+from tests.support.server import EmbeddedServer
+
+TITLE = "The outbox's SQL alone, against the claim loop (issue 4)"
+WORKERS = (1, 2)
+
+
+def _ours(ctx: Context, server: EmbeddedServer, workers: int) -> dict[str, Any]:
+    project = djproject.Project("postgres", ctx.workdir, server).create()
+    try:
+        project.manage_json("bench_fill_outbox", "--count", str(ctx.events), "--topic", "sql")
+        result: dict[str, Any] = project.manage_json("bench_outbox_sql", "--workers", str(workers))
+        return result
+    finally:
+        project.drop()
+
+
+def _cpu(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def run(ctx: Context) -> report.Result:
+    """Drain fresh outboxes with the relay's statements; run the claim loop alongside."""
+    # The server only lends the project its credentials: nothing is published.
+    server = rawclient.start_server(ctx.workdir)
+    try:
+        ours = {w: pg.retrying(functools.partial(_ours, ctx, server, w)) for w in WORKERS}
+    finally:
+        server.stop()
+    table = report.Table(
+        [
+            "statements",
+            "workers",
+            "rows",
+            "rows/s",
+            "PostgreSQL CPU µs/row",
+            "WAL bytes/row",
+            "row bytes",
+        ]
+    )
+    for workers in WORKERS:
+        got = ours[workers]
+        loop = ctx.pg_claim(ctx.events, workers)
+        table.add(
+            "outbox: claim function + ack",
+            workers,
+            report.number(got["rows"]),
+            report.number(stats.rate(got["rows"], got["seconds"])),
+            _cpu(got["pg_cpu_us"]),
+            report.number(got["wal_bytes"]),
+            report.number(got["row_bytes"]),
+        )
+        table.add(
+            "claim loop (ceiling)",
+            workers,
+            report.number(loop.rows),
+            report.number(loop.rate),
+            _cpu(loop.pg_cpu_us),
+            report.number(loop.wal_bytes),
+            report.number(loop.row_bytes),
+        )
+    method = (
+        f"Outbox: a fresh migrated database with {ctx.events:,} pending rows written by "
+        "`bench_fill_outbox` (as in `relay-drain`), then `bench_outbox_sql`: N connections "
+        "each claim with the relay's `ensign_outbox_claim` call "
+        f"({pg_claim.BATCH} rows) and record the rows acked with the relay's ack statement "
+        "and parameters, until none is left; no relay, no server, no prepared statements "
+        "(as the relay). Claim loop: the `ceilings` method (its psycopg prepares both "
+        "statements after five runs, by default). PostgreSQL CPU: user + system "
+        "time of the connections' own backends from `/proc`, per row; WAL: the insert "
+        "position's advance, per row; row bytes: `avg(pg_column_size(t.*))` before the run."
+    )
+    return report.Result("outbox-sql", TITLE, method, table)
