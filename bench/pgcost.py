@@ -1,20 +1,26 @@
-"""What PostgreSQL spends on a run: its backends' CPU (from ``/proc``) and the WAL written.
+"""What a run's own PostgreSQL connections cost: their backends' CPU and the WAL written.
 
-The backends are the server processes serving the run's own connections, found by
-``pg_backend_pid()``. Their CPU can only be read when PostgreSQL runs on this machine
-(it does here: loopback); elsewhere the figures are None and the tables print "-".
+The backends are the server processes serving the run's connections, found by
+``pg_backend_pid()``. Their CPU can only be read when PostgreSQL runs on this machine, in
+the same process namespace (it does here: loopback); otherwise the figures are None and
+the tables print "-". Autovacuum, the WAL writer and the checkpointer are not counted.
+The WAL figure is the whole cluster's, so nothing else should write meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+#: Rows sampled for the average row size: enough for a steady figure, too few to warm the
+#: cache for the run that follows.
+_SAMPLE_ROWS = 1000
 
 
 def backend_pid(conn: Any) -> int:
@@ -23,10 +29,13 @@ def backend_pid(conn: Any) -> int:
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` so far, or None if it cannot be read."""
+    """User + system CPU seconds of backend ``pid``, or None if it is not a local postgres."""
     try:
+        with open(f"/proc/{pid}/comm") as comm:
+            if not comm.read().startswith("postgres"):
+                return None  # a PID of another namespace naming some local process
         with open(f"/proc/{pid}/stat") as stat:
-            # Fields after the command name (which may hold spaces) closed by ")".
+            # The command name may hold spaces: split what follows its closing ")".
             fields = stat.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
@@ -34,60 +43,42 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def wal_position(conn: Any) -> int:
-    """The current WAL insert position, in bytes."""
-    return int(conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()[0])
+    """The WAL insert position, in bytes."""
+    return int(conn.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn").fetchone()[0])
 
 
 def row_bytes(conn: Any, table: str) -> float:
-    """The average stored size of a row of ``table``."""
-    found = conn.execute(f"SELECT avg(pg_column_size(t.*)) FROM {table} t").fetchone()[0]
+    """The average stored size of a row of ``table``, from a sample of its first rows."""
+    found = conn.execute(
+        f"SELECT avg(pg_column_size(t.*)) FROM (SELECT * FROM {table} LIMIT {_SAMPLE_ROWS}) t"
+    ).fetchone()[0]
     return float(found or 0.0)
-
-
-@dataclass
-class Cost:
-    """CPU of a run's backends and WAL it wrote; read before and after with :meth:`sample`."""
-
-    pids: list[int]
-    cpu_start: float | None = None
-    cpu_end: float | None = None
-    wal_start: int = 0
-    wal_end: int = 0
-
-    def cpu(self) -> float | None:
-        """The backends' CPU seconds now (None when any cannot be read)."""
-        readings = [cpu_seconds(pid) for pid in self.pids]
-        return None if any(r is None for r in readings) else sum(r or 0.0 for r in readings)
-
-    def start(self, conn: Any) -> None:
-        """Take the starting readings (``conn``: any connection to the same server)."""
-        self.cpu_start, self.wal_start = self.cpu(), wal_position(conn)
-
-    def end(self, conn: Any) -> None:
-        """Take the final readings, while the backends are still connected."""
-        self.cpu_end, self.wal_end = self.cpu(), wal_position(conn)
-
-    def cpu_per_row(self, rows: int) -> float | None:
-        """Backend CPU microseconds per row."""
-        if self.cpu_start is None or self.cpu_end is None or not rows:
-            return None
-        return (self.cpu_end - self.cpu_start) / rows * 1e6
-
-    def wal_per_row(self, rows: int) -> float:
-        """WAL bytes per row."""
-        return (self.wal_end - self.wal_start) / rows if rows else 0.0
 
 
 @dataclass(frozen=True)
 class Drained:
-    """Rows a drain took, its seconds, and PostgreSQL's cost per row."""
+    """Rows a drain took, its seconds, and what its connections cost per row."""
 
     rows: int
     seconds: float
-    #: The backends' CPU microseconds per row (None when PostgreSQL is not on this machine).
+    #: The backends' CPU microseconds per row (None when they cannot be read).
     pg_cpu_us: float | None
+    #: WAL bytes written per row.
     wal_bytes: float
+    #: Average stored bytes of one row before the drain.
     row_bytes: float
+
+
+def _cpu(pids: list[int]) -> float | None:
+    readings = [cpu_seconds(pid) for pid in pids]
+    return None if any(r is None for r in readings) else sum(r or 0.0 for r in readings)
+
+
+@contextlib.contextmanager
+def connections(count: int, connect: Callable[[], Any]) -> Iterator[list[Any]]:
+    """``count`` connections made by ``connect``, all closed on the way out."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(connect()) for _ in range(count)]
 
 
 def drain(
@@ -95,20 +86,39 @@ def drain(
 ) -> Drained:
     """Run ``work(conn, counts)`` on every connection at once, each in a thread.
 
-    ``work`` appends the rows it finished to ``counts``; ``monitor``, a connection of its
-    own, reads the table's row size first and the WAL position around the run.
+    ``work`` appends the rows it finished to ``counts``. The readings go through
+    ``monitor``, a connection of its own, so they never count as the drain's work. An
+    error in any thread is raised here once all have stopped, rather than reported as a
+    short drain.
     """
-    cost = Cost([backend_pid(conn) for conn in conns])
+    pids = [backend_pid(conn) for conn in conns]
     counts: list[int] = []
-    threads = [threading.Thread(target=work, args=(conn, counts), daemon=True) for conn in conns]
+    errors: list[BaseException] = []
+
+    def guarded(conn: Any) -> None:
+        try:
+            work(conn, counts)
+        except BaseException as err:  # re-raised in the calling thread below
+            errors.append(err)
+
+    threads = [threading.Thread(target=guarded, args=(conn,), daemon=True) for conn in conns]
     width = row_bytes(monitor, table)
-    cost.start(monitor)
+    cpu_start, wal_start = _cpu(pids), wal_position(monitor)
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     seconds = time.perf_counter() - started
-    cost.end(monitor)
+    cpu_end, wal_end = _cpu(pids), wal_position(monitor)
+    if errors:
+        raise errors[0]
     rows = sum(counts)
-    return Drained(rows, seconds, cost.cpu_per_row(rows), cost.wal_per_row(rows), width)
+    cpu = None if cpu_start is None or cpu_end is None or not rows else cpu_end - cpu_start
+    return Drained(
+        rows=rows,
+        seconds=seconds,
+        pg_cpu_us=None if cpu is None else cpu / rows * 1e6,
+        wal_bytes=(wal_end - wal_start) / rows if rows else 0.0,
+        row_bytes=width,
+    )

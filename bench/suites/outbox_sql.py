@@ -1,4 +1,4 @@
-"""``outbox-sql``: what PostgreSQL spends per row on the relay's statements (issue 4).
+"""``outbox-sql``: what the relay's statements cost PostgreSQL's backends per row (issue 4).
 
 The multi-relay drain is bound by the two cores' CPU, shared by the relays, the server and
 PostgreSQL. This puts PostgreSQL's share of it next to the claim loop's, in the same run.
@@ -15,6 +15,7 @@ from bench.context import Context
 from tests.support.server import EmbeddedServer
 
 TITLE = "The outbox's SQL alone, against the claim loop (issue 4)"
+#: Concurrent connections of each pair of rows: one relay, and two as in the 2-relay drain.
 WORKERS = (1, 2)
 
 
@@ -22,7 +23,9 @@ def _ours(ctx: Context, server: EmbeddedServer, workers: int) -> dict[str, Any]:
     project = djproject.Project("postgres", ctx.workdir, server).create()
     try:
         project.manage_json("bench_fill_outbox", "--count", str(ctx.events), "--topic", "sql")
-        result: dict[str, Any] = project.manage_json("bench_outbox_sql", "--workers", str(workers))
+        result: dict[str, Any] = project.manage_json(
+            "bench_outbox_sql", "--workers", str(workers), "--batch", str(pg_claim.BATCH)
+        )
         return result
     finally:
         project.drop()
@@ -80,7 +83,8 @@ def run(ctx: Context) -> report.Result:
         "and parameters, until none is left; no relay, no server, no prepared statements "
         "(as the relay). Claim loop: the `ceilings` method (its psycopg prepares both "
         "statements after five runs, by default). PostgreSQL CPU: user + system "
-        "time of the connections' own backends from `/proc`, per row; WAL: the insert "
-        "position's advance, per row; row bytes: `avg(pg_column_size(t.*))` before the run."
+        "time of the connections' own backends from `/proc`, per row (autovacuum and "
+        "PostgreSQL's other processes not counted); WAL: the cluster's insert position's "
+        "advance, per row; row bytes: `avg(pg_column_size(t.*))` of 1,000 rows before the run."
     )
     return report.Result("outbox-sql", TITLE, method, table)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 from typing import Any
 
@@ -21,7 +22,7 @@ from bench import pgcost
 from django_ensign import notify, pgclaims
 from django_ensign.models import OutboxEvent
 
-#: The relay's default lease; no lease expires during a drain.
+#: Long enough that no lease expires during a drain (the relay renews its own instead).
 LEASE_SECONDS = 60.0
 
 
@@ -36,20 +37,16 @@ class Command(BaseCommand):
         params = notify.conninfo("default")
         params["prepare_threshold"] = None  # as the relay's own sessions (see pgasync)
         table = connection.ops.quote_name(OutboxEvent._meta.db_table)
-        conns = [psycopg.connect(autocommit=True, **params) for _ in range(workers)]
-        try:
-            with psycopg.connect(autocommit=True, **params) as monitor:
-                done = pgcost.drain(
-                    conns, monitor, table, lambda conn, counts: _drain(conn, table, batch, counts)
-                )
-        finally:
-            for conn in conns:
-                conn.close()
-        result = dataclasses.asdict(done)
+        connect = functools.partial(psycopg.connect, autocommit=True, **params)
+        with pgcost.connections(workers, connect) as conns, connect() as monitor:
+            drained = pgcost.drain(
+                conns, monitor, table, lambda conn, counts: _drain(conn, table, batch, counts)
+            )
+        result = dataclasses.asdict(drained)
         self.stdout.write(json.dumps(result))
 
 
-def _drain(conn: Any, table: str, batch: int, done: list[int]) -> None:
+def _drain(conn: Any, table: str, batch: int, counts: list[int]) -> None:
     record = pgclaims.record_acks_sql(table)
     while True:
         params = pgclaims.claim_params(batch, LEASE_SECONDS, ())
@@ -60,4 +57,4 @@ def _drain(conn: Any, table: str, batch: int, done: list[int]) -> None:
         committed = dt.datetime.now(dt.UTC)
         acks = [(row[1], row[0], committed) for row in rows]
         conn.execute(record, pgclaims.record_acks_params(acks))
-        done.append(len(rows))
+        counts.append(len(rows))
