@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from bench import stats
+
 _TICKS = os.sysconf("SC_CLK_TCK")
 #: Rows sampled for the average row size: enough for a steady figure, too few to warm the
 #: cache for the run that follows.
@@ -67,6 +69,11 @@ class Drained:
     wal_bytes: float
     #: Average stored bytes of one row before the drain.
     row_bytes: float
+
+    @property
+    def rate(self) -> float:
+        """Rows per second."""
+        return stats.rate(self.rows, self.seconds)
 
 
 def _cpu(pids: list[int]) -> float | None:

@@ -8,12 +8,13 @@ acked in a second, guarded by the token — the relay's database work with no ne
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from bench import frames, pg, pgcost, stats
+from bench import frames, pg, pgcost
 
 #: Rows per claim (the relay's default OUTBOX_BATCH_SIZE).
 BATCH = 500
@@ -53,23 +54,10 @@ WHERE id = ANY(%(ids)s) AND lease_token = %(token)s AND status = 1
 
 
 @dataclass(frozen=True)
-class ClaimRun:
-    """Rows claimed and recorded, workers, elapsed seconds, and PostgreSQL's cost per row."""
+class ClaimRun(pgcost.Drained):
+    """Rows claimed and recorded, seconds and PostgreSQL's cost per row, with ``workers``."""
 
-    rows: int
     workers: int
-    seconds: float
-    #: CPU microseconds of the workers' backends per row (None if PostgreSQL is remote).
-    pg_cpu_us: float | None = None
-    #: WAL bytes written per row.
-    wal_bytes: float = 0.0
-    #: Average stored bytes of one row before the run.
-    row_bytes: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        """Rows per second."""
-        return stats.rate(self.rows, self.seconds)
 
 
 def _fill(rows: int) -> None:
@@ -103,11 +91,4 @@ def measure(rows: int, workers: int = 1, batch: int = BATCH) -> ClaimRun:
             conns, monitor, TABLE, lambda conn, counts: _worker(conn, batch, counts)
         )
         monitor.execute(f"DROP TABLE {TABLE}")
-    return ClaimRun(
-        rows=done.rows,
-        workers=workers,
-        seconds=done.seconds,
-        pg_cpu_us=done.pg_cpu_us,
-        wal_bytes=done.wal_bytes,
-        row_bytes=done.row_bytes,
-    )
+    return ClaimRun(**dataclasses.asdict(done), workers=workers)

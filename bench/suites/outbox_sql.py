@@ -7,9 +7,8 @@ PostgreSQL. This puts PostgreSQL's share of it next to the claim loop's, in the 
 from __future__ import annotations
 
 import functools
-from typing import Any
 
-from bench import djproject, pg, rawclient, report, stats
+from bench import djproject, pg, pgcost, rawclient, report
 from bench.ceilings import pg_claim
 from bench.context import Context
 from tests.support.server import EmbeddedServer
@@ -19,20 +18,17 @@ TITLE = "The outbox's SQL alone, against the claim loop (issue 4)"
 WORKERS = (1, 2)
 
 
-def _ours(ctx: Context, server: EmbeddedServer, workers: int) -> dict[str, Any]:
+def _ours(ctx: Context, server: EmbeddedServer, workers: int) -> pgcost.Drained:
     project = djproject.Project("postgres", ctx.workdir, server).create()
     try:
         project.manage_json("bench_fill_outbox", "--count", str(ctx.events), "--topic", "sql")
-        result: dict[str, Any] = project.manage_json(
-            "bench_outbox_sql", "--workers", str(workers), "--batch", str(pg_claim.BATCH)
+        return pgcost.Drained(
+            **project.manage_json(
+                "bench_outbox_sql", "--workers", str(workers), "--batch", str(pg_claim.BATCH)
+            )
         )
-        return result
     finally:
         project.drop()
-
-
-def _cpu(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
 
 
 def run(ctx: Context) -> report.Result:
@@ -55,26 +51,20 @@ def run(ctx: Context) -> report.Result:
         ]
     )
     for workers in WORKERS:
-        got = ours[workers]
-        loop = ctx.pg_claim(ctx.events, workers)
-        table.add(
-            "outbox: claim function + ack",
-            workers,
-            report.number(got["rows"]),
-            report.number(stats.rate(got["rows"], got["seconds"])),
-            _cpu(got["pg_cpu_us"]),
-            report.number(got["wal_bytes"]),
-            report.number(got["row_bytes"]),
-        )
-        table.add(
-            "claim loop (ceiling)",
-            workers,
-            report.number(loop.rows),
-            report.number(loop.rate),
-            _cpu(loop.pg_cpu_us),
-            report.number(loop.wal_bytes),
-            report.number(loop.row_bytes),
-        )
+        pairs = [
+            ("outbox: claim function + ack", ours[workers]),
+            ("claim loop (ceiling)", ctx.pg_claim(ctx.events, workers)),
+        ]
+        for label, drained in pairs:
+            table.add(
+                label,
+                workers,
+                report.number(drained.rows),
+                report.number(drained.rate),
+                "-" if drained.pg_cpu_us is None else f"{drained.pg_cpu_us:.1f}",
+                report.number(drained.wal_bytes),
+                report.number(drained.row_bytes),
+            )
     method = (
         f"Outbox: a fresh migrated database with {ctx.events:,} pending rows written by "
         "`bench_fill_outbox` (as in `relay-drain`), then `bench_outbox_sql`: N connections "
