@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bench import stats
+from bench import cpuuse, stats
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 #: Rows sampled for the average row size: enough for a steady figure, too few to warm the
@@ -69,6 +69,8 @@ class Drained:
     wal_bytes: float
     #: Average stored bytes of one row before the drain.
     row_bytes: float
+    #: The whole machine's CPU microseconds per row: backends, client threads, the rest.
+    machine_us: float | None
 
     @property
     def rate(self) -> float:
@@ -111,12 +113,14 @@ def drain(
     threads = [threading.Thread(target=guarded, args=(conn,), daemon=True) for conn in conns]
     width = row_bytes(monitor, table)
     cpu_start, wal_start = _cpu(pids), wal_position(monitor)
+    machine_start = cpuuse.machine_busy_seconds()
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     seconds = time.perf_counter() - started
+    machine = cpuuse.busy_between(machine_start, cpuuse.machine_busy_seconds())
     cpu_end, wal_end = _cpu(pids), wal_position(monitor)
     if errors:
         raise errors[0]
@@ -128,4 +132,5 @@ def drain(
         pg_cpu_us=None if cpu is None else cpu / rows * 1e6,
         wal_bytes=(wal_end - wal_start) / rows if rows else 0.0,
         row_bytes=width,
+        machine_us=cpuuse.per_event_us(machine, rows),
     )

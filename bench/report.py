@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,8 +18,15 @@ def number(value: float, digits: int = 0) -> str:
 
 
 def ratio(value: float, ceiling: float) -> str:
-    """``value`` as a multiple of ``ceiling`` (e.g. ``0.83x``)."""
-    return f"{value / ceiling:.2f}x" if ceiling > 0 else "n/a"
+    """``value`` as a multiple of ``ceiling`` (e.g. ``0.83x``), rounded down.
+
+    Rounded down so that a ratio shown next to a goal of "≥ 0.8x" reads 0.80x only when it
+    is 0.8 or more (0.798 shows as 0.79x, not 0.80x).
+    """
+    if ceiling <= 0:
+        return "n/a"
+    # The small addition keeps a ratio such as 0.29, stored as 0.28999…, from showing 0.28.
+    return f"{math.floor(value / ceiling * 100 + 1e-9) / 100:.2f}x"
 
 
 @dataclass

@@ -4,7 +4,9 @@ Importing Django, the app and grpc takes a relay process 0.4 to 0.47 s of CPU. R
 started together would spend it while the first of them is already draining, on a machine
 with two cores, so the drain rate of N relays would measure their start-up too. Each
 process here does that work first, says so with ``DIR/ready-<pid>``, and runs ``COMMAND``
-once ``DIR/go`` exists (:func:`release` makes it when every process is ready).
+once ``DIR/go`` exists (:func:`release` makes it when every process is ready). It then
+writes the CPU seconds the command took, all its threads together, to ``DIR/cpu-<pid>``
+(:func:`command_cpu` adds them up).
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ def release(directory: Path, children: Sequence[subprocess.Popen[bytes]], timeou
     (directory / "go").touch()
 
 
+def command_cpu(directory: Path) -> float:
+    """CPU seconds the commands of every process started in ``directory`` took, together."""
+    return sum(float(path.read_text()) for path in directory.glob("cpu-*"))
+
+
 def main(argv: list[str]) -> int:
     """Set Django up, load the command, wait for the cue, run it."""
     directory, name, *args = argv
@@ -48,7 +55,11 @@ def main(argv: list[str]) -> int:
     (cue / f"ready-{os.getpid()}").touch()
     while not (cue / "go").exists():
         time.sleep(POLL)
-    call_command(command, *args)
+    started = time.process_time()
+    try:
+        call_command(command, *args)
+    finally:
+        (cue / f"cpu-{os.getpid()}").write_text(repr(time.process_time() - started))
     return 0
 
 

@@ -46,6 +46,7 @@ def run(ctx: Context) -> report.Result:
             "rows",
             "rows/s",
             "PostgreSQL CPU µs/row",
+            "machine CPU µs/row",
             "WAL bytes/row",
             "row bytes",
         ]
@@ -62,6 +63,7 @@ def run(ctx: Context) -> report.Result:
                 report.number(drained.rows),
                 report.number(drained.rate),
                 "-" if drained.pg_cpu_us is None else f"{drained.pg_cpu_us:.1f}",
+                "-" if drained.machine_us is None else f"{drained.machine_us:.1f}",
                 report.number(drained.wal_bytes),
                 report.number(drained.row_bytes),
             )
@@ -74,7 +76,9 @@ def run(ctx: Context) -> report.Result:
         "(as the relay). Claim loop: the `ceilings` method (its psycopg prepares both "
         "statements after five runs, by default). PostgreSQL CPU: user + system "
         "time of the connections' own backends from `/proc`, per row (autovacuum and "
-        "PostgreSQL's other processes not counted); WAL: the cluster's insert position's "
+        "PostgreSQL's other processes not counted); machine CPU: every core's busy time "
+        "(`/proc/stat`) over the drain, per row: backends, client threads and the rest; "
+        "WAL: the cluster's insert position's "
         "advance, per row; row bytes: `avg(pg_column_size(t.*))` of 1,000 rows before the run."
     )
     return report.Result("outbox-sql", TITLE, method, table)

@@ -6,7 +6,7 @@ import functools
 import time
 from dataclasses import dataclass
 
-from bench import djproject, pg, procs, rawclient, report, startline, stats
+from bench import cpuuse, djproject, pg, procs, rawclient, report, startline, stats
 from bench.context import Context
 from tests.support.server import EmbeddedServer
 
@@ -39,6 +39,11 @@ class Drain:
     ack_span: float
     relay_rss: str
     finished: bool
+    #: CPU seconds from the relays' cue to their exit: the relays' commands together,
+    #: the server, and the whole machine (None where ``/proc`` cannot be read).
+    relays_cpu: float
+    server_cpu: float
+    machine_cpu: float | None
 
     @property
     def rate(self) -> float:
@@ -49,6 +54,25 @@ class Drain:
     def wall_rate(self) -> float:
         """Acks per second including the relays' start-up."""
         return stats.rate(self.acked, self.wall)
+
+    def cpu_split(self) -> str:
+        """CPU microseconds per acked event: ``relays · server · the rest`` of the machine.
+
+        The rest is PostgreSQL's processes and anything else that ran meanwhile.
+        """
+        rest = None if self.machine_cpu is None else self.machine_cpu - self.relays_cpu
+        rest = None if rest is None else rest - self.server_cpu
+        parts = [self.relays_cpu, self.server_cpu, rest]
+        return " · ".join(_us(cpuuse.per_event_us(part, self.acked)) for part in parts)
+
+    @property
+    def machine_us(self) -> float | None:
+        """The whole machine's CPU microseconds per acked event."""
+        return cpuuse.per_event_us(self.machine_cpu, self.acked)
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def drain(ctx: Context, server: EmbeddedServer, shape: tuple[str, int, bool]) -> Drain:
@@ -67,10 +91,15 @@ def drain(ctx: Context, server: EmbeddedServer, shape: tuple[str, int, bool]) ->
         children = [
             project.start_module("bench.startline", str(cue), *args, log=log) for _ in range(relays)
         ]
+        server_pid = server.process.pid if server.process else 0
         startline.release(cue, children, timeout=120)
+        machine_start = cpuuse.machine_busy_seconds()
+        server_start = procs.cpu_seconds(server_pid)
         with procs.RssSampler(children[0].pid) as rss:
             finished = procs.wait_all(children, drain_timeout(rows))
         wall = time.perf_counter() - started
+        machine_cpu = cpuuse.busy_between(machine_start, cpuuse.machine_busy_seconds())
+        server_cpu = procs.cpu_seconds(server_pid) - server_start
         codes = [child.returncode for child in children]
         if finished and any(codes):
             raise RuntimeError(f"a relay exited with {codes}:\n{log.read_text()[-3000:]}")
@@ -80,7 +109,20 @@ def drain(ctx: Context, server: EmbeddedServer, shape: tuple[str, int, bool]) ->
     acked = int(got["counts"].get("acked", 0))
     span = (got["last_ack"] or 0.0) - (got["first_ack"] or 0.0)
     peak = f"{max(rss.samples):.0f}" if rss.samples else "-"
-    return Drain(db, relays, batch, rows, acked, wall, span, peak, finished)
+    return Drain(
+        db,
+        relays,
+        batch,
+        rows,
+        acked,
+        wall,
+        span,
+        peak,
+        finished,
+        relays_cpu=startline.command_cpu(cue),
+        server_cpu=server_cpu,
+        machine_cpu=machine_cpu,
+    )
 
 
 def run(ctx: Context) -> report.Result:
@@ -104,14 +146,19 @@ def run(ctx: Context) -> report.Result:
             "ceiling /s",
             "ratio",
             "goal",
+            "CPU µs/ev: relays · server · rest",
+            "machine CPU µs/ev",
+            "ceiling's machine CPU µs/ev",
+            "CPU µs/ev the goal allows",
         ]
     )
     for d in drains:
         if d.batch and d.db == "postgres":
             claim = ctx.pg_claim(ctx.events, d.relays)
-            ceiling = (f"PG claim loop, {d.relays} worker(s)", claim.rate, "≥ 0.5x")
+            ceiling = (f"PG claim loop, {d.relays} worker(s)", claim.rate, 0.5, claim.machine_us)
         else:
-            ceiling = ("echo, per message", echo.rate, "≥ 0.8x")
+            ceiling = ("echo, per message", echo.rate, 0.8, None)
+        goal = ceiling[2] if d.db == "postgres" else None
         table.add(
             "PostgreSQL" if d.db == "postgres" else "SQLite",
             d.relays,
@@ -123,7 +170,11 @@ def run(ctx: Context) -> report.Result:
             ceiling[0],
             report.number(ceiling[1]),
             report.ratio(d.rate, ceiling[1]),
-            ceiling[2] if d.db == "postgres" else "-",
+            "-" if goal is None else f"≥ {goal}x",
+            d.cpu_split(),
+            _us(d.machine_us),
+            _us(ceiling[3]),
+            "-" if goal is None else _us(cpuuse.budget_us(ceiling[1], goal)),
         )
     method = (
         f"For each row: a fresh database (PostgreSQL scratch database or SQLite file in WAL "
@@ -136,7 +187,14 @@ def run(ctx: Context) -> report.Result:
         "and each runs its command once all have imported Django, the app and grpc "
         "(`bench/startline.py`), so no relay's start-up takes CPU from another's drain. "
         "Rate = acks between the first and last `acked_at`; the start-up column counts from "
-        "the processes' start. Ceilings: `ceilings` method, same row count and worker count."
+        "the processes' start. Ceilings: `ceilings` method, same row count and worker count. "
+        "CPU, from the cue to the last relay's exit, per acked event: the relays' commands "
+        "(`time.process_time()`, every thread), the server (`/proc`), and the rest of the "
+        "machine's busy time (`/proc/stat`: PostgreSQL and anything else); the claim loop's "
+        "is the machine's busy time over its drain, client included. The CPU the goal "
+        "allows is what a drain at the goal's rate may spend per event with every core "
+        "busy: cores / (goal * ceiling rate); a drain that needs more cannot reach the goal "
+        "on this machine."
     )
     notes = [
         f"{'PostgreSQL' if d.db == 'postgres' else 'SQLite'}, {d.relays} relay(s): stopped "
