@@ -27,9 +27,14 @@ def start_server(workdir: Path) -> EmbeddedServer:
 def authenticate(server: EmbeddedServer) -> str:
     """POST the server's own credentials to ``/v1/authenticate``; the access token."""
     creds = server.credentials
-    body = json.dumps({"client_id": creds.client_id, "client_secret": creds.client_secret})
+    return access_token(server.auth_url, creds.client_id, creds.client_secret)
+
+
+def access_token(auth_url: str, client_id: str, client_secret: str) -> str:
+    """POST an API key to ``auth_url``'s ``/v1/authenticate``; the access token."""
+    body = json.dumps({"client_id": client_id, "client_secret": client_secret})
     request = urllib.request.Request(
-        f"{server.auth_url}/v1/authenticate",
+        f"{auth_url}/v1/authenticate",
         data=body.encode(),
         headers={"Content-Type": "application/json"},
         method="POST",

@@ -11,14 +11,31 @@ from bench.context import Context
 from tests.support.server import EmbeddedServer
 
 TITLE = "Outbox relay drain (issue 4)"
-#: (database, relays, batch framing) of each row.
+#: What drains in each row: the relay command, the same relay with plain framing, or the
+#: floor (``bench_floor_relay``), with the command line of each.
+KINDS = {
+    "batch": "batch extension",
+    "plain": "plain (batch=False)",
+    "floor": "floor: bare relay, batch extension",
+}
+#: (database, relays, kind) of each row.
 SHAPES = [
-    ("postgres", 1, True),
-    ("postgres", 2, True),
-    ("postgres", 4, True),
-    ("postgres", 1, False),
-    ("sqlite", 1, True),
+    ("postgres", 1, "batch"),
+    ("postgres", 2, "batch"),
+    ("postgres", 4, "batch"),
+    ("postgres", 1, "plain"),
+    ("postgres", 1, "floor"),
+    ("postgres", 2, "floor"),
+    ("sqlite", 1, "batch"),
 ]
+
+
+def _command(kind: str, topic: str) -> tuple[str, ...]:
+    if kind == "plain":
+        return ("bench_relay",)
+    if kind == "floor":
+        return ("bench_floor_relay", "--topic", topic)
+    return ("ensign_publish_outbox", "--once")
 
 
 def drain_timeout(rows: int) -> float:
@@ -32,7 +49,7 @@ class Drain:
 
     db: str
     relays: int
-    batch: bool
+    kind: str
     rows: int
     acked: int
     wall: float
@@ -75,15 +92,15 @@ def _us(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def drain(ctx: Context, server: EmbeddedServer, shape: tuple[str, int, bool]) -> Drain:
+def drain(ctx: Context, server: EmbeddedServer, shape: tuple[str, int, str]) -> Drain:
     """Fill a fresh database with rows and drain it with the shape's relays."""
-    db, relays, batch = shape
+    db, relays, kind = shape
     rows = ctx.events
     project = djproject.Project(db, ctx.workdir, server).create()
     try:
-        topic = f"drain-{db}-{relays}-{'batch' if batch else 'plain'}"
+        topic = f"drain-{db}-{relays}-{kind}"
         project.manage_json("bench_fill_outbox", "--count", str(rows), "--topic", topic)
-        args = ("ensign_publish_outbox", "--once") if batch else ("bench_relay",)
+        args = _command(kind, topic)
         log = ctx.workdir / f"{topic}.log"
         cue = ctx.workdir / f"{topic}-cue"
         cue.mkdir()
@@ -112,7 +129,7 @@ def drain(ctx: Context, server: EmbeddedServer, shape: tuple[str, int, bool]) ->
     return Drain(
         db,
         relays,
-        batch,
+        kind,
         rows,
         acked,
         wall,
@@ -153,16 +170,16 @@ def run(ctx: Context) -> report.Result:
         ]
     )
     for d in drains:
-        if d.batch and d.db == "postgres":
+        if d.kind != "plain" and d.db == "postgres":
             claim = ctx.pg_claim(ctx.events, d.relays)
             ceiling = (f"PG claim loop, {d.relays} worker(s)", claim.rate, 0.5, claim.machine_us)
         else:
             ceiling = ("echo, per message", echo.rate, 0.8, None)
-        goal = ceiling[2] if d.db == "postgres" else None
+        goal = ceiling[2] if d.db == "postgres" and d.kind != "floor" else None
         table.add(
             "PostgreSQL" if d.db == "postgres" else "SQLite",
             d.relays,
-            "batch extension" if d.batch else "plain (batch=False)",
+            KINDS[d.kind],
             f"{d.acked:,} / {d.rows:,}" + ("" if d.finished else " (stopped)"),
             report.number(d.rate),
             report.number(d.wall_rate),
@@ -183,7 +200,11 @@ def run(ctx: Context) -> report.Result:
         "JSON, a distinct ordering key per row as model signals write them), then N relay "
         "processes `manage.py ensign_publish_outbox --once` against one embedded server; "
         "the plain-framing row runs the same `Relay` with a client built with `batch=False` "
-        "(`bench_relay`), as the command has no switch for it. The processes start together "
+        "(`bench_relay`), as the command has no switch for it. The floor rows run "
+        "`bench_floor_relay`: the relay's claim and ack statements and the SDK's frame "
+        "encoders on a raw Publish stream, with none of the relay's or the SDK's per-event "
+        "objects, retries or deadlines (the least a Python relay on this stack does; no "
+        "goal). The processes start together "
         "and each runs its command once all have imported Django, the app and grpc "
         "(`bench/startline.py`), so no relay's start-up takes CPU from another's drain. "
         "Rate = acks between the first and last `acked_at`; the start-up column counts from "
