@@ -2,7 +2,8 @@
 
 On two cores the relays, the server and PostgreSQL share the CPU the claim loop has to
 itself, so a drain's rate says little without the CPU each event cost. These readings
-come from ``/proc`` and are Linux-only; elsewhere they are None and tables print "-".
+come from ``/proc`` and are Linux-only; elsewhere they are None and tables print "-". In a
+container, ``/proc/stat`` is the whole host's.
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ def per_event_us(seconds: float | None, events: int) -> float | None:
     return None if seconds is None or not events else seconds / events * 1e6
 
 
-def budget_us(ceiling_rate: float, goal: float, cores: int | None = None) -> float:
+def budget_us(ceiling_rate: float, goal: float, cores: int | None = None) -> float | None:
     """CPU microseconds per event a drain may spend and still reach ``goal`` times the ceiling.
 
     A drain at ``goal * ceiling_rate`` events/s on a machine with every core busy spends
     ``cores / rate`` seconds of CPU per event; spending more, it cannot go that fast.
     """
-    cores = cores or os.cpu_count() or 1
-    return cores / (goal * ceiling_rate) * 1e6 if ceiling_rate else 0.0
+    if ceiling_rate <= 0:
+        return None
+    cores = cores or len(os.sched_getaffinity(0))
+    return cores / (goal * ceiling_rate) * 1e6

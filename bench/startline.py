@@ -35,9 +35,14 @@ def release(directory: Path, children: Sequence[subprocess.Popen[bytes]], timeou
     (directory / "go").touch()
 
 
-def command_cpu(directory: Path) -> float:
-    """CPU seconds the commands of every process started in ``directory`` took, together."""
-    return sum(float(path.read_text()) for path in directory.glob("cpu-*"))
+def command_cpu(directory: Path, processes: int) -> float | None:
+    """CPU seconds the commands of the ``processes`` started in ``directory`` took, together.
+
+    None unless every one of them wrote its reading (a process killed before its command
+    returned writes none).
+    """
+    readings = [float(path.read_text()) for path in directory.glob("cpu-*")]
+    return sum(readings) if len(readings) == processes else None
 
 
 def main(argv: list[str]) -> int:
@@ -48,8 +53,15 @@ def main(argv: list[str]) -> int:
 
     django.setup()
     command = load_command_class(get_commands()[name], name)
+    from django.db import connections
+
     import django_ensign.client  # the relay's heaviest imports (grpc)
-    import django_ensign.relay  # noqa: F401
+    import django_ensign.relay
+
+    if connections["default"].vendor == "postgresql":
+        # The relay imports this (and psycopg with it) once it runs, the floor when it is
+        # loaded: imported here, before the cue, neither counts it in its command's CPU.
+        import django_ensign.pgasync  # noqa: F401
 
     cue = Path(directory)
     (cue / f"ready-{os.getpid()}").touch()

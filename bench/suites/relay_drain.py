@@ -11,8 +11,8 @@ from bench.context import Context
 from tests.support.server import EmbeddedServer
 
 TITLE = "Outbox relay drain (issue 4)"
-#: What drains in each row: the relay command, the same relay with plain framing, or the
-#: floor (``bench_floor_relay``), with the command line of each.
+#: The label of each kind of drain: the relay command, the same relay with plain framing,
+#: and the floor (``bench_floor_relay``).
 KINDS = {
     "batch": "batch extension",
     "plain": "plain (batch=False)",
@@ -31,11 +31,12 @@ SHAPES = [
 
 
 def _command(kind: str, topic: str) -> tuple[str, ...]:
-    if kind == "plain":
-        return ("bench_relay",)
-    if kind == "floor":
-        return ("bench_floor_relay", "--topic", topic)
-    return ("ensign_publish_outbox", "--once")
+    """The management command (and its arguments) each process of a ``kind`` drain runs."""
+    return {
+        "batch": ("ensign_publish_outbox", "--once"),
+        "plain": ("bench_relay",),
+        "floor": ("bench_floor_relay", "--topic", topic),
+    }[kind]
 
 
 def drain_timeout(rows: int) -> float:
@@ -56,10 +57,11 @@ class Drain:
     ack_span: float
     relay_rss: str
     finished: bool
-    #: CPU seconds from the relays' cue to their exit: the relays' commands together,
-    #: the server, and the whole machine (None where ``/proc`` cannot be read).
-    relays_cpu: float
-    server_cpu: float
+    #: CPU seconds of the drain (None when unknown, or when a relay was stopped): the
+    #: relays' commands together, from their start to their return; the server and the
+    #: whole machine from the cue to the last relay's exit.
+    relays_cpu: float | None
+    server_cpu: float | None
     machine_cpu: float | None
 
     @property
@@ -75,11 +77,15 @@ class Drain:
     def cpu_split(self) -> str:
         """CPU microseconds per acked event: ``relays · server · the rest`` of the machine.
 
-        The rest is PostgreSQL's processes and anything else that ran meanwhile.
+        The rest is PostgreSQL's processes and anything else that ran meanwhile. It is a
+        difference of two kinds of reading (the kernel's 10 ms ticks, the scheduler's
+        runtime), so a rest below zero (a tiny run) shows as "-".
         """
-        rest = None if self.machine_cpu is None else self.machine_cpu - self.relays_cpu
-        rest = None if rest is None else rest - self.server_cpu
-        parts = [self.relays_cpu, self.server_cpu, rest]
+        parts = [self.relays_cpu, self.server_cpu]
+        rest = None
+        if self.machine_cpu is not None and None not in parts:
+            rest = self.machine_cpu - sum(part or 0.0 for part in parts)
+        parts.append(rest if rest is None or rest >= 0 else None)
         return " · ".join(_us(cpuuse.per_event_us(part, self.acked)) for part in parts)
 
     @property
@@ -108,15 +114,14 @@ def drain(ctx: Context, server: EmbeddedServer, shape: tuple[str, int, str]) -> 
         children = [
             project.start_module("bench.startline", str(cue), *args, log=log) for _ in range(relays)
         ]
-        server_pid = server.process.pid if server.process else 0
         startline.release(cue, children, timeout=120)
         machine_start = cpuuse.machine_busy_seconds()
-        server_start = procs.cpu_seconds(server_pid)
+        server_start = _server_cpu(server)
         with procs.RssSampler(children[0].pid) as rss:
             finished = procs.wait_all(children, drain_timeout(rows))
         wall = time.perf_counter() - started
         machine_cpu = cpuuse.busy_between(machine_start, cpuuse.machine_busy_seconds())
-        server_cpu = procs.cpu_seconds(server_pid) - server_start
+        server_cpu = cpuuse.busy_between(server_start, _server_cpu(server))
         codes = [child.returncode for child in children]
         if finished and any(codes):
             raise RuntimeError(f"a relay exited with {codes}:\n{log.read_text()[-3000:]}")
@@ -136,10 +141,17 @@ def drain(ctx: Context, server: EmbeddedServer, shape: tuple[str, int, str]) -> 
         span,
         peak,
         finished,
-        relays_cpu=startline.command_cpu(cue),
-        server_cpu=server_cpu,
-        machine_cpu=machine_cpu,
+        # A stopped relay wrote no reading: the split would count its CPU as the rest's.
+        relays_cpu=startline.command_cpu(cue, relays) if finished else None,
+        server_cpu=server_cpu if finished else None,
+        machine_cpu=machine_cpu if finished else None,
     )
+
+
+def _server_cpu(server: EmbeddedServer) -> float | None:
+    if server.process is None or server.process.poll() is not None:
+        return None
+    return procs.cpu_seconds(server.process.pid)
 
 
 def run(ctx: Context) -> report.Result:
@@ -209,16 +221,19 @@ def run(ctx: Context) -> report.Result:
         "(`bench/startline.py`), so no relay's start-up takes CPU from another's drain. "
         "Rate = acks between the first and last `acked_at`; the start-up column counts from "
         "the processes' start. Ceilings: `ceilings` method, same row count and worker count. "
-        "CPU, from the cue to the last relay's exit, per acked event: the relays' commands "
-        "(`time.process_time()`, every thread), the server (`/proc`), and the rest of the "
-        "machine's busy time (`/proc/stat`: PostgreSQL and anything else); the claim loop's "
-        "is the machine's busy time over its drain, client included. The CPU the goal "
-        "allows is what a drain at the goal's rate may spend per event with every core "
-        "busy: cores / (goal * ceiling rate); a drain that needs more cannot reach the goal "
-        "on this machine."
+        "CPU per acked event, from the cue to the last relay's exit (so it includes each "
+        "process's connecting and exit, not only the span the rate is taken over): the "
+        "relays' commands (`time.process_time()`, every thread), the server (`/proc`), and "
+        "the rest of the machine's busy time (`/proc/stat`, steal not counted: PostgreSQL "
+        "and anything else); none for a drain that was stopped. The claim loop's is the "
+        "machine's busy time over its drain, client included. The CPU the goal allows is "
+        "what a drain at the goal's rate may spend per event with every core busy: cores "
+        "/ (goal * ceiling rate); a drain that needs more than that cannot reach the goal "
+        "on this machine without spending less."
     )
     notes = [
-        f"{'PostgreSQL' if d.db == 'postgres' else 'SQLite'}, {d.relays} relay(s): stopped "
+        f"{'PostgreSQL' if d.db == 'postgres' else 'SQLite'}, {d.relays} relay(s), "
+        f"{KINDS[d.kind]}: stopped "
         f"after {d.wall:.0f} s (limit {drain_timeout(d.rows):.0f} s) with {d.acked:,} of "
         f"{d.rows:,} rows acked; the rate is over the rows acked by then."
         for d in drains

@@ -15,12 +15,14 @@ import asyncio
 import datetime as dt
 import json
 import time
+import uuid
 from typing import Any
 
 import grpc
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bench import rawclient, streamdrive
+from django_ensign import pgclaims
 from django_ensign.client import framing
 from django_ensign.client.events import parse_mimetype, parse_version
 from django_ensign.conf import settings
@@ -54,22 +56,27 @@ async def _drain(topic: str) -> int:
         if err.code() != grpc.StatusCode.ALREADY_EXISTS:
             raise
     call, ready = await session.open_publish(topic)
+    if not ready.HasField("batch"):
+        raise CommandError("the server did not offer the batch extension")
     statements = await AsyncStatements.open("default")
     try:
-        return await _Floor(call, ready.topics[topic], statements).run()
+        return await _Floor(call, ready.topics[topic], ready.batch.max_events, statements).run()
     finally:
         await statements.close()
         await session.channel.close()
 
 
 class _Floor:
-    def __init__(self, call: Any, topic_id: bytes, statements: AsyncStatements) -> None:
+    def __init__(
+        self, call: Any, topic_id: bytes, max_events: int, statements: AsyncStatements
+    ) -> None:
         self.call = call
         self.topic_id = topic_id
+        self.batch = min(settings.OUTBOX_BATCH_SIZE, max_events)
         self.statements = statements
         #: local id -> (row id, lease token) of every event sent and not acked yet.
-        self.pending: dict[bytes, tuple[int, Any]] = {}
-        self.acks: list[tuple[int, Any, dt.datetime]] = []
+        self.pending: dict[bytes, tuple[int, uuid.UUID]] = {}
+        self.acks: list[pgclaims.Ack] = []
         self.replied = asyncio.Event()
         self.room = asyncio.Event()
         self.sent = 0
@@ -79,14 +86,24 @@ class _Floor:
         self._commits: dict[tuple[int, int], dt.datetime] = {}
 
     async def run(self) -> int:
-        reader = asyncio.create_task(self._read())
-        recorder = asyncio.create_task(self._record())
+        # A reader or recorder that fails cancels the claim loop rather than leaving it
+        # waiting for replies that will never come.
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._read())
+            recorder = tasks.create_task(self._record())
+            await self._claim_all()
+            await recorder
+            await self.call.done_writing()
+        return self.sent
+
+    async def _claim_all(self) -> None:
+        window = settings.OUTBOX_MAX_IN_FLIGHT
         while True:
-            while len(self.pending) >= settings.OUTBOX_MAX_IN_FLIGHT:
+            while len(self.pending) >= window:
                 self.room.clear()
                 await self.room.wait()
             rows = await self.statements.claim(
-                limit=settings.OUTBOX_BATCH_SIZE,
+                limit=min(self.batch, window - len(self.pending)),
                 lease_seconds=settings.OUTBOX_LEASE_SECONDS,
                 topics=[],
             )
@@ -99,10 +116,6 @@ class _Floor:
                 await self.room.wait()
         self.claiming = False
         self.replied.set()
-        await recorder
-        await self.call.done_writing()
-        await reader
-        return self.sent
 
     def _frame(self, row: tuple[Any, ...]) -> bytes:
         lease, row_id, event_id, _, data, mime, type_name, version, meta, key, _ = row
@@ -133,6 +146,8 @@ class _Floor:
                 self.acks.append((row_id, lease, self._committed(ack.committed)))
             self.replied.set()
             self.room.set()
+        if self.pending:
+            raise CommandError(f"the stream ended with {len(self.pending)} events unanswered")
 
     def _committed(self, stamp: Any) -> dt.datetime:
         key = (stamp.seconds, stamp.nanos)
