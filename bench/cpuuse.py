@@ -27,6 +27,16 @@ def machine_busy_seconds() -> float | None:
     return (user + nice + system + irq + softirq) / _TICKS
 
 
+def process_seconds(pid: int) -> float | None:
+    """User + system CPU seconds process ``pid`` has used, every thread; None if unreadable."""
+    try:
+        # The command name may hold spaces: split what follows its closing ")".
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
 def busy_between(start: float | None, end: float | None) -> float | None:
     """Seconds of CPU between two readings, None if either could not be taken."""
     return None if start is None or end is None else end - start

@@ -10,7 +10,6 @@ The WAL figure is the whole cluster's, so nothing else should write meanwhile.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,6 @@ from typing import Any
 
 from bench import cpuuse, stats
 
-_TICKS = os.sysconf("SC_CLK_TCK")
 #: Rows sampled for the average row size: enough for a steady figure, too few to warm the
 #: cache for the run that follows.
 _SAMPLE_ROWS = 1000
@@ -36,12 +34,9 @@ def cpu_seconds(pid: int) -> float | None:
         with open(f"/proc/{pid}/comm") as comm:
             if not comm.read().startswith("postgres"):
                 return None  # a PID of another namespace naming some local process
-        with open(f"/proc/{pid}/stat") as stat:
-            # The command name may hold spaces: split what follows its closing ")".
-            fields = stat.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    return cpuuse.process_seconds(pid)
 
 
 def wal_position(conn: Any) -> int:

@@ -11,6 +11,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench import cpuuse
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -78,13 +80,8 @@ def rss_mib(pid: int) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds ``pid`` has used so far."""
-    try:
-        fields: Sequence[str] = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    """User + system CPU seconds ``pid`` has used so far (0.0 if it is gone)."""
+    return cpuuse.process_seconds(pid) or 0.0
 
 
 class RssSampler:

@@ -17,6 +17,11 @@ def number(value: float, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def figure(value: float | None, digits: int = 0) -> str:
+    """:func:`number`, or "-" for a figure that could not be measured."""
+    return "-" if value is None else number(value, digits)
+
+
 def ratio(value: float, ceiling: float) -> str:
     """``value`` as a multiple of ``ceiling`` (e.g. ``0.83x``), rounded down.
 

@@ -62,8 +62,8 @@ def run(ctx: Context) -> report.Result:
                 workers,
                 report.number(drained.rows),
                 report.number(drained.rate),
-                "-" if drained.pg_cpu_us is None else f"{drained.pg_cpu_us:.1f}",
-                "-" if drained.machine_us is None else f"{drained.machine_us:.1f}",
+                report.figure(drained.pg_cpu_us, 1),
+                report.figure(drained.machine_us, 1),
                 report.number(drained.wal_bytes),
                 report.number(drained.row_bytes),
             )

@@ -86,16 +86,12 @@ class Drain:
         if self.machine_cpu is not None and None not in parts:
             rest = self.machine_cpu - sum(part or 0.0 for part in parts)
         parts.append(rest if rest is None or rest >= 0 else None)
-        return " · ".join(_us(cpuuse.per_event_us(part, self.acked)) for part in parts)
+        return " · ".join(report.figure(cpuuse.per_event_us(p, self.acked)) for p in parts)
 
     @property
     def machine_us(self) -> float | None:
         """The whole machine's CPU microseconds per acked event."""
         return cpuuse.per_event_us(self.machine_cpu, self.acked)
-
-
-def _us(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
 
 
 def drain(ctx: Context, server: EmbeddedServer, shape: tuple[str, int, str]) -> Drain:
@@ -149,9 +145,7 @@ def drain(ctx: Context, server: EmbeddedServer, shape: tuple[str, int, str]) -> 
 
 
 def _server_cpu(server: EmbeddedServer) -> float | None:
-    if server.process is None or server.process.poll() is not None:
-        return None
-    return procs.cpu_seconds(server.process.pid)
+    return cpuuse.process_seconds(server.process.pid) if server.process else None
 
 
 def run(ctx: Context) -> report.Result:
@@ -184,10 +178,11 @@ def run(ctx: Context) -> report.Result:
     for d in drains:
         if d.kind != "plain" and d.db == "postgres":
             claim = ctx.pg_claim(ctx.events, d.relays)
-            ceiling = (f"PG claim loop, {d.relays} worker(s)", claim.rate, 0.5, claim.machine_us)
+            label, rate, goal = f"PG claim loop, {d.relays} worker(s)", claim.rate, 0.5
+            ceiling_us = claim.machine_us
         else:
-            ceiling = ("echo, per message", echo.rate, 0.8, None)
-        goal = ceiling[2] if d.db == "postgres" and d.kind != "floor" else None
+            label, rate, goal, ceiling_us = "echo, per message", echo.rate, 0.8, None
+        shown_goal = goal if d.db == "postgres" and d.kind != "floor" else None
         table.add(
             "PostgreSQL" if d.db == "postgres" else "SQLite",
             d.relays,
@@ -196,14 +191,14 @@ def run(ctx: Context) -> report.Result:
             report.number(d.rate),
             report.number(d.wall_rate),
             d.relay_rss,
-            ceiling[0],
-            report.number(ceiling[1]),
-            report.ratio(d.rate, ceiling[1]),
-            "-" if goal is None else f"≥ {goal}x",
+            label,
+            report.number(rate),
+            report.ratio(d.rate, rate),
+            "-" if shown_goal is None else f"≥ {shown_goal}x",
             d.cpu_split(),
-            _us(d.machine_us),
-            _us(ceiling[3]),
-            "-" if goal is None else _us(cpuuse.budget_us(ceiling[1], goal)),
+            report.figure(d.machine_us),
+            report.figure(ceiling_us),
+            "-" if shown_goal is None else report.figure(cpuuse.budget_us(rate, shown_goal)),
         )
     method = (
         f"For each row: a fresh database (PostgreSQL scratch database or SQLite file in WAL "

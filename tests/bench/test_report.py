@@ -19,3 +19,9 @@ from bench import report
 )
 def test_a_ratio_is_rounded_down(value: float, ceiling: float, shown: str) -> None:
     assert report.ratio(value, ceiling) == shown
+
+
+def test_a_figure_that_could_not_be_measured_shows_as_a_dash() -> None:
+    assert report.figure(None) == "-"
+    assert report.figure(1234.56) == "1,235"
+    assert report.figure(52.46, 1) == "52.5"
