@@ -303,11 +303,14 @@ class Relay:
 
     async def _publish(self, rows: list[claims.Claimed]) -> None:
         """Send a claim's rows, one ``publish`` call per topic; outcomes come by callback."""
-        by_topic: dict[str, list[tuple[claims.Claimed, Any]]] = {}
+        # Here, not at the top: importing the relay (the Celery task does) loads no grpc.
+        from django_ensign.client.events import encode_event, new_local_id
+
+        by_topic: dict[str, list[tuple[claims.Claimed, tuple[bytes, bytes]]]] = {}
         for row in rows:
             self._in_flight += 1
             try:
-                event = _event_for(row)
+                event = (new_local_id(), encode_event(*_event_fields(row)))
             except Exception as err:  # the SDK refuses it: publishing again cannot help
                 self._settle(claims.Failed(row, _describe(err), final=_is_final(err)))
                 continue
@@ -323,10 +326,10 @@ class Relay:
             # The client's own deadline (the same timeout) comes first and says whether the
             # server was reachable meanwhile; this one is the backstop.
             deadline = time.monotonic() + self.options.publish_timeout + EXPIRY_GRACE
-            for row, event in items:
-                self._pending[event.local_id] = (row, deadline)
+            for row, (local_id, _) in items:
+                self._pending[local_id] = (row, deadline)
             try:
-                await self._client.publish(
+                await self._client.publish_encoded(
                     topic,
                     [event for _, event in items],
                     on_ack=self._on_ack,
@@ -334,7 +337,7 @@ class Relay:
                     ensure_exists=self.options.create_topics,
                 )
             except Exception as err:  # retried with backoff, or dead if it can never work
-                unsent = [row for row, event in items if self._pending.pop(event.local_id, None)]
+                unsent = [row for row, (local_id, _) in items if self._pending.pop(local_id, None)]
                 self._fail(unsent, err)
 
     def _fail(self, rows: list[claims.Claimed], err: BaseException) -> None:
@@ -559,20 +562,12 @@ class Relay:
         await self._record_pending()
 
 
-def _event_for(row: claims.Claimed) -> Any:
-    """The SDK event of an outbox row, with the stable id and ordering key as metadata."""
-    from django_ensign.client import Event
-
+def _event_fields(row: claims.Claimed) -> tuple[bytes, str, str, str, dict[str, str]]:
+    """``encode_event``'s arguments for a row: its stable id and ordering key go in metadata."""
     meta = {**row.metadata, metadata.STABLE_ID_KEY: row.event_id}
     if row.ordering_key:
         meta[metadata.ORDERING_KEY] = row.ordering_key
-    return Event(
-        row.data,
-        row.mimetype,
-        schema_name=row.type_name or "Unknown",
-        schema_version=row.type_version or "0.0.0",
-        meta=meta,
-    )
+    return row.data, row.mimetype, row.type_name or "Unknown", row.type_version or "0.0.0", meta
 
 
 def _describe(err: BaseException) -> str:

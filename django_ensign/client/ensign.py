@@ -115,15 +115,32 @@ class Ensign:
         UnknownTopic if the topic does not exist and ``ensure_exists`` is false.
         """
         self._check_open()
-        if not isinstance(topic, str):
-            raise exceptions.InvalidTopicName(
-                f"topic must be a name or id string, got {type(topic).__name__}"
-            )
-        if not topic.strip():
-            raise exceptions.InvalidTopicName("a topic name or id is required")
+        _check_topic(topic)
         flat = _flatten(events)
         topic_id = await self._publish_topic_id(topic, ensure_exists)
         await self._publisher().publish(topic_id, flat, on_ack, on_nack)
+
+    async def publish_encoded(
+        self,
+        topic: str,
+        events: Sequence[tuple[bytes, bytes]],
+        on_ack: Callback | None = None,
+        on_nack: Callback | None = None,
+        ensure_exists: bool = False,
+    ) -> None:
+        """Publish ``(local id, serialized Event)`` pairs: :meth:`publish` without Event objects.
+
+        For programs that publish many records and track outcomes themselves, by the
+        local id they chose (the outbox relay): encode each with
+        :func:`~django_ensign.client.events.encode_event` and an id from
+        :func:`~django_ensign.client.events.new_local_id`. The events are sent, resent
+        and timed out as :meth:`publish` does; ``on_ack`` and ``on_nack`` are all that
+        hear of their outcomes.
+        """
+        self._check_open()
+        _check_topic(topic)
+        topic_id = await self._publish_topic_id(topic, ensure_exists)
+        await self._publisher().publish_encoded(topic_id, events, on_ack, on_nack)
 
     async def flush(self, timeout: float | None = 2.0) -> None:  # noqa: ASYNC109 (the SDK contract)
         """Wait until every event published from this loop is acked or nacked.
@@ -355,6 +372,15 @@ async def _close_loop(found: LoopResources) -> None:
     publisher = found.extras.get(_PUBLISHER)
     if publisher is not None:
         await publisher.close()
+
+
+def _check_topic(topic: str) -> None:
+    if not isinstance(topic, str):
+        raise exceptions.InvalidTopicName(
+            f"topic must be a name or id string, got {type(topic).__name__}"
+        )
+    if not topic.strip():
+        raise exceptions.InvalidTopicName("a topic name or id is required")
 
 
 def _flatten(events: tuple[Any, ...]) -> list[Event]:

@@ -82,6 +82,69 @@ def parse_mimetype(mimetype: str | int) -> int:
     return value
 
 
+def _checked_data(data: object) -> bytes:
+    if type(data) is bytes:
+        checked = data
+    elif isinstance(data, bytearray | memoryview):
+        checked = bytes(data)
+    else:
+        raise exceptions.EventDataTypeError(f"event data must be bytes, got {type(data).__name__}")
+    if not checked:
+        raise exceptions.InvalidEvent("event data is empty")
+    return checked
+
+
+def _checked_mimetype(mimetype: str | int) -> int:
+    if mimetype is None or mimetype == "":
+        raise exceptions.UnknownMimetypeError("no mimetype given")
+    cached = _MIME_CACHE.get(mimetype) if type(mimetype) is not bool else None
+    return cached if cached is not None else parse_mimetype(mimetype)
+
+
+def _checked_name(name: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise exceptions.InvalidEvent("schema_name must be a non-empty string")
+    return name.strip()
+
+
+def _checked_version(version: str) -> tuple[int, int, int]:
+    cached = _VERSION_CACHE.get(version) if type(version) is str else None
+    return cached or parse_version(version)
+
+
+def _check_size(data: bytes, meta: Mapping[str, str]) -> None:
+    size = len(data)
+    for key, value in meta.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise exceptions.InvalidEvent("meta keys and values must be strings")
+        size += len(key) + len(value)
+    if size > framing.MAX_EVENT_PAYLOAD_BYTES:
+        raise exceptions.InvalidEvent(
+            f"event data and metadata hold {size:,} bytes, more than one publish message "
+            f"can carry ({framing.MAX_EVENT_PAYLOAD_BYTES:,})"
+        )
+
+
+def encode_event(
+    data: bytes,
+    mimetype: str | int,
+    schema_name: str,
+    schema_version: str,
+    meta: Mapping[str, str],
+) -> bytes:
+    """The serialized ``Event`` of these fields, created now, checked as :class:`Event` checks.
+
+    For a caller that turns many records into events and tracks their outcomes itself
+    (the outbox relay): publish the bytes with :meth:`Ensign.publish_encoded`, with no
+    :class:`Event` object per event. Raises what :class:`Event` raises for the same input.
+    """
+    data = _checked_data(data)
+    number = _checked_mimetype(mimetype)
+    type_field = _type_field(_checked_name(schema_name), _checked_version(schema_version))
+    _check_size(data, meta)
+    return framing.event(data, meta, number, type_field, time.time_ns())
+
+
 class EventState(enum.IntEnum):
     """Where an event is in its life."""
 
@@ -171,37 +234,13 @@ class Event:
         meta: Mapping[str, str] | None = None,
         created: datetime | None = None,
     ) -> None:
-        if type(data) is not bytes:
-            if isinstance(data, bytearray | memoryview):
-                data = bytes(data)
-            else:
-                raise exceptions.EventDataTypeError(
-                    f"event data must be bytes, got {type(data).__name__}"
-                )
-        if not data:
-            raise exceptions.InvalidEvent("event data is empty")
-        if mimetype is None or mimetype == "":
-            raise exceptions.UnknownMimetypeError("no mimetype given")
-        if not isinstance(schema_name, str) or not schema_name.strip():
-            raise exceptions.InvalidEvent("schema_name must be a non-empty string")
-        self.data: bytes = data
-        cached = _MIME_CACHE.get(mimetype) if type(mimetype) is not bool else None
-        self.mimetype: int = cached if cached is not None else parse_mimetype(mimetype)
-        self._type_name = schema_name.strip()
-        version = _VERSION_CACHE.get(schema_version) if type(schema_version) is str else None
-        self._version = version or parse_version(schema_version)
+        self.data: bytes = _checked_data(data)
+        self.mimetype: int = _checked_mimetype(mimetype)
+        self._type_name = _checked_name(schema_name)
+        self._version = _checked_version(schema_version)
         self._type_field: bytes | None = None
         self.meta: dict[str, str] = dict(meta) if meta else {}
-        size = len(data)
-        for key, value in self.meta.items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise exceptions.InvalidEvent("meta keys and values must be strings")
-            size += len(key) + len(value)
-        if size > framing.MAX_EVENT_PAYLOAD_BYTES:
-            raise exceptions.InvalidEvent(
-                f"event data and metadata hold {size:,} bytes, more than one publish message "
-                f"can carry ({framing.MAX_EVENT_PAYLOAD_BYTES:,})"
-            )
+        _check_size(self.data, self.meta)
         self._created_ns = (
             time.time_ns() if created is None else int(created.timestamp() * 1_000_000_000)
         )

@@ -8,7 +8,7 @@ the frames against the generated classes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from django_ensign.wire.protowire import varint as varint  # part of this module's surface
 
@@ -107,7 +107,7 @@ def _meta_key(key: str) -> bytes:
 
 def event(
     data: bytes,
-    meta: dict[str, str],
+    meta: Mapping[str, str],
     mimetype: int,
     type_field: bytes,
     created_ns: int,

@@ -45,18 +45,31 @@ LOOP_END_GRACE = 5.0
 
 
 class _Pending:
-    __slots__ = ("deadline", "done", "event", "on_ack", "on_nack", "stream", "topic_id", "wrapped")
+    __slots__ = (
+        "deadline",
+        "done",
+        "event",
+        "local_id",
+        "on_ack",
+        "on_nack",
+        "stream",
+        "topic_id",
+        "wrapped",
+    )
 
     def __init__(
         self,
-        event: Event,
+        event: Event | None,
+        local_id: bytes,
         topic_id: bytes,
         wrapped: bytes,
         deadline: float,
         on_ack: Callback | None,
         on_nack: Callback | None,
     ) -> None:
+        #: None for events published encoded: the callbacks are all that hear of them.
         self.event = event
+        self.local_id = local_id
         self.topic_id = topic_id
         self.wrapped = wrapped
         self.deadline = deadline
@@ -134,37 +147,79 @@ class Publisher:
         on_nack: Callback | None = None,
     ) -> None:
         """Queue events for ``topic_id``; waits while the in-flight window is full."""
-        if self._closed:
-            raise exceptions.ClientClosed()
+        self._check_open()
         limit = self._options.max_in_flight
         timeout = self._options.ack_timeout
-        deadlines = self._deadlines
         for event in events:
-            while len(self._inflight) >= limit:
-                self._room.clear()
-                self._wake_writer()
-                # Room comes back as outcomes arrive or deadlines pass: with no server,
-                # only the deadline timer can free it.
-                self._start_timer()
-                await self._room.wait()
-                if self._closed:
-                    raise exceptions.ClientClosed()
+            if len(self._inflight) >= limit:
+                await self._wait_for_room()
             event._reset()
-            wrapped = framing.wrapper(topic_id, event.serialize(), event.local_id)
+            local_id = event.local_id
+            wrapped = framing.wrapper(topic_id, event.serialize(), local_id)
             pending = _Pending(
-                event, topic_id, wrapped, time.monotonic() + timeout, on_ack, on_nack
+                event, local_id, topic_id, wrapped, time.monotonic() + timeout, on_ack, on_nack
             )
-            self._inflight[event.local_id] = pending
-            self._idle.clear()
-            self._queue.append(pending)
-            while deadlines and deadlines[0].done:
-                deadlines.popleft()
-            deadlines.append(pending)
-            if len(self._queue) >= self._chunk:
-                # Let the writer send what is queued: a long publish loop that never
-                # yields would otherwise hold every event back until the window fills.
-                self._wake_writer()
+            if self._enqueue(pending):
                 await asyncio.sleep(0)
+        self._queued()
+
+    async def publish_encoded(
+        self,
+        topic_id: bytes,
+        events: Iterable[tuple[bytes, bytes]],
+        on_ack: Callback | None = None,
+        on_nack: Callback | None = None,
+    ) -> None:
+        """As :meth:`publish`, for ``(local id, serialized Event)`` pairs instead of Events.
+
+        Sent, resent and timed out exactly as events are; only the callbacks hear of the
+        outcomes, as there is no Event object to settle.
+        """
+        self._check_open()
+        limit = self._options.max_in_flight
+        timeout = self._options.ack_timeout
+        for local_id, body in events:
+            if len(self._inflight) >= limit:
+                await self._wait_for_room()
+            wrapped = framing.wrapper(topic_id, body, local_id)
+            pending = _Pending(
+                None, local_id, topic_id, wrapped, time.monotonic() + timeout, on_ack, on_nack
+            )
+            if self._enqueue(pending):
+                await asyncio.sleep(0)
+        self._queued()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise exceptions.ClientClosed()
+
+    async def _wait_for_room(self) -> None:
+        while len(self._inflight) >= self._options.max_in_flight:
+            self._room.clear()
+            self._wake_writer()
+            # Room comes back as outcomes arrive or deadlines pass: with no server,
+            # only the deadline timer can free it.
+            self._start_timer()
+            await self._room.wait()
+            self._check_open()
+
+    def _enqueue(self, pending: _Pending) -> bool:
+        """Queue one event; True when the caller should yield so the writer sends the queue."""
+        self._inflight[pending.local_id] = pending
+        self._idle.clear()
+        self._queue.append(pending)
+        deadlines = self._deadlines
+        while deadlines and deadlines[0].done:
+            deadlines.popleft()
+        deadlines.append(pending)
+        if len(self._queue) >= self._chunk:
+            # A long publish loop that never yields would otherwise hold every event
+            # back until the window fills.
+            self._wake_writer()
+            return True
+        return False
+
+    def _queued(self) -> None:
         if self._inflight:
             self._idle.clear()
         self._wake_writer()
@@ -272,7 +327,8 @@ class Publisher:
             # Marked before the write: if the stream ends meanwhile, _ended requeues them.
             for pending in batch:
                 pending.stream = stream
-                pending.event._state = EventState.PUBLISHED
+                if pending.event is not None:
+                    pending.event._state = EventState.PUBLISHED
             try:
                 if stream.batch and len(batch) > 1:
                     await stream.call.write(framing.batch_request(p.wrapped for p in batch))
@@ -424,7 +480,8 @@ class Publisher:
         if pending is None:
             return  # a duplicate reply after a resend, or an event that timed out
         pending.done = True
-        pending.event._settle(outcome)
+        if pending.event is not None:
+            pending.event._settle(outcome)
         if isinstance(outcome, Nack) and outcome.code == NackCode.TOPIC_UNKNOWN:
             # A destroyed (maybe recreated) topic: look the name up again next time.
             self._topics.forget(pending.topic_id)
@@ -434,14 +491,15 @@ class Publisher:
         self._after_settle()
 
     def _fail(self, pending: _Pending, error: BaseException) -> None:
-        if self._inflight.get(pending.event.local_id) is pending:
-            del self._inflight[pending.event.local_id]
+        if self._inflight.get(pending.local_id) is pending:
+            del self._inflight[pending.local_id]
         pending.done = True
-        pending.event._settle(None, error)
+        if pending.event is not None:
+            pending.event._settle(None, error)
         if pending.on_nack is not None:
             # Callback-only callers must hear of it too: a client-made Nack stands in.
             code = NackCode.TIMEOUT if isinstance(error, exceptions.PublishTimeout) else 0
-            nack = Nack(pending.event.local_id, code, str(error), cause=error)
+            nack = Nack(pending.local_id, code, str(error), cause=error)
             self._run_callback(pending.on_nack, nack)
 
     def _fail_all(self, error: BaseException) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -17,6 +18,7 @@ from django_ensign.client import (
     exceptions,
     framing,
 )
+from django_ensign.client.events import encode_event
 from django_ensign.proto.api.v1beta1 import event_pb2
 
 
@@ -161,3 +163,40 @@ def test_undecodable_empty_and_unknown_mimetype_events_are_handed_over() -> None
 async def test_query_results_cannot_be_acked() -> None:
     with pytest.raises(exceptions.CouldNotAck):
         await ReceivedEvent(_wrapper(b"")).ack()
+
+
+def test_an_encoded_event_is_the_event_it_stands_for() -> None:
+    event = Event(b'{"a": 1}', "application/json", "Weather", "1.2.0", meta={"k": "v"})
+    encoded = event_pb2.Event.FromString(
+        encode_event(b'{"a": 1}', "application/json", "Weather", "1.2.0", {"k": "v"})
+    )
+    expected = event.proto()
+    assert encoded.created.ToNanoseconds() >= expected.created.ToNanoseconds()
+    encoded.ClearField("created")
+    expected.ClearField("created")
+    assert encoded == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ((b"", "text/plain", "T", "1.0.0", {}), exceptions.InvalidEvent),
+        (("text", "text/plain", "T", "1.0.0", {}), exceptions.EventDataTypeError),
+        ((b"x", "application/x-nope", "T", "1.0.0", {}), exceptions.UnknownMimetypeError),
+        ((b"x", "text/plain", " ", "1.0.0", {}), exceptions.InvalidEvent),
+        ((b"x", "text/plain", "T", "one", {}), exceptions.InvalidEvent),
+        ((b"x", "text/plain", "T", "1.0.0", {"k": 1}), exceptions.InvalidEvent),
+        (
+            (b"x" * framing.MAX_EVENT_PAYLOAD_BYTES, "text/plain", "T", "1.0.0", {"k": "v"}),
+            exceptions.InvalidEvent,
+        ),
+    ],
+    ids=["empty", "not-bytes", "mimetype", "schema-name", "version", "meta-value", "too-big"],
+)
+def test_encoding_refuses_what_an_event_refuses(
+    fields: tuple[Any, ...], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        Event(*fields[:4], meta=fields[4])
+    with pytest.raises(error):
+        encode_event(*fields)
