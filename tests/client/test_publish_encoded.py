@@ -1,4 +1,4 @@
-"""Publishing encoded events (``Ensign.publish_encoded``): outcomes by local id, resends, deadlines."""
+"""Publishing encoded events: outcomes by local id, resends after a restart, deadlines."""
 
 from __future__ import annotations
 
