@@ -186,20 +186,14 @@ def from_row(row: tuple[Any, ...]) -> Claimed:
     """A claimed row from ``(token, *columns)``, as the vendor claim modules return it."""
     token, id_, event_id, topic, data, mimetype, type_name, type_version, meta, key, attempts = row
     if isinstance(meta, str | bytes):
-        meta = json.loads(meta) if len(meta) > 2 else None  # "{}" or empty
+        meta = json.loads(meta) if len(meta) > 2 else {}  # "{}" or empty
+    elif meta is None:
+        meta = {}
+    # Positional: this runs once per claimed row, and keywords cost more.
     return Claimed(
-        id=id_,
-        token=token,
-        event_id=event_id,
-        topic=topic,
-        data=bytes(data),
-        mimetype=mimetype,
-        type_name=type_name,
-        type_version=type_version,
-        metadata=dict(meta or {}),
-        ordering_key=key,
-        attempts=attempts,
-    )
+        id_, token, event_id, topic, bytes(data), mimetype, type_name, type_version, meta, key,
+        attempts,
+    )  # fmt: skip
 
 
 def _held(rows: Iterable[Claimed], using: str) -> QuerySet[OutboxEvent]:

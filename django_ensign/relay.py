@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -275,8 +275,7 @@ class Relay:
             return
         if rows:
             self.stats.claimed += len(rows)
-            for row in rows:
-                self._forget_lease(row.token)
+            self._forget_leases(rows)
             await self._release(rows)
 
     async def _claim(self, limit: int) -> list[claims.Claimed]:
@@ -292,8 +291,7 @@ class Relay:
             )
             rows = [claims.from_row(row) for row in raw]
         # Counted here, not when published: a claim made ahead may wait a while first.
-        for row in rows:
-            self._leases[row.token] += 1
+        self._leases.update(row.token for row in rows)
         return rows
 
     async def _sleep(self, seconds: float) -> None:
@@ -319,8 +317,7 @@ class Relay:
             if self._stopping:
                 unsent = [row for row, _ in items]
                 self._in_flight -= len(unsent)
-                for row in unsent:
-                    self._forget_lease(row.token)
+                self._forget_leases(unsent)
                 await self._release(unsent)
                 continue
             # The client's own deadline (the same timeout) comes first and says whether the
@@ -459,10 +456,14 @@ class Relay:
         if not self._pending:
             self._all_replied.set()
 
-    def _forget_lease(self, token: uuid.UUID) -> None:
-        self._leases[token] -= 1
-        if self._leases[token] <= 0:
-            del self._leases[token]
+    def _forget_leases(self, rows: Iterable[claims.Claimed]) -> None:
+        """Stop renewing the leases of ``rows`` once no other row of theirs is unrecorded."""
+        done = Counter(row.token for row in rows)  # the rows of a claim share one token
+        leases = self._leases
+        for token, count in done.items():
+            leases[token] -= count
+            if leases[token] <= 0:
+                del leases[token]
 
     async def _release(self, rows: Sequence[claims.Claimed]) -> None:
         try:
@@ -510,8 +511,7 @@ class Relay:
         if result.dead:
             logger.error("%d outbox events are dead: ids %s", result.dead, result.dead_ids[:20])
         self._unrecorded -= len(batch)
-        for outcome in batch:
-            self._forget_lease(outcome.row.token)
+        self._forget_leases(outcome.row for outcome in batch)
         if self._starved or any(outcome.row.ordering_key for outcome in batch):
             self._wake.set()  # room again, or the next rows of these keys are claimable now
 

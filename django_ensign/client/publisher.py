@@ -432,7 +432,8 @@ class Publisher:
                 kind = reply.WhichOneof("embed")
                 if kind == "replies":
                     for ack in reply.replies.acks:
-                        self._settle(ack.id, Ack(ack.id, ack.committed))
+                        local_id = ack.id  # each read of a bytes field makes a new object
+                        self._settle(local_id, Ack(local_id, ack.committed))
                     for nack in reply.replies.nacks:
                         self._settle(nack.id, Nack(nack.id, nack.code, nack.error))
                 elif kind == "ack":
