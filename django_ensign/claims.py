@@ -14,7 +14,7 @@ import random
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import connections, transaction
 from django.db.models import (
@@ -41,23 +41,34 @@ from django_ensign import backoff, pgclaims, sqliteclaims
 from django_ensign.models import OUTBOX_UNFINISHED, OUTBOX_WAITING, OutboxEvent, OutboxStatus
 
 
-# Not frozen: a frozen dataclass sets each field through object.__setattr__, and a
-# relay builds one of these per row and an outcome per event.
-@dataclass(slots=True)
-class Claimed:
-    """A row the relay holds a lease on, with what it needs to publish it."""
+class Claimed(NamedTuple):
+    """A row the relay holds a lease on, with what it needs to publish it.
 
-    id: int
+    A tuple in the column order of the claim statements, so a claimed row becomes one
+    without a copy: the relay makes one per row, and only the rows that fail need more
+    than their id, token and event fields.
+    """
+
     token: uuid.UUID
+    id: int
     event_id: str
     topic: str
     data: bytes
     mimetype: str
     type_name: str
     type_version: str
-    metadata: dict[str, str]
+    #: As the database returned it (JSON text, or a dict); :attr:`metadata` parses it.
+    raw_metadata: str | bytes | dict[str, str] | None
     ordering_key: str
     attempts: int
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The row's metadata as a new dict."""
+        raw = self.raw_metadata
+        if isinstance(raw, str | bytes):
+            return dict(json.loads(raw)) if len(raw) > 2 else {}  # "{}" or empty
+        return dict(raw or {})
 
 
 @dataclass(slots=True)
@@ -174,26 +185,16 @@ def claim(
     )  # fmt: skip
     claimed = rows.filter(lease_token=token, status=OutboxStatus.IN_FLIGHT).order_by("id")
     return [
-        Claimed(
-            token=token,
-            **{**values, "data": bytes(values["data"]), "metadata": dict(values["metadata"] or {})},
-        )
-        for values in claimed.values(*fields)
+        Claimed._make((token, *row[:3], bytes(row[3]), *row[4:]))
+        for row in claimed.values_list(*fields)
     ]
 
 
 def from_row(row: tuple[Any, ...]) -> Claimed:
     """A claimed row from ``(token, *columns)``, as the vendor claim modules return it."""
-    token, id_, event_id, topic, data, mimetype, type_name, type_version, meta, key, attempts = row
-    if isinstance(meta, str | bytes):
-        meta = json.loads(meta) if len(meta) > 2 else {}  # "{}" or empty
-    elif meta is None:
-        meta = {}
-    # Positional: this runs once per claimed row, and keywords cost more.
-    return Claimed(
-        id_, token, event_id, topic, bytes(data), mimetype, type_name, type_version, meta, key,
-        attempts,
-    )  # fmt: skip
+    if type(row[4]) is not bytes:  # psycopg2 and some drivers give bytea as a memoryview
+        row = (*row[:4], bytes(row[4]), *row[5:])
+    return Claimed._make(row)
 
 
 def _held(rows: Iterable[Claimed], using: str) -> QuerySet[OutboxEvent]:

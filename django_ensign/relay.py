@@ -564,7 +564,8 @@ class Relay:
 
 def _event_fields(row: claims.Claimed) -> tuple[bytes, str, str, str, dict[str, str]]:
     """``encode_event``'s arguments for a row: its stable id and ordering key go in metadata."""
-    meta = {**row.metadata, metadata.STABLE_ID_KEY: row.event_id}
+    meta = row.metadata
+    meta[metadata.STABLE_ID_KEY] = row.event_id
     if row.ordering_key:
         meta[metadata.ORDERING_KEY] = row.ordering_key
     return row.data, row.mimetype, row.type_name or "Unknown", row.type_version or "0.0.0", meta

@@ -26,7 +26,6 @@ _WRAPPER_EVENT = b"\x4a"  # EventWrapper.event = 9
 _WRAPPER_LOCAL_ID = b"\x82\x01"  # EventWrapper.local_id = 16
 _REQUEST_EVENT = b"\x0a"  # PublisherRequest.event = 1
 _REQUEST_EVENTS = b"\xa2\x06"  # PublisherRequest.events = 100 (EventBatch)
-_BATCH_EVENT = b"\x0a"  # EventBatch.events = 1
 
 
 def wrapper(topic_id: bytes, event: bytes, local_id: bytes) -> bytes:
@@ -47,23 +46,18 @@ def wrapper(topic_id: bytes, event: bytes, local_id: bytes) -> bytes:
 
 
 def single_request(wrapped: bytes) -> bytes:
-    """A serialized ``PublisherRequest{event}``."""
+    """A serialized ``PublisherRequest{event}``.
+
+    Byte for byte, it is also an ``EventBatch`` entry: ``PublisherRequest.event`` and
+    ``EventBatch.events`` are both field 1 holding an ``EventWrapper``. So one frame per
+    event serves plain framing as is and the batch extension through :func:`batch_request`.
+    """
     return _REQUEST_EVENT + varint(len(wrapped)) + wrapped
 
 
-def batch_item_size(wrapped: bytes) -> int:
-    """Bytes one wrapper adds to an ``EventBatch``."""
-    return 1 + len(varint(len(wrapped))) + len(wrapped)
-
-
-def batch_request(wrapped: Iterable[bytes]) -> bytes:
-    """A serialized ``PublisherRequest{events: EventBatch{events}}``."""
-    parts: list[bytes] = []
-    for item in wrapped:
-        parts.append(_BATCH_EVENT)
-        parts.append(varint(len(item)))
-        parts.append(item)
-    batch = b"".join(parts)
+def batch_request(frames: Iterable[bytes]) -> bytes:
+    """A serialized ``PublisherRequest{events: EventBatch}`` of :func:`single_request` frames."""
+    batch = b"".join(frames)
     return _REQUEST_EVENTS + varint(len(batch)) + batch
 
 

@@ -49,12 +49,12 @@ class _Pending:
         "deadline",
         "done",
         "event",
+        "frame",
         "local_id",
         "on_ack",
         "on_nack",
         "stream",
         "topic_id",
-        "wrapped",
     )
 
     def __init__(
@@ -62,7 +62,7 @@ class _Pending:
         event: Event | None,
         local_id: bytes,
         topic_id: bytes,
-        wrapped: bytes,
+        frame: bytes,
         deadline: float,
         on_ack: Callback | None,
         on_nack: Callback | None,
@@ -71,7 +71,8 @@ class _Pending:
         self.event = event
         self.local_id = local_id
         self.topic_id = topic_id
-        self.wrapped = wrapped
+        #: The event as a plain-framing request, which is also its batch entry as is.
+        self.frame = frame
         self.deadline = deadline
         self.on_ack = on_ack
         self.on_nack = on_nack
@@ -155,9 +156,9 @@ class Publisher:
                 await self._wait_for_room()
             event._reset()
             local_id = event.local_id
-            wrapped = framing.wrapper(topic_id, event.serialize(), local_id)
+            frame = framing.single_request(framing.wrapper(topic_id, event.serialize(), local_id))
             pending = _Pending(
-                event, local_id, topic_id, wrapped, time.monotonic() + timeout, on_ack, on_nack
+                event, local_id, topic_id, frame, time.monotonic() + timeout, on_ack, on_nack
             )
             if self._enqueue(pending):
                 await asyncio.sleep(0)
@@ -181,9 +182,9 @@ class Publisher:
         for local_id, body in events:
             if len(self._inflight) >= limit:
                 await self._wait_for_room()
-            wrapped = framing.wrapper(topic_id, body, local_id)
+            frame = framing.single_request(framing.wrapper(topic_id, body, local_id))
             pending = _Pending(
-                None, local_id, topic_id, wrapped, time.monotonic() + timeout, on_ack, on_nack
+                None, local_id, topic_id, frame, time.monotonic() + timeout, on_ack, on_nack
             )
             if self._enqueue(pending):
                 await asyncio.sleep(0)
@@ -331,10 +332,10 @@ class Publisher:
                     pending.event._state = EventState.PUBLISHED
             try:
                 if stream.batch and len(batch) > 1:
-                    await stream.call.write(framing.batch_request(p.wrapped for p in batch))
+                    await stream.call.write(framing.batch_request(p.frame for p in batch))
                 else:
                     for pending in batch:
-                        await stream.call.write(framing.single_request(pending.wrapped))
+                        await stream.call.write(pending.frame)
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as err:
                 unsent = [p for p in batch if p.stream is stream and not p.done]
                 for pending in unsent:
@@ -360,7 +361,7 @@ class Publisher:
                     break
                 return None
             if stream.batch:
-                item = framing.batch_item_size(pending.wrapped)
+                item = len(pending.frame)
                 if batch and size + item > max_bytes:
                     break
                 size += item

@@ -30,16 +30,18 @@ def test_single_frame_parses_as_publisher_request(
 
 
 @given(events=st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=40))
-def test_batch_frame_parses_as_event_batch(events: list[bytes]) -> None:
+def test_single_frames_join_into_a_batch_frame(events: list[bytes]) -> None:
     wrapped = [framing.wrapper(b"t" * 16, e, i.to_bytes(16, "big")) for i, e in enumerate(events)]
-    request = ensign_pb2.PublisherRequest.FromString(framing.batch_request(wrapped))
+    frames = [framing.single_request(w) for w in wrapped]
+    request = ensign_pb2.PublisherRequest.FromString(framing.batch_request(frames))
     assert request.WhichOneof("embed") == "events"
     assert [w.event for w in request.events.events] == events
     expected = ensign_pb2.PublisherRequest(
         events=ensign_pb2.EventBatch(events=[event_pb2.EventWrapper.FromString(w) for w in wrapped])
     )
-    assert len(framing.batch_request(wrapped)) == expected.ByteSize()
-    assert sum(framing.batch_item_size(w) for w in wrapped) == expected.events.ByteSize()
+    assert len(framing.batch_request(frames)) == expected.ByteSize()
+    # What the publisher counts against the server's max_bytes.
+    assert sum(len(frame) for frame in frames) == expected.events.ByteSize()
 
 
 @given(value=st.integers(min_value=1, max_value=2**63))
