@@ -156,7 +156,7 @@ class Publisher:
                 await self._wait_for_room()
             event._reset()
             local_id = event.local_id
-            frame = framing.single_request(framing.wrapper(topic_id, event.serialize(), local_id))
+            frame = framing.event_frame(topic_id, event.serialize(), local_id)
             pending = _Pending(
                 event, local_id, topic_id, frame, time.monotonic() + timeout, on_ack, on_nack
             )
@@ -182,7 +182,7 @@ class Publisher:
         for local_id, body in events:
             if len(self._inflight) >= limit:
                 await self._wait_for_room()
-            frame = framing.single_request(framing.wrapper(topic_id, body, local_id))
+            frame = framing.event_frame(topic_id, body, local_id)
             pending = _Pending(
                 None, local_id, topic_id, frame, time.monotonic() + timeout, on_ack, on_nack
             )

@@ -29,6 +29,19 @@ def test_single_frame_parses_as_publisher_request(
     )
 
 
+@given(
+    topic_id=st.binary(max_size=200),
+    event=st.binary(max_size=20000),
+    local_id=st.binary(max_size=200),
+)
+def test_event_frame_is_the_wrapper_framed_as_a_request(
+    topic_id: bytes, event: bytes, local_id: bytes
+) -> None:
+    assert framing.event_frame(topic_id, event, local_id) == framing.single_request(
+        framing.wrapper(topic_id, event, local_id)
+    )
+
+
 @given(events=st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=40))
 def test_single_frames_join_into_a_batch_frame(events: list[bytes]) -> None:
     wrapped = [framing.wrapper(b"t" * 16, e, i.to_bytes(16, "big")) for i, e in enumerate(events)]

@@ -134,7 +134,7 @@ class _Floor:
         local_id = self.sent.to_bytes(16, "big")
         self.pending[local_id] = (row_id, lease)
         event = framing.event(bytes(data), fields, mimetype, type_field, time.time_ns())
-        return framing.single_request(framing.wrapper(self.topic_id, event, local_id))
+        return framing.event_frame(self.topic_id, event, local_id)
 
     async def _read(self) -> None:
         while (raw := await self.call.read()) is not streamdrive.EOF:
