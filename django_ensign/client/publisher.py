@@ -1,7 +1,8 @@
 """One publish stream per event loop: bounded in-flight window, batching, reconnect and resend.
 
-Every event stays in ``_inflight`` (keyed by its local id) from ``publish()`` until its
-Ack or Nack arrives or its deadline passes. When a stream breaks, every event sent on
+Every event stays in ``_inflight`` (its local id mapped to its queue entry: one event, or a
+batch of encoded events) from ``publish()`` until its Ack or Nack arrives or its deadline
+passes. When a stream breaks, every event sent on
 it that has no outcome goes back to the front of the send queue and is sent again on
 the next stream; a late duplicate outcome finds nothing in ``_inflight`` and is ignored.
 """
@@ -80,6 +81,78 @@ class _Pending:
         self.done = False
 
 
+class _Batch:
+    """The events of one ``publish_encoded`` chunk: one entry in the queue and the deadlines.
+
+    ``frames[i]`` carries the event ``ids[i]``; requests take them in order from ``next``.
+    The publisher's ``_inflight`` maps each unanswered id to its batch, so a batch costs
+    one object however many events it holds, and the window still counts events.
+    """
+
+    __slots__ = (
+        "deadline",
+        "done",
+        "frames",
+        "ids",
+        "next",
+        "on_ack",
+        "on_nack",
+        "open",
+        "queued",
+        "streams",
+        "topic_id",
+    )
+
+    def __init__(
+        self,
+        ids: list[bytes],
+        frames: list[bytes],
+        topic_id: bytes,
+        deadline: float,
+        on_ack: Callback | None,
+        on_nack: Callback | None,
+    ) -> None:
+        self.ids = ids
+        self.frames = frames
+        self.topic_id = topic_id
+        self.deadline = deadline
+        self.on_ack = on_ack
+        self.on_nack = on_nack
+        self.next = 0
+        #: Events with no outcome yet; ``done`` once none is left.
+        self.open = len(ids)
+        self.done = False
+        self.queued = True
+        #: Every stream that carried some of its events and has not ended.
+        self.streams: set[_Stream] = set()
+
+    def take(self, room: int, byte_room: int | None) -> list[bytes]:
+        """Up to ``room`` frames (and ``byte_room`` bytes, but at least one) from ``next``."""
+        start = self.next
+        end = min(len(self.frames), start + room)
+        frames = self.frames[start:end]
+        if byte_room is not None and sum(map(len, frames)) > byte_room:
+            size = 0
+            for count, frame in enumerate(frames):
+                size += len(frame)
+                if size > byte_room:
+                    frames = frames[: max(count, 1)]
+                    break
+        self.next = start + len(frames)
+        return frames
+
+    def rewind(self, inflight: dict[bytes, Any]) -> None:
+        """Make the events still unanswered the ones to send, from the first."""
+        pairs = zip(self.ids, self.frames, strict=True)
+        kept = [(local_id, frame) for local_id, frame in pairs if inflight.get(local_id) is self]
+        self.ids = [local_id for local_id, _ in kept]
+        self.frames = [frame for _, frame in kept]
+        self.next = 0
+
+
+_Unit = _Pending | _Batch
+
+
 @dataclass(eq=False)
 class _Stream:
     call: Any
@@ -113,9 +186,9 @@ class Publisher:
         self._connection = connection
         self._topics = topics
         self._options = options
-        self._queue: deque[_Pending] = deque()
-        self._inflight: dict[bytes, _Pending] = {}
-        self._deadlines: deque[_Pending] = deque()
+        self._queue: deque[_Unit] = deque()
+        self._inflight: dict[bytes, _Unit] = {}
+        self._deadlines: deque[_Unit] = deque()
         self._room = asyncio.Event()
         self._room.set()
         self._idle = asyncio.Event()
@@ -160,6 +233,7 @@ class Publisher:
             pending = _Pending(
                 event, local_id, topic_id, frame, time.monotonic() + timeout, on_ack, on_nack
             )
+            self._inflight[local_id] = pending
             if self._enqueue(pending):
                 await asyncio.sleep(0)
         self._queued()
@@ -174,19 +248,27 @@ class Publisher:
         """As :meth:`publish`, for ``(local id, serialized Event)`` pairs instead of Events.
 
         Sent, resent and timed out exactly as events are; only the callbacks hear of the
-        outcomes, as there is no Event object to settle.
+        outcomes, as there is no Event object to settle. The events go in chunks that fit
+        the window, each one queue entry (see :class:`_Batch`).
         """
         self._check_open()
         limit = self._options.max_in_flight
-        timeout = self._options.ack_timeout
-        for local_id, body in events:
+        items = list(events)
+        start = 0
+        while start < len(items):
             if len(self._inflight) >= limit:
                 await self._wait_for_room()
-            frame = framing.event_frame(topic_id, body, local_id)
-            pending = _Pending(
-                None, local_id, topic_id, frame, time.monotonic() + timeout, on_ack, on_nack
-            )
-            if self._enqueue(pending):
+            end = start + min(limit - len(self._inflight), SEND_CHUNK_BATCHED)
+            chunk = items[start:end]
+            start = end
+            ids = [local_id for local_id, _ in chunk]
+            frames = [framing.event_frame(topic_id, body, local_id) for local_id, body in chunk]
+            deadline = time.monotonic() + self._options.ack_timeout
+            batch = _Batch(ids, frames, topic_id, deadline, on_ack, on_nack)
+            self._inflight.update(dict.fromkeys(ids, batch))
+            self._enqueue(batch)
+            if start < len(items):
+                self._wake_writer()
                 await asyncio.sleep(0)
         self._queued()
 
@@ -204,15 +286,14 @@ class Publisher:
             await self._room.wait()
             self._check_open()
 
-    def _enqueue(self, pending: _Pending) -> bool:
-        """Queue one event; True when the caller should yield so the writer sends the queue."""
-        self._inflight[pending.local_id] = pending
+    def _enqueue(self, unit: _Unit) -> bool:
+        """Queue what is in ``_inflight`` now; True when the caller should yield to the writer."""
         self._idle.clear()
-        self._queue.append(pending)
+        self._queue.append(unit)
         deadlines = self._deadlines
         while deadlines and deadlines[0].done:
             deadlines.popleft()
-        deadlines.append(pending)
+        deadlines.append(unit)
         if len(self._queue) >= self._chunk:
             # A long publish loop that never yields would otherwise hold every event
             # back until the window fills.
@@ -319,55 +400,90 @@ class Publisher:
                 self._fail_all(err)
                 continue
             backoff = self._options.backoff_initial
-            batch = self._take(stream)
-            if batch is None:
+            taken = self._take(stream)
+            if taken is None:
                 await self._rotate(stream)
                 continue
-            if not batch:
+            units, frames = taken
+            if not frames:
                 continue
             # Marked before the write: if the stream ends meanwhile, _ended requeues them.
-            for pending in batch:
-                pending.stream = stream
-                if pending.event is not None:
-                    pending.event._state = EventState.PUBLISHED
-            try:
-                if stream.batch and len(batch) > 1:
-                    await stream.call.write(framing.batch_request(p.frame for p in batch))
+            for unit in units:
+                if isinstance(unit, _Batch):
+                    unit.streams.add(stream)
                 else:
-                    for pending in batch:
-                        await stream.call.write(pending.frame)
+                    unit.stream = stream
+                    if unit.event is not None:
+                        unit.event._state = EventState.PUBLISHED
+            try:
+                if stream.batch and len(frames) > 1:
+                    await stream.call.write(framing.batch_request(frames))
+                else:
+                    for frame in frames:
+                        await stream.call.write(frame)
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as err:
-                unsent = [p for p in batch if p.stream is stream and not p.done]
-                for pending in unsent:
-                    pending.stream = None
-                self._queue.extendleft(reversed(unsent))
+                self._requeue([u for u in units if not u.done], stream)
                 self._broken(stream, err)
                 continue
 
-    def _take(self, stream: _Stream) -> list[_Pending] | None:
-        """Events for the next request; None when the stream lacks one of their topics."""
+    def _take(self, stream: _Stream) -> tuple[list[_Unit], list[bytes]] | None:
+        """The next request's events and frames; None when the stream lacks their topic."""
         queue = self._queue
         limit = stream.max_events if stream.batch else 64
         max_bytes = stream.max_bytes
         size = 0
-        batch: list[_Pending] = []
-        while queue and len(batch) < limit:
-            pending = queue[0]
-            if pending.done:
+        units: list[_Unit] = []
+        frames: list[bytes] = []
+        while queue and len(frames) < limit:
+            unit = queue[0]
+            if unit.done:
                 queue.popleft()
+                if isinstance(unit, _Batch):
+                    unit.queued = False
                 continue
-            if pending.topic_id not in stream.topic_ids and pending.topic_id not in stream.forced:
-                if batch:
+            if unit.topic_id not in stream.topic_ids and unit.topic_id not in stream.forced:
+                if frames:
                     break
                 return None
+            if isinstance(unit, _Batch):
+                byte_room = max_bytes - size if stream.batch else None
+                if frames and byte_room is not None and byte_room < len(unit.frames[unit.next]):
+                    break
+                chunk = unit.take(limit - len(frames), byte_room)
+                size += sum(map(len, chunk)) if stream.batch else 0
+                frames += chunk
+                units.append(unit)
+                if unit.next < len(unit.frames):
+                    break  # the request is full; the rest of the batch waits at the head
+                queue.popleft()
+                unit.queued = False
+                continue
             if stream.batch:
-                item = len(pending.frame)
-                if batch and size + item > max_bytes:
+                item = len(unit.frame)
+                if frames and size + item > max_bytes:
                     break
                 size += item
             queue.popleft()
-            batch.append(pending)
-        return batch
+            units.append(unit)
+            frames.append(unit.frame)
+        return units, frames
+
+    def _requeue(self, units: list[_Unit], stream: _Stream) -> None:
+        """Send again, first and in order, what ``units`` sent on ``stream`` and is unanswered."""
+        again: list[_Unit] = []
+        for unit in units:
+            if isinstance(unit, _Batch):
+                unit.streams.discard(stream)
+                # Its unanswered events from the first: those sent on other streams too
+                # (a duplicate is ignored) and those never sent, if it is still queued.
+                unit.rewind(self._inflight)
+                if not unit.queued:
+                    unit.queued = True
+                    again.append(unit)
+            elif unit.stream is stream:
+                unit.stream = None
+                again.append(unit)
+        self._queue.extendleft(reversed(again))
 
     async def _rotate(self, stream: _Stream) -> None:
         """Open a new stream whose topic map includes a topic created after this one opened."""
@@ -467,46 +583,60 @@ class Publisher:
             self._stream = None
         # A server that accepts streams and then breaks them at once must not be hammered.
         self._failures = 0 if stream.clean or stream.replies else self._failures + 1
-        lost = [p for p in self._inflight.values() if p.stream is stream]
-        for pending in lost:
-            pending.stream = None
+        lost = [
+            unit
+            for unit in dict.fromkeys(self._inflight.values())  # each batch once, in order
+            if (stream in unit.streams if isinstance(unit, _Batch) else unit.stream is stream)
+        ]
         if lost:
-            self._queue.extendleft(reversed(lost))
+            self._requeue(lost, stream)
             if not self._closed:
                 self._wake_writer()
 
     # -- outcomes --------------------------------------------------------------
 
     def _settle(self, local_id: bytes, outcome: Outcome) -> None:
-        pending = self._inflight.pop(local_id, None)
-        if pending is None:
+        unit = self._inflight.pop(local_id, None)
+        if unit is None:
             return  # a duplicate reply after a resend, or an event that timed out
-        pending.done = True
-        if pending.event is not None:
-            pending.event._settle(outcome)
+        if isinstance(unit, _Batch):
+            unit.open -= 1
+            if not unit.open:
+                unit.done = True
+        else:
+            unit.done = True
+            if unit.event is not None:
+                unit.event._settle(outcome)
         if isinstance(outcome, Nack) and outcome.code == NackCode.TOPIC_UNKNOWN:
             # A destroyed (maybe recreated) topic: look the name up again next time.
-            self._topics.forget(pending.topic_id)
-        callback = pending.on_ack if isinstance(outcome, Ack) else pending.on_nack
+            self._topics.forget(unit.topic_id)
+        callback = unit.on_ack if isinstance(outcome, Ack) else unit.on_nack
         if callback is not None:
             self._run_callback(callback, outcome)
         self._after_settle()
 
-    def _fail(self, pending: _Pending, error: BaseException) -> None:
-        if self._inflight.get(pending.local_id) is pending:
-            del self._inflight[pending.local_id]
-        pending.done = True
-        if pending.event is not None:
-            pending.event._settle(None, error)
-        if pending.on_nack is not None:
+    def _fail(self, unit: _Unit, error: BaseException) -> None:
+        """End the wait of ``unit``'s unanswered events with ``error``."""
+        inflight = self._inflight
+        if isinstance(unit, _Batch):
+            ids = [local_id for local_id in unit.ids if inflight.get(local_id) is unit]
+            unit.open = 0
+        else:
+            ids = [unit.local_id] if inflight.get(unit.local_id) is unit else []
+            if unit.event is not None:
+                unit.event._settle(None, error)
+        unit.done = True
+        for local_id in ids:
+            del inflight[local_id]
+        if unit.on_nack is not None:
             # Callback-only callers must hear of it too: a client-made Nack stands in.
             code = NackCode.TIMEOUT if isinstance(error, exceptions.PublishTimeout) else 0
-            nack = Nack(pending.local_id, code, str(error), cause=error)
-            self._run_callback(pending.on_nack, nack)
+            for local_id in ids if isinstance(unit, _Batch) else [unit.local_id]:
+                self._run_callback(unit.on_nack, Nack(local_id, code, str(error), cause=error))
 
     def _fail_all(self, error: BaseException) -> None:
-        for pending in list(self._inflight.values()):
-            self._fail(pending, error)
+        for unit in list(dict.fromkeys(self._inflight.values())):
+            self._fail(unit, error)
         self._queue.clear()
         self._after_settle()
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from django_ensign.client import Ack, Nack, NackCode
+from django_ensign.client import Ack, Ensign, Nack, NackCode
 from django_ensign.client.events import encode_event, new_local_id
 from tests.client.conftest import make_client
 from tests.support.server import EmbeddedServer
@@ -80,3 +80,66 @@ async def test_an_encoded_event_with_no_reply_reaches_on_nack_as_a_timeout(
     await client.flush(timeout=10)
     assert [(n.id, n.code) for n in nacks] == [(stranded[0], NackCode.TIMEOUT)]
     await asyncio.wait_for(client.close(), 15)
+
+
+async def test_one_call_of_many_events_keeps_to_the_window(
+    ensign_server: EmbeddedServer, topic_name: Callable[[], str], batch: bool
+) -> None:
+    peak = 0
+    acked: list[bytes] = []
+    async with make_client(ensign_server, max_in_flight=32, batch=batch) as client:
+
+        def on_ack(ack: Ack) -> None:
+            nonlocal peak
+            peak = max(peak, client._publisher().in_flight)
+            acked.append(ack.id)
+
+        events = [_encoded(n) for n in range(500)]
+        await client.publish_encoded(topic_name(), events, on_ack=on_ack, ensure_exists=True)
+        assert client._publisher().in_flight <= 32
+        await client.flush(timeout=30)
+    assert sorted(acked) == sorted(local_id for local_id, _ in events)
+    assert peak <= 32
+
+
+@pytest.mark.timeout(120)
+async def test_calls_bigger_than_one_request_are_split_across_requests(
+    client: Ensign, topic_name: Callable[[], str]
+) -> None:
+    # 24 events of 3 MB are more than one gRPC message carries (64 MiB): sent as one
+    # request, they would break the stream at every resend. 1,500 small ones are more
+    # than a batch request holds (1,000), and more than one chunk of a call (512).
+    big = [
+        (new_local_id(), encode_event(b"x" * 3_000_000, "text/plain", "Big", "1.0.0", {}))
+        for _ in range(24)
+    ]
+    small = [_encoded(n) for n in range(1500)]
+    acked: set[bytes] = set()
+    topic = topic_name()
+    await client.publish_encoded(topic, big, on_ack=lambda a: acked.add(a.id), ensure_exists=True)
+    await client.publish_encoded(topic, small, on_ack=lambda a: acked.add(a.id))
+    await client.flush(timeout=60)
+    assert acked == {local_id for local_id, _ in big + small}
+
+
+async def test_a_nacked_event_leaves_the_rest_of_its_call_acked(
+    client: Ensign, topic_name: Callable[[], str]
+) -> None:
+    topic = topic_name()
+    events = [
+        _encoded(1),
+        (new_local_id(), encode_event(b"x" * 5_300_000, "text/plain", "T", "1.0.0", {})),
+        _encoded(2),
+    ]
+    acks: list[bytes] = []
+    nacks: list[Nack] = []
+    await client.publish_encoded(
+        topic,
+        events,
+        on_ack=lambda ack: acks.append(ack.id),
+        on_nack=nacks.append,
+        ensure_exists=True,
+    )
+    await client.flush(timeout=30)
+    assert sorted(acks) == sorted([events[0][0], events[2][0]])
+    assert [(n.id, n.code) for n in nacks] == [(events[1][0], NackCode.MAX_EVENT_SIZE_EXCEEDED)]
