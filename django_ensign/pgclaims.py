@@ -73,14 +73,23 @@ def record_acks_params(acks: Sequence[Ack]) -> list[str]:
     Joining strings costs a fraction of adapting three lists of hundreds of values
     element by element, and the statement casts them anyway.
     """
-    # A claim's rows share one token and a server group commit one commit time, so
-    # each distinct value is formatted once.
-    token_text = {token: str(token) for token in {a[1] for a in acks}}
-    time_text = {at: f'"{at.isoformat()}"' if at else "NULL" for at in {a[2] for a in acks}}
+    # Acks come in runs of one claim's token and of one server commit's time (each one
+    # object), so each run's value is formatted once, found by identity: hashing a UUID
+    # per ack would cost more than the formatting saved.
+    tokens: list[str] = []
+    times: list[str] = []
+    token: object = None
+    at: object = None
+    token_text = time_text = ""
+    for _, ack_token, ack_at in acks:
+        if ack_token is not token:
+            token, token_text = ack_token, str(ack_token)
+        if ack_at is not at or not time_text:
+            at, time_text = ack_at, f'"{ack_at.isoformat()}"' if ack_at else "NULL"
+        tokens.append(token_text)
+        times.append(time_text)
     ids = ",".join([str(a[0]) for a in acks])
-    tokens = ",".join([token_text[a[1]] for a in acks])
-    times = ",".join([time_text[a[2]] for a in acks])
-    return [f"{{{ids}}}", f"{{{tokens}}}", f"{{{times}}}"]
+    return [f"{{{ids}}}", f"{{{','.join(tokens)}}}", f"{{{','.join(times)}}}"]
 
 
 def record_acks(acks: Sequence[Ack], using: str) -> int:

@@ -291,7 +291,8 @@ class Relay:
             )
             rows = [claims.from_row(row) for row in raw]
         # Counted here, not when published: a claim made ahead may wait a while first.
-        self._leases.update(row.token for row in rows)
+        if rows:
+            self._leases[rows[0].token] += len(rows)  # a claim's rows share its one token
         return rows
 
     async def _sleep(self, seconds: float) -> None:
@@ -458,12 +459,24 @@ class Relay:
 
     def _forget_leases(self, rows: Iterable[claims.Claimed]) -> None:
         """Stop renewing the leases of ``rows`` once no other row of theirs is unrecorded."""
-        done = Counter(row.token for row in rows)  # the rows of a claim share one token
-        leases = self._leases
-        for token, count in done.items():
-            leases[token] -= count
-            if leases[token] <= 0:
-                del leases[token]
+        # Rows come in runs of one claim, whose token is one object: counting runs by
+        # identity spares hashing a UUID (a Python method) per row.
+        last: uuid.UUID | None = None
+        run = 0
+        for row in rows:
+            if row.token is last:
+                run += 1
+                continue
+            if last is not None:
+                self._forget_lease(last, run)
+            last, run = row.token, 1
+        if last is not None:
+            self._forget_lease(last, run)
+
+    def _forget_lease(self, token: uuid.UUID, rows: int) -> None:
+        self._leases[token] -= rows
+        if self._leases[token] <= 0:
+            del self._leases[token]
 
     async def _release(self, rows: Sequence[claims.Claimed]) -> None:
         try:

@@ -558,6 +558,7 @@ class Publisher:
                 elif kind == "nack":
                     nack = reply.nack
                     self._settle(nack.id, Nack(nack.id, nack.code, nack.error))
+                self._after_settle()  # once per reply, however many outcomes it carried
         except grpc.aio.AioRpcError as err:
             stream.error = err
             if err.code() != grpc.StatusCode.CANCELLED:
@@ -596,6 +597,7 @@ class Publisher:
     # -- outcomes --------------------------------------------------------------
 
     def _settle(self, local_id: bytes, outcome: Outcome) -> None:
+        """Hand an outcome to its event and callback; the caller then calls _after_settle."""
         unit = self._inflight.pop(local_id, None)
         if unit is None:
             return  # a duplicate reply after a resend, or an event that timed out
@@ -613,7 +615,6 @@ class Publisher:
         callback = unit.on_ack if isinstance(outcome, Ack) else unit.on_nack
         if callback is not None:
             self._run_callback(callback, outcome)
-        self._after_settle()
 
     def _fail(self, unit: _Unit, error: BaseException) -> None:
         """End the wait of ``unit``'s unanswered events with ``error``."""
