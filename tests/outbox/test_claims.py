@@ -11,7 +11,7 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from django_ensign import backoff, claims, outbox
+from django_ensign import backoff, claims, outbox, pgclaims
 from django_ensign.models import OutboxEvent, OutboxStatus
 
 pytestmark = pytest.mark.django_db
@@ -271,3 +271,33 @@ def test_backoff_is_full_jitter_under_a_doubling_cap() -> None:
     assert backoff.is_retryable(None)
     assert backoff.is_retryable(9)
     assert not backoff.is_retryable(3)
+
+
+@pytest.mark.usefixtures("postgres_only")
+def test_acks_of_interleaved_claims_record_each_row_s_own_commit_time() -> None:
+    for n in range(6):
+        outbox.publish("t", {"n": n})
+    first, second = claim(limit=3), claim(limit=3)
+    at = dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC)
+    later = at + dt.timedelta(seconds=1)
+    # Tokens and times alternate rather than coming in runs, and one ack has no time.
+    acks = [
+        (first[0].id, first[0].token, at),
+        (second[0].id, second[0].token, at),
+        (first[1].id, first[1].token, later),
+        (second[1].id, second[1].token, None),
+        (first[2].id, first[2].token, None),
+        (second[2].id, second[2].token, later),
+    ]
+    assert pgclaims.record_acks(acks, using="default") == 6
+    recorded = dict(OutboxEvent.objects.values_list("id", "acked_at"))
+    assert [recorded[row.id] for row in (first[0], second[0], first[1], second[2])] == [
+        at,
+        at,
+        later,
+        later,
+    ]
+    # No commit time: the statement's own time, so not one of the others.
+    assert recorded[second[1].id] not in (None, at, later)
+    assert recorded[first[2].id] not in (None, at, later)
+    assert set(OutboxEvent.objects.values_list("status", flat=True)) == {OutboxStatus.ACKED}
