@@ -67,8 +67,8 @@ class Claimed(NamedTuple):
         """The row's metadata as a new dict."""
         raw = self.raw_metadata
         if isinstance(raw, str | bytes):
-            return dict(json.loads(raw)) if len(raw) > 2 else {}  # "{}" or empty
-        return dict(raw or {})
+            raw = json.loads(raw) if len(raw) > 2 else None  # "{}", or empty
+        return dict(raw or {})  # JSON null too
 
 
 @dataclass(slots=True)

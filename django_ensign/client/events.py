@@ -130,7 +130,7 @@ def encode_event(
     mimetype: str | int,
     schema_name: str,
     schema_version: str,
-    meta: Mapping[str, str],
+    meta: Mapping[str, str] | None = None,
 ) -> bytes:
     """The serialized ``Event`` of these fields, created now, checked as :class:`Event` checks.
 
@@ -141,6 +141,7 @@ def encode_event(
     data = _checked_data(data)
     number = _checked_mimetype(mimetype)
     type_field = _type_field(_checked_name(schema_name), _checked_version(schema_version))
+    meta = meta or {}
     _check_size(data, meta)
     return framing.event(data, meta, number, type_field, time.time_ns())
 

@@ -60,7 +60,7 @@ class _Pending:
 
     def __init__(
         self,
-        event: Event | None,
+        event: Event,
         local_id: bytes,
         topic_id: bytes,
         frame: bytes,
@@ -68,7 +68,6 @@ class _Pending:
         on_ack: Callback | None,
         on_nack: Callback | None,
     ) -> None:
-        #: None for events published encoded: the callbacks are all that hear of them.
         self.event = event
         self.local_id = local_id
         self.topic_id = topic_id
@@ -84,9 +83,11 @@ class _Pending:
 class _Batch:
     """The events of one ``publish_encoded`` chunk: one entry in the queue and the deadlines.
 
-    ``frames[i]`` carries the event ``ids[i]``; requests take them in order from ``next``.
-    The publisher's ``_inflight`` maps each unanswered id to its batch, so a batch costs
-    one object however many events it holds, and the window still counts events.
+    ``frames[i]`` carries the event ``ids[i]``. Requests take them in order (or, after a
+    stream broke, the order in ``order``) from ``next``, and ``sent_on[i]`` remembers the
+    stream that carried each. The publisher's ``_inflight`` maps each unanswered id to its
+    batch, so a batch costs one object however many events it holds, and the window still
+    counts events.
     """
 
     __slots__ = (
@@ -98,7 +99,9 @@ class _Batch:
         "on_ack",
         "on_nack",
         "open",
+        "order",
         "queued",
+        "sent_on",
         "streams",
         "topic_id",
     )
@@ -118,19 +121,35 @@ class _Batch:
         self.deadline = deadline
         self.on_ack = on_ack
         self.on_nack = on_nack
+        #: The indexes still to send, in order; None while that is every frame, in order.
+        self.order: list[int] | None = None
         self.next = 0
+        self.sent_on: list[_Stream | None] = [None] * len(ids)
         #: Events with no outcome yet; ``done`` once none is left.
         self.open = len(ids)
         self.done = False
         self.queued = True
-        #: Every stream that carried some of its events and has not ended.
+        #: The streams that carried some of its events and have not ended.
         self.streams: set[_Stream] = set()
 
-    def take(self, room: int, byte_room: int | None) -> list[bytes]:
-        """Up to ``room`` frames (and ``byte_room`` bytes, but at least one) from ``next``."""
+    @property
+    def left(self) -> int:
+        """Frames still to send before the batch leaves the queue."""
+        return len(self.frames if self.order is None else self.order) - self.next
+
+    def next_size(self) -> int:
+        """The size of the next frame to send."""
+        index = self.next if self.order is None else self.order[self.next]
+        return len(self.frames[index])
+
+    def take(self, room: int, byte_room: int | None, stream: _Stream) -> list[bytes]:
+        """Up to ``room`` frames (and ``byte_room`` bytes, but at least one), sent on ``stream``."""
         start = self.next
-        end = min(len(self.frames), start + room)
-        frames = self.frames[start:end]
+        order = self.order
+        if order is None:
+            frames = self.frames[start : start + room]
+        else:
+            frames = [self.frames[i] for i in order[start : start + room]]
         if byte_room is not None and sum(map(len, frames)) > byte_room:
             size = 0
             for count, frame in enumerate(frames):
@@ -138,16 +157,36 @@ class _Batch:
                 if size > byte_room:
                     frames = frames[: max(count, 1)]
                     break
-        self.next = start + len(frames)
+        self.next = end = start + len(frames)
+        if order is None:
+            self.sent_on[start:end] = [stream] * len(frames)
+        else:
+            for i in order[start:end]:
+                self.sent_on[i] = stream
+        self.streams.add(stream)
         return frames
 
-    def rewind(self, inflight: dict[bytes, Any]) -> None:
-        """Make the events still unanswered the ones to send, from the first."""
-        pairs = zip(self.ids, self.frames, strict=True)
-        kept = [(local_id, frame) for local_id, frame in pairs if inflight.get(local_id) is self]
-        self.ids = [local_id for local_id, _ in kept]
-        self.frames = [frame for _, frame in kept]
+    def resend(self, stream: _Stream, inflight: dict[bytes, Any]) -> bool:
+        """Put the unanswered events ``stream`` carried ahead of those not sent yet.
+
+        Events sent on other streams are left to those. True when there is anything to
+        send (the batch must be queued).
+        """
+        self.streams.discard(stream)
+        ids, sent_on = self.ids, self.sent_on
+        lost = [i for i in range(len(ids)) if sent_on[i] is stream and inflight.get(ids[i]) is self]
+        for i in lost:
+            sent_on[i] = None
+        if self.queued:
+            order = self.order
+            unsent = list(range(self.next, len(ids))) if order is None else order[self.next :]
+        else:
+            unsent = []
+        if not lost:
+            return bool(unsent)
+        self.order = lost + unsent
         self.next = 0
+        return True
 
 
 _Unit = _Pending | _Batch
@@ -262,6 +301,9 @@ class Publisher:
             chunk = items[start:end]
             start = end
             ids = [local_id for local_id, _ in chunk]
+            if len(set(ids)) < len(ids) or not self._inflight.keys().isdisjoint(ids):
+                # One id, two events: the first outcome would settle both, or the wrong one.
+                raise exceptions.InvalidEvent("local ids must be unique among events in flight")
             frames = [framing.event_frame(topic_id, body, local_id) for local_id, body in chunk]
             deadline = time.monotonic() + self._options.ack_timeout
             batch = _Batch(ids, frames, topic_id, deadline, on_ack, on_nack)
@@ -409,12 +451,9 @@ class Publisher:
                 continue
             # Marked before the write: if the stream ends meanwhile, _ended requeues them.
             for unit in units:
-                if isinstance(unit, _Batch):
-                    unit.streams.add(stream)
-                else:
+                if not isinstance(unit, _Batch):  # a batch marked its events as it gave them
                     unit.stream = stream
-                    if unit.event is not None:
-                        unit.event._state = EventState.PUBLISHED
+                    unit.event._state = EventState.PUBLISHED
             try:
                 if stream.batch and len(frames) > 1:
                     await stream.call.write(framing.batch_request(frames))
@@ -446,15 +485,16 @@ class Publisher:
                     break
                 return None
             if isinstance(unit, _Batch):
-                byte_room = max_bytes - size if stream.batch else None
-                if frames and byte_room is not None and byte_room < len(unit.frames[unit.next]):
-                    break
-                chunk = unit.take(limit - len(frames), byte_room)
-                size += sum(map(len, chunk)) if stream.batch else 0
-                frames += chunk
-                units.append(unit)
-                if unit.next < len(unit.frames):
-                    break  # the request is full; the rest of the batch waits at the head
+                if unit.left:
+                    byte_room = max_bytes - size if stream.batch else None
+                    if frames and byte_room is not None and byte_room < unit.next_size():
+                        break
+                    chunk = unit.take(limit - len(frames), byte_room, stream)
+                    size += sum(map(len, chunk)) if stream.batch else 0
+                    frames += chunk
+                    units.append(unit)
+                    if unit.left:
+                        break  # the request is full; the rest of the batch waits at the head
                 queue.popleft()
                 unit.queued = False
                 continue
@@ -473,11 +513,7 @@ class Publisher:
         again: list[_Unit] = []
         for unit in units:
             if isinstance(unit, _Batch):
-                unit.streams.discard(stream)
-                # Its unanswered events from the first: those sent on other streams too
-                # (a duplicate is ignored) and those never sent, if it is still queued.
-                unit.rewind(self._inflight)
-                if not unit.queued:
+                if unit.resend(stream, self._inflight) and not unit.queued:
                     unit.queued = True
                     again.append(unit)
             elif unit.stream is stream:
@@ -607,8 +643,7 @@ class Publisher:
                 unit.done = True
         else:
             unit.done = True
-            if unit.event is not None:
-                unit.event._settle(outcome)
+            unit.event._settle(outcome)
         if isinstance(outcome, Nack) and outcome.code == NackCode.TOPIC_UNKNOWN:
             # A destroyed (maybe recreated) topic: look the name up again next time.
             self._topics.forget(unit.topic_id)
@@ -624,8 +659,7 @@ class Publisher:
             unit.open = 0
         else:
             ids = [unit.local_id] if inflight.get(unit.local_id) is unit else []
-            if unit.event is not None:
-                unit.event._settle(None, error)
+            unit.event._settle(None, error)
         unit.done = True
         for local_id in ids:
             del inflight[local_id]

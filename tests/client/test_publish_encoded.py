@@ -9,6 +9,7 @@ import pytest
 
 from django_ensign.client import Ack, Ensign, Nack, NackCode
 from django_ensign.client.events import encode_event, new_local_id
+from django_ensign.client.exceptions import InvalidEvent
 from tests.client.conftest import make_client
 from tests.support.server import EmbeddedServer
 
@@ -94,9 +95,12 @@ async def test_one_call_of_many_events_keeps_to_the_window(
             peak = max(peak, client._publisher().in_flight)
             acked.append(ack.id)
 
+        topic = topic_name()
         events = [_encoded(n) for n in range(500)]
-        await client.publish_encoded(topic_name(), events, on_ack=on_ack, ensure_exists=True)
-        assert client._publisher().in_flight <= 32
+        for start in range(0, 500, 100):
+            calls = events[start : start + 100]
+            await client.publish_encoded(topic, calls, on_ack=on_ack, ensure_exists=True)
+            assert client._publisher().in_flight <= 32  # what the last chunk left in flight
         await client.flush(timeout=30)
     assert sorted(acked) == sorted(local_id for local_id, _ in events)
     assert peak <= 32
@@ -143,3 +147,19 @@ async def test_a_nacked_event_leaves_the_rest_of_its_call_acked(
     await client.flush(timeout=30)
     assert sorted(acks) == sorted([events[0][0], events[2][0]])
     assert [(n.id, n.code) for n in nacks] == [(events[1][0], NackCode.MAX_EVENT_SIZE_EXCEEDED)]
+
+
+async def test_local_ids_in_flight_twice_are_refused_before_sending(
+    client: Ensign, topic_name: Callable[[], str]
+) -> None:
+    topic = topic_name()
+    first = _encoded(1)
+    with pytest.raises(InvalidEvent, match="unique"):
+        await client.publish_encoded(topic, [first, first], ensure_exists=True)
+    acks: list[bytes] = []
+    await client.publish_encoded(topic, [first], on_ack=lambda ack: acks.append(ack.id))
+    with pytest.raises(InvalidEvent, match="unique"):
+        await client.publish_encoded(topic, [_encoded(2), (first[0], first[1])])
+    await client.flush(timeout=10)
+    assert acks == [first[0]]
+    assert client._publisher().in_flight == 0

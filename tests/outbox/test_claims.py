@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 from django.db import connections
+from django.db.models import JSONField, Value
 from django.utils import timezone
 
 from django_ensign import backoff, claims, outbox, pgclaims
@@ -227,6 +228,13 @@ def test_renew_extends_only_live_leases_and_release_gives_rows_back() -> None:
     assert claims.release([second]) == 1
     db = OutboxEvent.objects.get(id=second.id)
     assert (db.status, db.attempts, db.lease_token) == (OutboxStatus.PENDING, 0, None)
+
+
+def test_a_row_whose_metadata_is_json_null_claims_with_none() -> None:
+    row = outbox.publish("t", {"n": 1})
+    OutboxEvent.objects.filter(id=row.id).update(metadata=Value(None, JSONField()))
+    [claimed] = claim()
+    assert claimed.metadata == {}
 
 
 def test_claim_can_be_limited_to_topics() -> None:
