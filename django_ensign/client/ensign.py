@@ -135,7 +135,8 @@ class Ensign:
         :func:`~django_ensign.client.events.encode_event` and an id from
         :func:`~django_ensign.client.events.new_local_id`. The events are sent, resent
         and timed out as :meth:`publish` does; ``on_ack`` and ``on_nack`` are all that
-        hear of their outcomes.
+        hear of their outcomes. InvalidEvent, with nothing sent, when an id is repeated in
+        ``events`` or belongs to an event still in flight.
         """
         self._check_open()
         _check_topic(topic)

@@ -288,31 +288,39 @@ class Publisher:
 
         Sent, resent and timed out exactly as events are; only the callbacks hear of the
         outcomes, as there is no Event object to settle. The events go in chunks that fit
-        the window, each one queue entry (see :class:`_Batch`).
+        the window, each one queue entry (see :class:`_Batch`). InvalidEvent, with nothing
+        sent, when an id is repeated in ``events`` or belongs to an event still in flight.
         """
         self._check_open()
-        limit = self._options.max_in_flight
         items = list(events)
+        self._check_new_ids([local_id for local_id, _ in items])
+        limit = self._options.max_in_flight
         start = 0
-        while start < len(items):
-            if len(self._inflight) >= limit:
-                await self._wait_for_room()
-            end = start + min(limit - len(self._inflight), SEND_CHUNK_BATCHED)
-            chunk = items[start:end]
-            start = end
-            ids = [local_id for local_id, _ in chunk]
-            if len(set(ids)) < len(ids) or not self._inflight.keys().isdisjoint(ids):
-                # One id, two events: the first outcome would settle both, or the wrong one.
-                raise exceptions.InvalidEvent("local ids must be unique among events in flight")
-            frames = [framing.event_frame(topic_id, body, local_id) for local_id, body in chunk]
-            deadline = time.monotonic() + self._options.ack_timeout
-            batch = _Batch(ids, frames, topic_id, deadline, on_ack, on_nack)
-            self._inflight.update(dict.fromkeys(ids, batch))
-            self._enqueue(batch)
-            if start < len(items):
-                self._wake_writer()
-                await asyncio.sleep(0)
-        self._queued()
+        try:
+            while start < len(items):
+                if len(self._inflight) >= limit:
+                    await self._wait_for_room()
+                end = start + min(limit - len(self._inflight), SEND_CHUNK_BATCHED)
+                chunk = items[start:end]
+                ids = [local_id for local_id, _ in chunk]
+                self._check_new_ids(ids)  # another caller may have used one meanwhile
+                start = end
+                frames = [framing.event_frame(topic_id, body, i) for i, body in chunk]
+                deadline = time.monotonic() + self._options.ack_timeout
+                batch = _Batch(ids, frames, topic_id, deadline, on_ack, on_nack)
+                self._inflight.update(dict.fromkeys(ids, batch))
+                self._enqueue(batch)
+                if start < len(items):
+                    self._wake_writer()
+                    await asyncio.sleep(0)
+        finally:
+            if start:  # what was queued gets sent and its deadline timer, whatever happens
+                self._queued()
+
+    def _check_new_ids(self, ids: list[bytes]) -> None:
+        # One id, two events in flight: the first outcome would settle the wrong one.
+        if len(set(ids)) < len(ids) or not self._inflight.keys().isdisjoint(ids):
+            raise exceptions.InvalidEvent("local ids must be unique among events in flight")
 
     def _check_open(self) -> None:
         if self._closed:

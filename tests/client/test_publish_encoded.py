@@ -162,4 +162,8 @@ async def test_local_ids_in_flight_twice_are_refused_before_sending(
         await client.publish_encoded(topic, [_encoded(2), (first[0], first[1])])
     await client.flush(timeout=10)
     assert acks == [first[0]]
+    # A repeat beyond the first chunk (512 events) is refused before any chunk is queued.
+    many = [_encoded(n) for n in range(600)]
+    with pytest.raises(InvalidEvent, match="unique"):
+        await client.publish_encoded(topic, [*many, many[0]])
     assert client._publisher().in_flight == 0
