@@ -184,10 +184,7 @@ def claim(
         "metadata", "ordering_key", "attempts",
     )  # fmt: skip
     claimed = rows.filter(lease_token=token, status=OutboxStatus.IN_FLIGHT).order_by("id")
-    return [
-        Claimed._make((token, *row[:3], bytes(row[3]), *row[4:]))
-        for row in claimed.values_list(*fields)
-    ]
+    return [from_row((token, *row)) for row in claimed.values_list(*fields)]
 
 
 def from_row(row: tuple[Any, ...]) -> Claimed:

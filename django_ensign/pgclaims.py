@@ -17,6 +17,7 @@ from typing import Any
 from django.db import connections
 
 from django_ensign.models import OutboxEvent
+from django_ensign.runs import identity_runs
 
 #: The claim, a function created by migration 0003 (its docstring says why a function);
 #: parameters: limit, lease seconds, lease token, topics (NULL for all). Its rows are
@@ -73,21 +74,14 @@ def record_acks_params(acks: Sequence[Ack]) -> list[str]:
     Joining strings costs a fraction of adapting three lists of hundreds of values
     element by element, and the statement casts them anyway.
     """
-    # Acks come in runs of one claim's token and of one server commit's time (each one
-    # object), so each run's value is formatted once, found by identity: hashing a UUID
-    # per ack would cost more than the formatting saved.
+    # Acks come in runs of one claim's token and of one server commit's time: each
+    # run's value is formatted once.
     tokens: list[str] = []
+    for token, count in identity_runs(a[1] for a in acks):
+        tokens += [str(token)] * count
     times: list[str] = []
-    token: object = None
-    at: object = None
-    token_text = time_text = ""
-    for _, ack_token, ack_at in acks:
-        if ack_token is not token:
-            token, token_text = ack_token, str(ack_token)
-        if ack_at is not at or not time_text:
-            at, time_text = ack_at, f'"{ack_at.isoformat()}"' if ack_at else "NULL"
-        tokens.append(token_text)
-        times.append(time_text)
+    for at, count in identity_runs(a[2] for a in acks):
+        times += [f'"{at.isoformat()}"' if at else "NULL"] * count
     ids = ",".join([str(a[0]) for a in acks])
     return [f"{{{ids}}}", f"{{{','.join(tokens)}}}", f"{{{','.join(times)}}}"]
 

@@ -29,6 +29,7 @@ from django.db import connections
 from django_ensign import claims, exceptions, notify, workerdb
 from django_ensign.conf import settings
 from django_ensign.publishfailures import Trouble, trouble
+from django_ensign.runs import identity_runs
 from django_ensign.sdkclient import client_from_settings
 from django_ensign.wire import metadata
 
@@ -459,24 +460,11 @@ class Relay:
 
     def _forget_leases(self, rows: Iterable[claims.Claimed]) -> None:
         """Stop renewing the leases of ``rows`` once no other row of theirs is unrecorded."""
-        # Rows come in runs of one claim, whose token is one object: counting runs by
-        # identity spares hashing a UUID (a Python method) per row.
-        last: uuid.UUID | None = None
-        run = 0
-        for row in rows:
-            if row.token is last:
-                run += 1
-                continue
-            if last is not None:
-                self._forget_lease(last, run)
-            last, run = row.token, 1
-        if last is not None:
-            self._forget_lease(last, run)
-
-    def _forget_lease(self, token: uuid.UUID, rows: int) -> None:
-        self._leases[token] -= rows
-        if self._leases[token] <= 0:
-            del self._leases[token]
+        leases = self._leases
+        for token, count in identity_runs(row.token for row in rows):
+            leases[token] -= count
+            if leases[token] <= 0:
+                del leases[token]
 
     async def _release(self, rows: Sequence[claims.Claimed]) -> None:
         try:

@@ -28,35 +28,13 @@ _REQUEST_EVENT = b"\x0a"  # PublisherRequest.event = 1
 _REQUEST_EVENTS = b"\xa2\x06"  # PublisherRequest.events = 100 (EventBatch)
 
 
-def wrapper(topic_id: bytes, event: bytes, local_id: bytes) -> bytes:
-    """A serialized ``EventWrapper`` carrying only what a publisher sends."""
-    return b"".join(
-        (
-            _WRAPPER_TOPIC_ID,
-            varint(len(topic_id)),
-            topic_id,
-            _WRAPPER_EVENT,
-            varint(len(event)),
-            event,
-            _WRAPPER_LOCAL_ID,
-            varint(len(local_id)),
-            local_id,
-        )
-    )
-
-
-def single_request(wrapped: bytes) -> bytes:
-    """A serialized ``PublisherRequest{event}``.
+def event_frame(topic_id: bytes, event: bytes, local_id: bytes) -> bytes:
+    """A serialized ``PublisherRequest{event: EventWrapper}`` with what a publisher sends.
 
     Byte for byte, it is also an ``EventBatch`` entry: ``PublisherRequest.event`` and
     ``EventBatch.events`` are both field 1 holding an ``EventWrapper``. So one frame per
     event serves plain framing as is and the batch extension through :func:`batch_request`.
     """
-    return _REQUEST_EVENT + varint(len(wrapped)) + wrapped
-
-
-def event_frame(topic_id: bytes, event: bytes, local_id: bytes) -> bytes:
-    """``single_request(wrapper(topic_id, event, local_id))``, in one join instead of two."""
     topic_len, event_len, local_len = (
         varint(len(topic_id)),
         varint(len(event)),
@@ -82,7 +60,7 @@ def event_frame(topic_id: bytes, event: bytes, local_id: bytes) -> bytes:
 
 
 def batch_request(frames: Iterable[bytes]) -> bytes:
-    """A serialized ``PublisherRequest{events: EventBatch}`` of :func:`single_request` frames."""
+    """A serialized ``PublisherRequest{events: EventBatch}`` of :func:`event_frame` frames."""
     batch = b"".join(frames)
     return _REQUEST_EVENTS + varint(len(batch)) + batch
 

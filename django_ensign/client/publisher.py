@@ -41,6 +41,9 @@ DEFAULT_BATCH_BYTES = 4 * 1024 * 1024
 # Queued events after which publish() yields to the writer (plain framing, batches).
 SEND_CHUNK = 64
 SEND_CHUNK_BATCHED = 512
+#: Why publish_encoded refuses ids: one id for two events in flight would let the first
+#: outcome settle the wrong one.
+_ID_IN_USE = "local ids must be unique among events in flight"
 #: Seconds the end of an event loop waits for on_nack coroutines of the events it fails.
 LOOP_END_GRACE = 5.0
 
@@ -102,7 +105,6 @@ class _Batch:
         "order",
         "queued",
         "sent_on",
-        "streams",
         "topic_id",
     )
 
@@ -129,8 +131,6 @@ class _Batch:
         self.open = len(ids)
         self.done = False
         self.queued = True
-        #: The streams that carried some of its events and have not ended.
-        self.streams: set[_Stream] = set()
 
     @property
     def left(self) -> int:
@@ -163,27 +163,22 @@ class _Batch:
         else:
             for i in order[start:end]:
                 self.sent_on[i] = stream
-        self.streams.add(stream)
         return frames
 
     def resend(self, stream: _Stream, inflight: dict[bytes, Any]) -> bool:
         """Put the unanswered events ``stream`` carried ahead of those not sent yet.
 
-        Events sent on other streams are left to those. True when there is anything to
-        send (the batch must be queued).
+        Events sent on other streams are left to those. True when there were any (a batch
+        no longer queued must go back in the queue).
         """
-        self.streams.discard(stream)
         ids, sent_on = self.ids, self.sent_on
         lost = [i for i in range(len(ids)) if sent_on[i] is stream and inflight.get(ids[i]) is self]
+        if not lost:
+            return False
         for i in lost:
             sent_on[i] = None
-        if self.queued:
-            order = self.order
-            unsent = list(range(self.next, len(ids))) if order is None else order[self.next :]
-        else:
-            unsent = []
-        if not lost:
-            return bool(unsent)
+        order = self.order
+        unsent = list(range(self.next, len(ids))) if order is None else order[self.next :]
         self.order = lost + unsent
         self.next = 0
         return True
@@ -293,7 +288,9 @@ class Publisher:
         """
         self._check_open()
         items = list(events)
-        self._check_new_ids([local_id for local_id, _ in items])
+        every_id = [local_id for local_id, _ in items]
+        if len(set(every_id)) < len(every_id) or not self._inflight.keys().isdisjoint(every_id):
+            raise exceptions.InvalidEvent(_ID_IN_USE)
         limit = self._options.max_in_flight
         start = 0
         try:
@@ -302,8 +299,9 @@ class Publisher:
                     await self._wait_for_room()
                 end = start + min(limit - len(self._inflight), SEND_CHUNK_BATCHED)
                 chunk = items[start:end]
-                ids = [local_id for local_id, _ in chunk]
-                self._check_new_ids(ids)  # another caller may have used one meanwhile
+                ids = every_id[start:end]
+                if not self._inflight.keys().isdisjoint(ids):  # another caller's, meanwhile
+                    raise exceptions.InvalidEvent(_ID_IN_USE)
                 start = end
                 frames = [framing.event_frame(topic_id, body, i) for i, body in chunk]
                 deadline = time.monotonic() + self._options.ack_timeout
@@ -316,11 +314,6 @@ class Publisher:
         finally:
             if start:  # what was queued gets sent and its deadline timer, whatever happens
                 self._queued()
-
-    def _check_new_ids(self, ids: list[bytes]) -> None:
-        # One id, two events in flight: the first outcome would settle the wrong one.
-        if len(set(ids)) < len(ids) or not self._inflight.keys().isdisjoint(ids):
-            raise exceptions.InvalidEvent("local ids must be unique among events in flight")
 
     def _check_open(self) -> None:
         if self._closed:
@@ -631,7 +624,7 @@ class Publisher:
         lost = [
             unit
             for unit in dict.fromkeys(self._inflight.values())  # each batch once, in order
-            if (stream in unit.streams if isinstance(unit, _Batch) else unit.stream is stream)
+            if (stream in unit.sent_on if isinstance(unit, _Batch) else unit.stream is stream)
         ]
         if lost:
             self._requeue(lost, stream)

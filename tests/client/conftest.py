@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from django_ensign.client import Ensign
+from django_ensign.client.events import encode_event, new_local_id
 from tests.support.server import EmbeddedServer
 
 
@@ -21,6 +22,11 @@ def make_client(server: EmbeddedServer, **options: object) -> Ensign:
         auth_url=server.auth_url,
         **options,  # type: ignore[arg-type]
     )
+
+
+def encoded(n: int) -> tuple[bytes, bytes]:
+    """A ``(local id, encoded event)`` pair whose data and ``n`` metadata are ``n``."""
+    return new_local_id(), encode_event(b"%d" % n, "text/plain", "Count", "1.0.0", {"n": str(n)})
 
 
 @pytest.fixture

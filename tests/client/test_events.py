@@ -196,7 +196,8 @@ def test_an_encoded_event_is_the_event_it_stands_for() -> None:
 def test_encoding_refuses_what_an_event_refuses(
     fields: tuple[Any, ...], error: type[Exception]
 ) -> None:
+    data, mimetype, name, version, meta = fields
     with pytest.raises(error):
-        Event(*fields[:4], meta=fields[4])
+        Event(data, mimetype, name, version, meta)
     with pytest.raises(error):
-        encode_event(*fields)
+        encode_event(data, mimetype, name, version, meta)

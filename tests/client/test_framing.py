@@ -15,12 +15,10 @@ from django_ensign.proto.api.v1beta1 import ensign_pb2, event_pb2
     event=st.binary(max_size=3000),
     local_id=st.binary(min_size=16, max_size=16),
 )
-def test_single_frame_parses_as_publisher_request(
+def test_event_frame_parses_as_publisher_request(
     topic_id: bytes, event: bytes, local_id: bytes
 ) -> None:
-    request = ensign_pb2.PublisherRequest.FromString(
-        framing.single_request(framing.wrapper(topic_id, event, local_id))
-    )
+    request = ensign_pb2.PublisherRequest.FromString(framing.event_frame(topic_id, event, local_id))
     assert request.WhichOneof("embed") == "event"
     assert (request.event.topic_id, request.event.event, request.event.local_id) == (
         topic_id,
@@ -30,28 +28,31 @@ def test_single_frame_parses_as_publisher_request(
 
 
 @given(
-    topic_id=st.binary(max_size=200),
-    event=st.binary(max_size=20000),
-    local_id=st.binary(max_size=200),
+    topic_id=st.binary(min_size=1, max_size=200),
+    event=st.binary(min_size=1, max_size=20000),
+    local_id=st.binary(min_size=1, max_size=200),
 )
-def test_event_frame_is_the_wrapper_framed_as_a_request(
+def test_event_frame_is_the_generated_request_byte_for_byte(
     topic_id: bytes, event: bytes, local_id: bytes
 ) -> None:
-    assert framing.event_frame(topic_id, event, local_id) == framing.single_request(
-        framing.wrapper(topic_id, event, local_id)
-    )
+    # Lengths of one to three varint bytes; empty fields are left out by protobuf.
+    wrapper = event_pb2.EventWrapper(topic_id=topic_id, event=event, local_id=local_id)
+    expected = ensign_pb2.PublisherRequest(event=wrapper).SerializeToString()
+    assert framing.event_frame(topic_id, event, local_id) == expected
 
 
 @given(events=st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=40))
-def test_single_frames_join_into_a_batch_frame(events: list[bytes]) -> None:
-    wrapped = [framing.wrapper(b"t" * 16, e, i.to_bytes(16, "big")) for i, e in enumerate(events)]
-    frames = [framing.single_request(w) for w in wrapped]
+def test_event_frames_join_into_a_batch_frame(events: list[bytes]) -> None:
+    ids = [i.to_bytes(16, "big") for i in range(len(events))]
+    frames = [framing.event_frame(b"t" * 16, e, i) for e, i in zip(events, ids, strict=True)]
     request = ensign_pb2.PublisherRequest.FromString(framing.batch_request(frames))
     assert request.WhichOneof("embed") == "events"
     assert [w.event for w in request.events.events] == events
-    expected = ensign_pb2.PublisherRequest(
-        events=ensign_pb2.EventBatch(events=[event_pb2.EventWrapper.FromString(w) for w in wrapped])
-    )
+    wrappers = [
+        event_pb2.EventWrapper(topic_id=b"t" * 16, event=e, local_id=i)
+        for e, i in zip(events, ids, strict=True)
+    ]
+    expected = ensign_pb2.PublisherRequest(events=ensign_pb2.EventBatch(events=wrappers))
     assert len(framing.batch_request(frames)) == expected.ByteSize()
     # What the publisher counts against the server's max_bytes.
     assert sum(len(frame) for frame in frames) == expected.events.ByteSize()

@@ -1,4 +1,4 @@
-"""Publishing encoded events: outcomes by local id, resends after a restart, deadlines."""
+"""Publishing encoded events: outcomes by local id, windows, request limits, deadlines, ids."""
 
 from __future__ import annotations
 
@@ -10,19 +10,15 @@ import pytest
 from django_ensign.client import Ack, Ensign, Nack, NackCode
 from django_ensign.client.events import encode_event, new_local_id
 from django_ensign.client.exceptions import InvalidEvent
-from tests.client.conftest import make_client
+from tests.client.conftest import encoded, make_client
 from tests.support.server import EmbeddedServer
-
-
-def _encoded(n: int) -> tuple[bytes, bytes]:
-    return new_local_id(), encode_event(b"%d" % n, "text/plain", "Count", "1.0.0", {"n": str(n)})
 
 
 async def test_encoded_events_are_acked_by_their_local_ids_and_stored(
     ensign_server: EmbeddedServer, topic_name: Callable[[], str], batch: bool
 ) -> None:
     topic = topic_name()
-    events = [_encoded(n) for n in range(300)]
+    events = [encoded(n) for n in range(300)]
     acks: list[Ack] = []
     async with make_client(ensign_server, batch=batch) as client:
         await client.publish_encoded(topic, events, on_ack=acks.append, ensure_exists=True)
@@ -36,46 +32,13 @@ async def test_encoded_events_are_acked_by_their_local_ids_and_stored(
     } == {("Count", "1.0.0", "text/plain", b"7")}
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(120)
-async def test_encoded_events_sent_before_a_server_restart_are_resent(
-    fresh_server: EmbeddedServer, topic_name: Callable[[], str]
-) -> None:
-    topic = topic_name()
-    total = 3000
-    client = make_client(fresh_server, max_in_flight=200, ack_timeout=60)
-    await client.create_topic(topic)
-    acked: set[bytes] = set()
-    halfway = asyncio.Event()
-
-    def on_ack(ack: Ack) -> None:
-        acked.add(ack.id)
-        if len(acked) == total // 3:
-            halfway.set()
-
-    events = [_encoded(n) for n in range(total)]
-
-    async def produce() -> None:
-        for start in range(0, total, 100):
-            await client.publish_encoded(topic, events[start : start + 100], on_ack=on_ack)
-
-    async with asyncio.timeout(100):  # a stuck run fails here instead of hanging the suite
-        producer = asyncio.create_task(produce())
-        await halfway.wait()
-        await asyncio.to_thread(fresh_server.restart)  # kill -9, then start on the same data
-        await producer
-        await client.flush(timeout=60)
-        await client.close()
-    assert acked == {local_id for local_id, _ in events}
-
-
 async def test_an_encoded_event_with_no_reply_reaches_on_nack_as_a_timeout(
     fresh_server: EmbeddedServer, topic_name: Callable[[], str]
 ) -> None:
     client = make_client(fresh_server, ack_timeout=1.0)
     topic_id = await client.create_topic(topic_name())
     await asyncio.to_thread(fresh_server.kill)
-    stranded = _encoded(1)
+    stranded = encoded(1)
     nacks: list[Nack] = []
     await client.publish_encoded(topic_id, [stranded], on_nack=nacks.append)
     await client.flush(timeout=10)
@@ -96,7 +59,7 @@ async def test_one_call_of_many_events_keeps_to_the_window(
             acked.append(ack.id)
 
         topic = topic_name()
-        events = [_encoded(n) for n in range(500)]
+        events = [encoded(n) for n in range(500)]
         for start in range(0, 500, 100):
             calls = events[start : start + 100]
             await client.publish_encoded(topic, calls, on_ack=on_ack, ensure_exists=True)
@@ -117,7 +80,7 @@ async def test_calls_bigger_than_one_request_are_split_across_requests(
         (new_local_id(), encode_event(b"x" * 3_000_000, "text/plain", "Big", "1.0.0", {}))
         for _ in range(24)
     ]
-    small = [_encoded(n) for n in range(1500)]
+    small = [encoded(n) for n in range(1500)]
     acked: set[bytes] = set()
     topic = topic_name()
     await client.publish_encoded(topic, big, on_ack=lambda a: acked.add(a.id), ensure_exists=True)
@@ -131,9 +94,9 @@ async def test_a_nacked_event_leaves_the_rest_of_its_call_acked(
 ) -> None:
     topic = topic_name()
     events = [
-        _encoded(1),
+        encoded(1),
         (new_local_id(), encode_event(b"x" * 5_300_000, "text/plain", "T", "1.0.0", {})),
-        _encoded(2),
+        encoded(2),
     ]
     acks: list[bytes] = []
     nacks: list[Nack] = []
@@ -153,17 +116,17 @@ async def test_local_ids_in_flight_twice_are_refused_before_sending(
     client: Ensign, topic_name: Callable[[], str]
 ) -> None:
     topic = topic_name()
-    first = _encoded(1)
+    first = encoded(1)
     with pytest.raises(InvalidEvent, match="unique"):
         await client.publish_encoded(topic, [first, first], ensure_exists=True)
     acks: list[bytes] = []
     await client.publish_encoded(topic, [first], on_ack=lambda ack: acks.append(ack.id))
     with pytest.raises(InvalidEvent, match="unique"):
-        await client.publish_encoded(topic, [_encoded(2), (first[0], first[1])])
+        await client.publish_encoded(topic, [encoded(2), (first[0], first[1])])
     await client.flush(timeout=10)
     assert acks == [first[0]]
     # A repeat beyond the first chunk (512 events) is refused before any chunk is queued.
-    many = [_encoded(n) for n in range(600)]
+    many = [encoded(n) for n in range(600)]
     with pytest.raises(InvalidEvent, match="unique"):
         await client.publish_encoded(topic, [*many, many[0]])
     assert client._publisher().in_flight == 0

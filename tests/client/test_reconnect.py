@@ -1,4 +1,4 @@
-"""A server restart in the middle of a publish run loses nothing."""
+"""A server restart in the middle of a publish run (Events or encoded ones) loses nothing."""
 
 from __future__ import annotations
 
@@ -11,33 +11,43 @@ import pytest
 
 from django_ensign.client import Ack, Event
 from django_ensign.client.exceptions import StreamDown
-from tests.client.conftest import make_client
+from tests.client.conftest import encoded, make_client
 from tests.support.server import EmbeddedServer
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("encoded_events", [False, True], ids=["events", "encoded"])
 async def test_server_restart_mid_run_loses_no_event(
-    fresh_server: EmbeddedServer, topic_name: Callable[[], str], batch: bool
+    fresh_server: EmbeddedServer, topic_name: Callable[[], str], batch: bool, encoded_events: bool
 ) -> None:
     topic = topic_name()
     total = 3000
     client = make_client(fresh_server, batch=batch, max_in_flight=200, ack_timeout=60)
     await client.create_topic(topic)
-    acked = 0
+    acked: set[bytes] = set()
     halfway = asyncio.Event()
 
-    def on_ack(_: Ack) -> None:
-        nonlocal acked
-        acked += 1
-        if acked == total // 3:
+    def on_ack(ack: Ack) -> None:
+        acked.add(ack.id)
+        if len(acked) == total // 3:
             halfway.set()
 
-    events = [Event(b"%d" % i, "text/plain", meta={"n": str(i)}) for i in range(total)]
+    if encoded_events:
+        pairs = [encoded(i) for i in range(total)]
+        ids = [local_id for local_id, _ in pairs]
 
-    async def produce() -> None:
-        for event in events:
-            await client.publish(topic, event, on_ack=on_ack)
+        async def produce() -> None:
+            for start in range(0, total, 100):
+                await client.publish_encoded(topic, pairs[start : start + 100], on_ack=on_ack)
+
+    else:
+        events = [Event(b"%d" % i, "text/plain", meta={"n": str(i)}) for i in range(total)]
+        ids = [event.local_id for event in events]
+
+        async def produce() -> None:
+            for event in events:
+                await client.publish(topic, event, on_ack=on_ack)
 
     # Bounded, so a stuck run fails here instead of hanging the suite.
     async with asyncio.timeout(100):
@@ -48,7 +58,9 @@ async def test_server_restart_mid_run_loses_no_event(
         await client.flush(timeout=60)
         await client.close()
 
-    assert all(isinstance(e.outcome, Ack) for e in events)
+    assert acked == set(ids)
+    if not encoded_events:
+        assert all(isinstance(e.outcome, Ack) for e in events)
     async with make_client(fresh_server) as reader:
         stored = await (await reader.query(f"SELECT * FROM {topic}")).fetchall()
     # At-least-once: a resent event may be stored twice, none is missing.
