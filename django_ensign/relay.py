@@ -213,7 +213,10 @@ class Relay:
                     settled_before = False  # its start came before a claim was published
                 else:
                     room = opts.max_in_flight - self._in_flight
-                    if room <= 0 or self._unrecorded >= opts.max_in_flight:
+                    # A claim of a few rows costs the database nearly what a batch does:
+                    # while replies come one at a time (plain framing, a slow server), a
+                    # claim on each would claim a row or two at a time, so wait for a batch.
+                    if room < self._refill_at or self._unrecorded >= opts.max_in_flight:
                         self._wake.clear()  # replies and the recorder set it when room frees
                         self._starved = True
                         await self._sleep(opts.poll_seconds)

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.test import override_settings
 
-from django_ensign import claims, exceptions, outbox, relay
+from django_ensign import claims, exceptions, outbox, relay, sdkclient
 from django_ensign.client import exceptions as sdk
 from django_ensign.models import OutboxEvent, OutboxStatus
 from django_ensign.wire import metadata
@@ -314,3 +314,41 @@ def test_a_claim_ahead_that_fails_still_lets_the_published_rows_be_recorded(
     assert (stats.claimed, stats.acked, stats.released) == (5, 5, 0)
     assert rows.filter(status=OutboxStatus.ACKED).count() == 5
     assert rows.filter(status=OutboxStatus.PENDING, lease_token__isnull=True).count() == 15
+
+
+class _RecordsClaims(relay.Relay):
+    """A relay that notes the row limit of each claim it makes."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.limits: list[int] = []
+
+    async def _claim(self, limit: int) -> list[claims.Claimed]:
+        self.limits.append(limit)
+        return await super()._claim(limit)
+
+
+def test_replies_that_come_one_at_a_time_are_still_claimed_for_in_batches(
+    ensign_server: EmbeddedServer,
+) -> None:
+    # Plain framing answers each event on its own: the window frees a row at a time, and
+    # a claim per freed row would cost the database a statement per event.
+    topic = unique_topic("one-at-a-time")
+    with transaction.atomic():
+        for n in range(200):
+            outbox.publish(topic, {"n": n})
+    with ensign_settings(ensign_server):
+
+        async def run() -> tuple[relay.RelayStats, list[int]]:
+            client = sdkclient.client_from_settings(max_in_flight=20, batch=False)
+            options = relay.RelayOptions(once=True, batch_size=10, max_in_flight=20)
+            recording = _RecordsClaims(options, client=client)
+            try:
+                return await recording.run(), recording.limits
+            finally:
+                await client.close()
+
+        stats, limits = asyncio.run(run())
+    assert stats.acked == 200
+    assert set(limits) == {10}
+    assert OutboxEvent.objects.filter(topic=topic, status=OutboxStatus.ACKED).count() == 200
