@@ -278,11 +278,15 @@ def postgres_cluster() -> tuple[str, str] | None:
     return None
 
 
-def restart_postgres(cluster: tuple[str, str]) -> None:
-    """Restart the cluster (fast mode: every session is cut) and wait until it answers."""
+def restart_postgres(cluster: tuple[str, str], mode: str = "fast") -> None:
+    """Restart the cluster and wait until it answers.
+
+    ``fast`` cuts every session and shuts down cleanly; ``immediate`` is a crash: no
+    checkpoint, and commits whose WAL was not yet flushed are gone after recovery.
+    """
     version, name = cluster
     subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, name, "restart", "-m", "fast"],
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, name, "restart", "-m", mode],
         check=True,
         capture_output=True,
         timeout=60,
