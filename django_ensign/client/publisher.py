@@ -258,19 +258,24 @@ class Publisher:
         self._check_open()
         limit = self._options.max_in_flight
         timeout = self._options.ack_timeout
-        for event in events:
-            if len(self._inflight) >= limit:
-                await self._wait_for_room()
-            event._reset()
-            local_id = event.local_id
-            frame = framing.event_frame(topic_id, event.serialize(), local_id)
-            pending = _Pending(
-                event, local_id, topic_id, frame, time.monotonic() + timeout, on_ack, on_nack
-            )
-            self._inflight[local_id] = pending
-            if self._enqueue(pending):
-                await asyncio.sleep(0)
-        self._queued()
+        queued = False
+        try:
+            for event in events:
+                if len(self._inflight) >= limit:
+                    await self._wait_for_room()
+                event._reset()
+                local_id = event.local_id
+                frame = framing.event_frame(topic_id, event.serialize(), local_id)
+                pending = _Pending(
+                    event, local_id, topic_id, frame, time.monotonic() + timeout, on_ack, on_nack
+                )
+                self._inflight[local_id] = pending
+                queued = True
+                if self._enqueue(pending):
+                    await asyncio.sleep(0)
+        finally:
+            if queued:  # as in publish_encoded: a refused event does not hold back the rest
+                self._queued()
 
     async def publish_encoded(
         self,
@@ -345,6 +350,10 @@ class Publisher:
         return False
 
     def _queued(self) -> None:
+        if self._closed:
+            # A call that waited for room while the client closed: nothing sends any more.
+            self._fail_all(exceptions.ClientClosed())
+            return
         if self._inflight:
             self._idle.clear()
         self._wake_writer()

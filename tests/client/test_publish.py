@@ -306,3 +306,16 @@ async def test_flush_without_a_timeout_waits_for_every_outcome(
 async def test_flush_rejects_non_positive_timeout(client: Ensign) -> None:
     with pytest.raises(exceptions.ConfigurationError):
         await client.flush(timeout=0)
+
+
+async def test_events_queued_before_a_refused_one_are_still_sent(
+    client: Ensign, topic_name: Callable[[], str]
+) -> None:
+    # The call raises at the repeated event; the one queued before it must not wait for
+    # the next publish to be sent.
+    topic = topic_name()
+    await client.create_topic(topic)
+    first = Event(b"first", "text/plain")
+    with pytest.raises(exceptions.InvalidEvent, match="already being published"):
+        await client.publish(topic, first, first)
+    assert isinstance(await first.wait_for_ack(timeout=10), Ack)
