@@ -454,8 +454,9 @@ class Relay:
         self._outcome_ready.set()
         self._in_flight -= 1
         self._unrecorded += 1
-        # Claiming again as soon as a whole batch fits keeps the pipeline full while the
-        # outcomes are written back, without a claim per reply when replies come singly.
+        # Claiming again as soon as ``_refill_at`` rows of room are free keeps the pipeline
+        # full while the outcomes are written back, without a claim per reply when replies
+        # come singly.
         if self._starved and self.options.max_in_flight - self._in_flight >= self._refill_at:
             self._wake.set()
         if not self._pending:

@@ -351,9 +351,7 @@ class Publisher:
 
     def _queued(self) -> None:
         if self._closed:
-            # A call that waited for room while the client closed: nothing sends any more.
-            self._fail_all(exceptions.ClientClosed())
-            return
+            return  # a call that raced close(): close() answers what it left in flight
         if self._inflight:
             self._idle.clear()
         self._wake_writer()
@@ -395,6 +393,11 @@ class Publisher:
             if task is not None:
                 with contextlib.suppress(BaseException):
                     await task
+        if self._inflight:
+            # Queued by a publish that raced this close, after the stream was done:
+            # nothing will answer them now, and waiting for them would be forever.
+            self._fail_all(exceptions.ClientClosed())
+            await self.drain_callbacks()
 
     async def drain_callbacks(self) -> None:
         """Wait for the on_ack/on_nack coroutines started so far."""
