@@ -517,8 +517,11 @@ class Relay:
             logger.error("%d outbox events are dead: ids %s", result.dead, result.dead_ids[:20])
         self._unrecorded -= len(batch)
         self._forget_leases(outcome.row for outcome in batch)
-        if self._starved or any(outcome.row.ordering_key for outcome in batch):
-            self._wake.set()  # room again, or the next rows of these keys are claimable now
+        # Room again, the next rows of these keys are claimable now, or (``once``) the last
+        # outcome is written and the next claim can tell that the drain is done.
+        settled = self.options.once and self._in_flight == 0 and self._unrecorded == 0
+        if self._starved or settled or any(outcome.row.ordering_key for outcome in batch):
+            self._wake.set()
 
     async def _record(self, batch: list[claims.Outcome]) -> claims.Recorded:
         """Write ``batch`` back: acks straight from the loop on PostgreSQL, the rest in a thread."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from io import StringIO
 
 import pytest
@@ -80,6 +81,21 @@ def test_model_changes_reach_the_server_in_commit_order_per_key(
         "OrderCancelled"
     ]
     assert [float(json.loads(e.data)["total"]) for e in events[1:6]] == [1, 2, 3, 4, 5]
+
+
+def test_once_ends_when_its_last_outcome_is_recorded_not_after_a_poll(
+    ensign_server: EmbeddedServer,
+) -> None:
+    # Rows without an ordering key: no recorded outcome makes another row claimable, so
+    # only the drain's end can wake the claim that finds nothing left.
+    topic = unique_topic("keyless")
+    for n in range(5):
+        outbox.publish(topic, {"n": n})
+    with ensign_settings(ensign_server):
+        started = time.monotonic()
+        stats = drain(poll_seconds=60.0)
+    assert stats.acked == 5
+    assert time.monotonic() - started < 30, "the drain waited out its poll interval"
 
 
 def test_topics_are_created_on_first_use_unless_turned_off(ensign_server: EmbeddedServer) -> None:
