@@ -669,9 +669,11 @@ class Publisher:
         inflight = self._inflight
         if isinstance(unit, _Batch):
             ids = [local_id for local_id in unit.ids if inflight.get(local_id) is unit]
+            failed = ids
             unit.open = 0
         else:
             ids = [unit.local_id] if inflight.get(unit.local_id) is unit else []
+            failed = [unit.local_id]  # its Event is failed either way, so its callback hears
             unit.event._settle(None, error)
         unit.done = True
         for local_id in ids:
@@ -679,7 +681,7 @@ class Publisher:
         if unit.on_nack is not None:
             # Callback-only callers must hear of it too: a client-made Nack stands in.
             code = NackCode.TIMEOUT if isinstance(error, exceptions.PublishTimeout) else 0
-            for local_id in ids if isinstance(unit, _Batch) else [unit.local_id]:
+            for local_id in failed:
                 self._run_callback(unit.on_nack, Nack(local_id, code, str(error), cause=error))
 
     def _fail_all(self, error: BaseException) -> None:
