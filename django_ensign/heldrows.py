@@ -52,11 +52,22 @@ class HeldRows:
 
     def send(self) -> None:
         """Insert the held rows now, through Django's cursors, in a statement of their own."""
-        from django_ensign import rowwrite  # the engine loads before the models it imports
-
         rows, channel = self._take()
         if not rows:
             return
+        try:
+            self._insert(rows, channel)
+        except BaseException:
+            # Not every failure aborts the transaction: an execute wrapper that refuses
+            # statements, or an error psycopg raises before sending, leaves it able to
+            # commit. The rows go out with the commit then, or die with a rollback.
+            self._rows[:0] = rows
+            self._channel = self._channel or channel
+            raise
+
+    def _insert(self, rows: list[NewRow], channel: str | None) -> None:
+        from django_ensign import rowwrite  # the engine loads before the models it imports
+
         connection = self._connection
         step = self._step(rows)
         if step is None:

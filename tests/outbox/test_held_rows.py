@@ -382,6 +382,19 @@ def test_a_caught_error_from_rows_sent_before_a_savepoint_still_fails_the_commit
     assert references() == ["S-after"]
 
 
+def test_rows_an_execute_wrapper_kept_from_the_database_go_out_with_the_commit() -> None:
+    def refuse(*args: object) -> None:
+        raise RuntimeError("no queries in this block")
+
+    with transaction.atomic(using="held"):
+        Order.objects.using("held").create(reference="W-1")
+        # The held row goes out before the next query, which the wrapper refuses; the
+        # caller catches that, and the transaction can still commit.
+        with connections["held"].execute_wrapper(refuse), pytest.raises(RuntimeError):
+            Order.objects.using("held").count()
+    assert references() == ["W-1"]
+
+
 def test_explicit_publish_still_returns_the_saved_row() -> None:
     with transaction.atomic(using="held"):
         row = outbox.publish("orders.events", {"reference": "H-explicit"}, using="held")
