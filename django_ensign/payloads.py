@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import decimal
+from collections.abc import Collection
 from typing import Any
 
 from django.db import models
 
 
-def model_fields(instance: models.Model) -> dict[str, Any]:
+def model_fields(instance: models.Model, *, reread: Collection[str] = ()) -> dict[str, Any]:
     """Every concrete field by attribute name (``author_id``), in field order.
 
     Each value is the field's own type, as a fresh read of the row would give it: a
     ``total`` assigned ``10`` or ``"9.999"`` is published as the column holds it,
     ``"10.00"`` or ``"10.00"``, not as the caller typed it. A field the instance does not
     hold as a value (deferred by ``only()``/``defer()``, or saved as an expression such
-    as ``F("stock") - 1``) is read back in one query. After a delete that row is gone, so
-    such fields are left out.
+    as ``F("stock") - 1``) is read back in one query, and so are the fields ``reread``
+    names (by attribute name), whatever the instance holds. After a delete that row is
+    gone, so such fields are left out.
     """
     held = instance.__dict__
     values: dict[str, Any] = {}
@@ -25,7 +27,7 @@ def model_fields(instance: models.Model) -> dict[str, Any]:
         name = field.attname
         # The instance's own dict, not getattr: a deferred field's descriptor would run
         # one query per field, and inside post_delete fail on the row just deleted.
-        if name not in held:
+        if name not in held or name in reread:
             stale.append(name)
             continue
         value = held[name]

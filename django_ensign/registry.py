@@ -10,7 +10,8 @@ Bulk paths (``bulk_create``, ``QuerySet.update``) send no signals: use
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -62,12 +63,21 @@ class Publication:
             self._shapes[action, model, mimetype] = shape
         return shape
 
-    def row(self, instance: models.Model, action: str) -> rowwrite.NewRow | None:
-        """The outbox row for ``action`` on ``instance``, or None if that action is off."""
+    def row(
+        self,
+        instance: models.Model,
+        action: str,
+        update_fields: Collection[str] | None = None,
+    ) -> rowwrite.NewRow | None:
+        """The outbox row for ``action`` on ``instance``, or None if that action is off.
+
+        ``update_fields``: the fields an update saved, when it saved only some.
+        """
         type_name = self.type_name(action)
         if not type_name:
             return None
-        data, mimetype = outbox.encode(self.serializer(instance), self.mimetype)
+        payload = self._payload(instance, action, update_fields)
+        data, mimetype = outbox.encode(payload, self.mimetype)
         shape = self._shape(action, type_name, type(instance), mimetype)
         if self.key is None:
             # The concrete model's label: saves through a proxy share the object's key.
@@ -77,6 +87,36 @@ class Publication:
         # None means "no order", as in outbox.publish: "None" would put every such
         # event in one key, published one after another.
         return shape.row(data, "" if key is None else str(key))
+
+    def _payload(
+        self, instance: models.Model, action: str, update_fields: Collection[str] | None
+    ) -> Any:
+        if self.serializer is not model_fields or action != UPDATED:
+            return self.serializer(instance)
+        # After an UPDATE the instance may hold values its row does not: those of fields
+        # the save left out, and its generated columns (Django refreshes them on insert
+        # only). The default payload is the row as committed, so those are read back.
+        reread = _unsaved_fields(type(instance), update_fields)
+        return model_fields(instance, reread=reread) if reread else model_fields(instance)
+
+
+def _unsaved_fields(
+    model: type[models.Model], update_fields: Collection[str] | None
+) -> frozenset[str]:
+    """Attribute names of the fields whose value an UPDATE of ``model`` did not write."""
+    unsaved = _generated_fields(model)
+    if update_fields is None:
+        return unsaved
+    return unsaved | {
+        f.attname
+        for f in model._meta.concrete_fields
+        if not f.primary_key and f.name not in update_fields and f.attname not in update_fields
+    }
+
+
+@functools.cache
+def _generated_fields(model: type[models.Model]) -> frozenset[str]:
+    return frozenset(f.attname for f in model._meta.concrete_fields if f.generated)
 
 
 _publications: dict[type[models.Model], Publication] = {}
@@ -214,11 +254,16 @@ def register_from_settings() -> None:
         _from_settings.add(model)
 
 
-def _write(instance: models.Model, action: str, using: str) -> None:
+def _write(
+    instance: models.Model,
+    action: str,
+    using: str,
+    update_fields: Collection[str] | None = None,
+) -> None:
     publication = publication_for(type(instance))
     if publication is None:
         return
-    row = publication.row(instance, action)
+    row = publication.row(instance, action, update_fields)
     if row is not None:
         outbox.write_rows([row], using=using)
 
@@ -229,11 +274,12 @@ def _on_save(
     created: bool,
     raw: bool,
     using: str,
+    update_fields: Collection[str] | None = None,
     **kwargs: Any,
 ) -> None:
     if raw:
         return  # fixtures being loaded are not business changes
-    _write(instance, CREATED if created else UPDATED, using)
+    _write(instance, CREATED if created else UPDATED, using, update_fields)
 
 
 def _on_delete(

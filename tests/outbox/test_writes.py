@@ -18,7 +18,7 @@ from django_ensign.client.events import Event
 from django_ensign.models import OutboxEvent, OutboxStatus
 from django_ensign.testing import capture_outbox
 from django_ensign.wire import ids
-from tests.testapp.models import Customer, Document, Note, Order, RushOrder
+from tests.testapp.models import Customer, Document, Note, Order, Parcel, RushOrder
 
 pytestmark = pytest.mark.django_db
 
@@ -118,6 +118,26 @@ def test_files_and_bytes_are_published_as_the_file_name_and_base64() -> None:
     first, second = (json.loads(bytes(row.data)) for row in OutboxEvent.objects.order_by("id"))
     assert (first["attachment"], first["blob"]) == ("documents/a.pdf", "AP8=")
     assert (second["attachment"], second["blob"]) == (None, None)
+
+
+def test_a_save_of_some_fields_publishes_the_others_as_the_row_holds_them() -> None:
+    order = Order.objects.create(reference="U-1", total="2.00", customer="ann")
+    order.total = Decimal("99.00")  # changed in memory, but not saved
+    order.customer = "bob"
+    order.save(update_fields=["customer"])
+    updated = json.loads(bytes(OutboxEvent.objects.get(type_name="OrderUpdated").data))
+    assert (updated["total"], updated["customer"]) == ("2.00", "bob")
+
+
+def test_an_update_publishes_generated_columns_as_the_database_computed_them() -> None:
+    parcel = Parcel.objects.create(grams=200, count=2)
+    parcel.count = 5
+    parcel.save()
+    created, updated = (
+        json.loads(bytes(row.data))
+        for row in OutboxEvent.objects.filter(topic="parcels").order_by("id")
+    )
+    assert (created["total_grams"], updated["total_grams"]) == (400, 1000)
 
 
 def test_instances_with_deferred_fields_publish_every_field_and_can_be_deleted() -> None:

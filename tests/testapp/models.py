@@ -68,3 +68,19 @@ class Document(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+@registry.publishes("parcels")
+class Parcel(models.Model):
+    """Publishes a generated column, which Django does not refresh after an update."""
+
+    grams = models.PositiveIntegerField()
+    count = models.PositiveIntegerField(default=1)
+    total_grams = models.GeneratedField(
+        expression=models.F("grams") * models.F("count"),
+        output_field=models.PositiveIntegerField(),
+        db_persist=True,
+    )
+
+    def __str__(self) -> str:
+        return f"{self.count} × {self.grams} g"
