@@ -427,8 +427,14 @@ class Relay:
         found = self._pending.pop(nack.id, None)
         if found is None:
             return
-        # A Nack the client made for an event it could not send carries the error.
-        if not self._gave_back([found[0]], getattr(nack, "cause", None)):
+        # A Nack the client made for an event it could not send carries the error; its
+        # code is the client's, so the row records no server nack code.
+        cause = getattr(nack, "cause", None)
+        if self._gave_back([found[0]], cause):
+            return
+        if cause is not None:
+            self._settle(claims.Failed(found[0], _describe(cause), final=_is_final(cause)))
+        else:
             self._settle(claims.Failed(found[0], nack.error or "nacked", int(nack.code)))
 
     def _expire(self) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from io import StringIO
 
+import grpc
+import grpc.aio
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import transaction
@@ -14,8 +17,10 @@ from django.db.models import QuerySet
 from django.test import override_settings
 
 from django_ensign import claims, exceptions, outbox, relay, sdkclient
+from django_ensign.client import Ensign
 from django_ensign.client import exceptions as sdk
 from django_ensign.models import OutboxEvent, OutboxStatus
+from django_ensign.proto.api.v1beta1 import ensign_pb2, ensign_pb2_grpc
 from django_ensign.wire import metadata
 from tests.outbox.support import ensign_settings, server_events, stable_ids, unique_topic
 from tests.support.server import EmbeddedServer, create_apikey, free_port
@@ -368,3 +373,50 @@ def test_replies_that_come_one_at_a_time_are_still_claimed_for_in_batches(
     assert stats.acked == 200
     assert set(limits) == {10}
     assert OutboxEvent.objects.filter(topic=topic, status=OutboxStatus.ACKED).count() == 200
+
+
+class _NeverAnswers(ensign_pb2_grpc.EnsignServicer):
+    """Opens publish streams and answers none of their events (a stalled server)."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+
+    async def Publish(
+        self, request_iterator: AsyncIterator[ensign_pb2.PublisherRequest], context: object
+    ) -> AsyncIterator[ensign_pb2.PublisherReply]:
+        await anext(request_iterator)
+        yield ensign_pb2.PublisherReply(
+            ready=ensign_pb2.StreamReady(topics={self.topic: b"\x01" * 16})
+        )
+        async for _ in request_iterator:
+            pass
+
+
+def test_an_event_the_client_gave_up_on_records_its_error_and_no_server_nack_code() -> None:
+    topic = unique_topic()
+    row = outbox.publish(topic, {"n": 1})
+
+    async def publish_to_a_stalled_server() -> relay.RelayStats:
+        server = grpc.aio.server()
+        ensign_pb2_grpc.add_EnsignServicer_to_server(_NeverAnswers(topic), server)  # type: ignore[abstract]
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        client = Ensign("a" * 32, "b" * 64, endpoint=f"127.0.0.1:{port}", ack_timeout=0.5)
+
+        async def no_auth_service() -> str:
+            return "token"
+
+        client._connection.tokens.access_token = no_auth_service  # type: ignore[method-assign]
+        client.topics.update({topic: b"\x01" * 16})
+        options = relay.RelayOptions(once=True, publish_timeout=0.5, create_topics=False)
+        try:
+            return await relay.Relay(options, client=client).run()
+        finally:
+            await client.close()
+            await server.stop(None)
+
+    stats = asyncio.run(publish_to_a_stalled_server())
+    assert (stats.acked, stats.retrying) == (0, 1)
+    row.refresh_from_db()
+    assert (row.status, row.attempts, row.nack_code) == (OutboxStatus.RETRYING, 1, None)
+    assert row.last_error.startswith("PublishTimeout")
