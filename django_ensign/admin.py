@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
 from django.contrib import admin
+from django.contrib.auth import get_permission_codename as _get_permission_codename
 from django.db.models import QuerySet as _QuerySet
 from django.http import HttpRequest as _HttpRequest
 from django.template.response import TemplateResponse as _TemplateResponse
@@ -24,6 +25,13 @@ _STATUS_COLOURS = {
     _OutboxStatus.DEAD: "#dc3545",
 }
 _PREVIEW_BYTES = 2000
+
+
+def holds_change_permission(model_admin: admin.ModelAdmin[_Any], request: _HttpRequest) -> bool:
+    """Whether the user holds the model's change permission, which its read-only admin hides."""
+    opts = model_admin.opts
+    codename = _get_permission_codename("change", opts)
+    return bool(request.user.has_perm(f"{opts.app_label}.{codename}"))
 
 
 if _TYPE_CHECKING:
@@ -102,12 +110,16 @@ class OutboxEventAdmin(_OutboxAdminBase):
         more = f" … ({len(data)} bytes)" if len(data) > _PREVIEW_BYTES else ""
         return _format_html("<pre style='white-space:pre-wrap'>{}{}</pre>", text, more)
 
-    @admin.action(description="Retry selected waiting events now")
+    def has_resend_permission(self, request: _HttpRequest) -> bool:
+        """Who may retry and requeue: holders of the change permission (the pages stay read-only)."""
+        return holds_change_permission(self, request)
+
+    @admin.action(description="Retry selected waiting events now", permissions=["resend"])
     def retry_now(self, request: _HttpRequest, queryset: _QuerySet[_OutboxEvent]) -> None:
         count = _housekeeping.retry_now(queryset)
         self.message_user(request, f"{count} outbox events will be retried now.")
 
-    @admin.action(description="Requeue selected dead events")
+    @admin.action(description="Requeue selected dead events", permissions=["resend"])
     def requeue_dead(self, request: _HttpRequest, queryset: _QuerySet[_OutboxEvent]) -> None:
         count = _housekeeping.requeue_dead(queryset)
         self.message_user(request, f"{count} dead outbox events requeued.")
@@ -221,7 +233,11 @@ class DeadLetterAdmin(_ReadOnlyAdmin, _DeadLetterAdminBase):
         more = f" … ({len(raw)} bytes)" if len(raw) > _PREVIEW_BYTES else ""
         return _format_html("<pre>{}{}</pre>", text, more)
 
-    @admin.action(description="Replay the selected dead letters")
+    def has_replay_permission(self, request: _HttpRequest) -> bool:
+        """Who may replay: holders of the change permission (the pages stay read-only)."""
+        return holds_change_permission(self, request)
+
+    @admin.action(description="Replay the selected dead letters", permissions=["replay"])
     def replay_selected(self, request: _HttpRequest, queryset: _QuerySet[_DeadLetter]) -> None:
         rows = queryset.filter(status=_DeadLetterStatus.DEAD).order_by("pk")
         replayed, failed = _dispatch.replay_all(rows)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -107,3 +107,22 @@ def test_retry_now_action_makes_backing_off_rows_due(
     )
     assert "1 outbox events will be retried now." in response.content.decode()
     assert OutboxEvent.objects.get(id=rows["retrying"].id).next_attempt_at <= timezone.now()
+
+
+@pytest.mark.parametrize("action", ["requeue_dead", "retry_now"])
+def test_staff_who_may_only_view_outbox_events_cannot_run_the_actions(
+    rows: dict[str, OutboxEvent], action: str
+) -> None:
+    viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_outboxevent"))
+    client = Client()
+    client.force_login(viewer)
+    ids = [str(rows["dead"].id), str(rows["retrying"].id)]
+    page = client.get(reverse(CHANGELIST)).content.decode()
+    assert 'value="requeue_dead"' not in page
+    client.post(reverse(CHANGELIST), {"action": action, "_selected_action": ids})
+    dead, retrying = (OutboxEvent.objects.get(id=rows[s].id) for s in ("dead", "retrying"))
+    assert dead.status == OutboxStatus.DEAD
+    assert retrying.next_attempt_at > timezone.now()
+    viewer.user_permissions.add(Permission.objects.get(codename="change_outboxevent"))
+    assert 'value="requeue_dead"' in client.get(reverse(CHANGELIST)).content.decode()

@@ -6,7 +6,7 @@ import json
 from io import StringIO
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 from django.test import Client, override_settings
 from django.urls import reverse
@@ -90,6 +90,18 @@ def test_admin_lists_dead_letters_with_counts_and_replays_them(
     assert "Replayed 1 dead letter(s)." in response.content.decode()
     dead.refresh_from_db()
     assert dead.status == DeadLetterStatus.REPLAYED
+
+
+def test_staff_who_may_only_view_dead_letters_cannot_replay_them(dead: DeadLetter) -> None:
+    viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_deadletter"))
+    client = Client()
+    client.force_login(viewer)
+    Switch.objects.filter(name="flaky").update(on=False)
+    url = reverse("admin:django_ensign_deadletter_changelist")
+    client.post(url, {"action": "replay_selected", "_selected_action": [dead.pk]})
+    dead.refresh_from_db()
+    assert dead.status == DeadLetterStatus.DEAD
 
 
 def test_admin_lists_the_inbox(staff: Client) -> None:
