@@ -111,7 +111,7 @@ class OutboxEventAdmin(_OutboxAdminBase):
         return _format_html("<pre style='white-space:pre-wrap'>{}{}</pre>", text, more)
 
     def has_resend_permission(self, request: _HttpRequest) -> bool:
-        """Who may retry and requeue: holders of the change permission (the pages stay read-only)."""
+        """Who may retry and requeue: holders of the change permission (pages stay read-only)."""
         return holds_change_permission(self, request)
 
     @admin.action(description="Retry selected waiting events now", permissions=["resend"])

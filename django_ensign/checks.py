@@ -63,25 +63,8 @@ def check_connection(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.C
                     id="django_ensign.W002",
                 )
             )
-            return found
-        try:
-            file_id, file_secret = config.load_credentials_file(cred_file)
-        except exceptions.ConfigurationError as err:
-            found.append(
-                _checks.Error(
-                    f"ENSIGN_CREDENTIALS_FILE cannot be used: {err}",
-                    hint="Point it at the JSON file with ClientID and ClientSecret.",
-                    id="django_ensign.E003",
-                )
-            )
         else:
-            if not (file_id and file_secret):
-                found.append(
-                    _checks.Error(
-                        f"ENSIGN_CREDENTIALS_FILE {cred_file} lacks ClientID or ClientSecret.",
-                        id="django_ensign.E003",
-                    )
-                )
+            found.extend(_credentials_file_errors(cred_file))
     elif not (_settings.CLIENT_ID and _settings.CLIENT_SECRET):
         found.append(
             _checks.Error(
@@ -109,10 +92,34 @@ def check_connection(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.C
     return found
 
 
+def _credentials_file_errors(cred_file: str) -> list[_checks.CheckMessage]:
+    from django_ensign.client import config, exceptions
+
+    try:
+        file_id, file_secret = config.load_credentials_file(cred_file)
+    except exceptions.ConfigurationError as err:
+        return [
+            _checks.Error(
+                f"ENSIGN_CREDENTIALS_FILE cannot be used: {err}",
+                hint="Point it at the JSON file with ClientID and ClientSecret.",
+                id="django_ensign.E003",
+            )
+        ]
+    if not (file_id and file_secret):
+        return [
+            _checks.Error(
+                f"ENSIGN_CREDENTIALS_FILE {cred_file} lacks ClientID or ClientSecret.",
+                id="django_ensign.E003",
+            )
+        ]
+    return []
+
+
 @_checks.register("django_ensign")
 def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.CheckMessage]:
     """E004 topic names, E005 unknown models, E007 malformed entries, E008 relay settings,
-    E009 a publication's mimetype or version, E011 a model registered in code and settings."""
+    E009 a publication's mimetype or version, E011 a model registered in code and settings,
+    E012 a serializer or key that is not a function."""
     from django.apps import apps
 
     from django_ensign import outbox, registry
@@ -157,17 +164,37 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
                     id="django_ensign.E007",
                 )
             )
+        for name in registry.FUNCTION_OPTIONS:
+            try:
+                registry.setting_function(options.get(name))
+            except (ImportError, TypeError) as err:
+                found.append(
+                    _checks.Error(
+                        f"ENSIGN_PUBLISHED_MODELS[{label!r}][{name!r}] is not a function: {err}",
+                        hint="Give a callable, or the dotted path of one "
+                        "(e.g. 'shop.events.order_payload').",
+                        id="django_ensign.E012",
+                    )
+                )
         try:
             outbox.validate_format(options.get("mimetype"), options.get("version", "1.0.0"))
         except EnsignError as err:
             found.append(
                 _checks.Error(f"ENSIGN_PUBLISHED_MODELS[{label!r}]: {err}", id="django_ensign.E009")
             )
-    topics = {
-        str(o["topic"]): label
-        for label, o in published.items()
-        if isinstance(o, dict) and "topic" in o
-    }
+    topics: dict[str, str] = {}
+    for label, o in published.items():
+        if not isinstance(o, dict) or "topic" not in o:
+            continue
+        if isinstance(o["topic"], str):
+            topics[o["topic"]] = label
+        else:
+            found.append(
+                _checks.Error(
+                    f"{label}: a topic name is a string, got {o['topic']!r}.",
+                    id="django_ensign.E004",
+                )
+            )
     topics.update({p.topic: p.model._meta.label for p in registry.publications()})
     for topic, label in sorted(topics.items()):
         try:

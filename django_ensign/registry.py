@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from django.apps import apps
 from django.db import models
 from django.db.models.signals import post_delete, post_save
+from django.utils.module_loading import import_string
 
 from django_ensign import atomicsave, exceptions, outbox, rowwrite
 from django_ensign.conf import settings
@@ -230,6 +231,23 @@ def unknown_setting_models() -> list[str]:
     return unknown
 
 
+#: Options of an ``ENSIGN_PUBLISHED_MODELS`` entry that name a function.
+FUNCTION_OPTIONS = ("serializer", "key")
+
+
+def setting_function(value: Any) -> Any:
+    """A function option as given in the setting: a callable, None, or its dotted path.
+
+    Raises ImportError for a path that imports nothing and TypeError for anything else
+    that cannot be called.
+    """
+    if isinstance(value, str):
+        value = import_string(value)
+    if value is not None and not callable(value):
+        raise TypeError(f"{value!r} is not callable")
+    return value
+
+
 def register_from_settings() -> None:
     """Register each model of ``ENSIGN_PUBLISHED_MODELS``; unknown labels are left to the checks."""
     for label, options in settings.PUBLISHED_MODELS.items():
@@ -246,10 +264,13 @@ def register_from_settings() -> None:
         options = dict(options)
         topic = options.pop("topic")
         try:
+            for name in FUNCTION_OPTIONS:
+                options[name] = setting_function(options.get(name))
             register(model, topic=topic, **options)
-        except (exceptions.EnsignError, TypeError):
-            # A bad topic, mimetype or version, or an unknown option: start-up goes on,
-            # and `check` names it (E004, E009, E007) instead of a traceback from ready().
+        except (exceptions.EnsignError, TypeError, ImportError):
+            # A bad topic, mimetype, version or function, or an unknown option: start-up
+            # goes on, and `check` names it (E004, E009, E012, E007) instead of a traceback
+            # from ready().
             continue
         _from_settings.add(model)
 

@@ -75,12 +75,20 @@ def test_w002_credentials_file_the_server_has_not_written_yet(tmp_path: Path) ->
     missing = tmp_path / "server-data" / "credentials.json"
     base = {"ENSIGN_CLIENT_ID": None, "ENSIGN_CLIENT_SECRET": None}
     assert ids(**base, ENSIGN_CREDENTIALS_FILE=str(missing)) == ["django_ensign.W002"]
+    # The other connection settings are still checked.
+    assert ids(
+        **base, ENSIGN_CREDENTIALS_FILE=str(missing), ENSIGN_AUTH_URL="auth.example.com"
+    ) == ["django_ensign.E006", "django_ensign.W002"]
 
 
 def test_e004_invalid_topic_name_of_a_published_model() -> None:
     assert ids(ENSIGN_PUBLISHED_MODELS={"testapp.Note": {"topic": "9 lives"}}) == [
         "django_ensign.E004"
     ]
+
+
+def test_e004_a_topic_that_is_not_a_string() -> None:
+    assert ids(ENSIGN_PUBLISHED_MODELS={"testapp.Note": {"topic": None}}) == ["django_ensign.E004"]
 
 
 def test_e005_unknown_published_model() -> None:
@@ -246,9 +254,18 @@ def test_each_outbox_check_id_is_used_for_one_problem_only() -> None:
     assert sorted(set(used)) == [
         "django_ensign.E001", "django_ensign.E002", "django_ensign.E003", "django_ensign.E004",
         "django_ensign.E005", "django_ensign.E006", "django_ensign.E007", "django_ensign.E008",
-        "django_ensign.E009", "django_ensign.E010", "django_ensign.E011", "django_ensign.W001",
-        "django_ensign.W002", "django_ensign.W003",
+        "django_ensign.E009", "django_ensign.E010", "django_ensign.E011", "django_ensign.E012",
+        "django_ensign.W001", "django_ensign.W002", "django_ensign.W003",
     ]  # fmt: skip
     # The two E003 branches, one E007 reused for options, E008 for non-numbers too, E002
-    # for half the credentials.
-    assert len(used) == len(set(used)) + 4
+    # for half the credentials, E004 for a topic that is not a string.
+    assert len(used) == len(set(used)) + 5
+
+
+@pytest.mark.parametrize("option", ["serializer", "key"])
+@pytest.mark.parametrize("value", ["tests.testapp.nowhere.payload", "tests.testapp.models", 42])
+def test_e012_a_serializer_or_key_that_is_not_a_function(option: str, value: object) -> None:
+    entry = {"testapp.Note": {"topic": "notes", option: value}}
+    assert ids(ENSIGN_PUBLISHED_MODELS=entry) == ["django_ensign.E012"]
+    dotted = {"testapp.Note": {"topic": "notes", option: "json.dumps"}}
+    assert ids(ENSIGN_PUBLISHED_MODELS=dotted) == []

@@ -254,6 +254,26 @@ def test_models_can_opt_in_through_settings() -> None:
         registry.unregister(Note)
 
 
+def note_text(note: Note) -> str:
+    return f"note: {note.text}"
+
+
+def note_key(note: Note) -> str:
+    return note.text[:3]
+
+
+def test_settings_name_the_serializer_and_key_by_dotted_path() -> None:
+    entry = {"topic": "notes", "serializer": f"{__name__}.note_text", "key": f"{__name__}.note_key"}
+    with override_settings(ENSIGN_PUBLISHED_MODELS={"testapp.Note": entry}):
+        registry.register_from_settings()
+    try:
+        Note.objects.create(text="dotted")
+        row = OutboxEvent.objects.get()
+        assert (bytes(row.data), row.ordering_key) == (b"note: dotted", "dot")
+    finally:
+        registry.unregister(Note)
+
+
 @pytest.mark.parametrize(
     ("data", "mimetype", "expected_data", "expected_mimetype"),
     [
