@@ -83,4 +83,4 @@ class Parcel(models.Model):
     )
 
     def __str__(self) -> str:
-        return f"{self.count} × {self.grams} g"
+        return f"{self.count} x {self.grams} g"
