@@ -37,7 +37,7 @@ from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Cast, Now
 from django.utils import timezone
 
-from django_ensign import backoff, pgclaims, sqliteclaims
+from django_ensign import backoff, pgclaims, servertime, sqliteclaims
 from django_ensign.models import OUTBOX_UNFINISHED, OUTBOX_WAITING, OutboxEvent, OutboxStatus
 
 
@@ -278,7 +278,7 @@ def _record_acks_portable(acks: Sequence[Acked], using: str) -> int:
     now = timezone.now()
     params = [
         (
-            acked_field.get_db_prep_value(o.committed_at or now, connection),
+            acked_field.get_db_prep_value(servertime.stored(o.committed_at) or now, connection),
             o.row.id,
             token_field.get_db_prep_value(o.row.token, connection),
         )

@@ -39,7 +39,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model
 from django.utils import timezone
 
-from django_ensign import columns, exceptions, models, txstate, workerdb
+from django_ensign import columns, exceptions, models, servertime, txstate, workerdb
 from django_ensign.conf import settings
 from django_ensign.handlers import Handler, InboundEvent, registry
 
@@ -109,7 +109,7 @@ def run_handler(entry: Handler, event: InboundEvent) -> HandlerResult:
                 topic=_fit(models.InboxEvent, "topic", event.topic),
                 type_name=_fit(models.InboxEvent, "type_name", event.type_name),
                 server_id=_fit(models.InboxEvent, "server_id", event.server_id),
-                committed_at=event.committed_at,
+                committed_at=servertime.stored(event.committed_at),
             )
             recorded = True
             hooks = _HookGuard(connection)
@@ -260,7 +260,7 @@ def _record_inbox(work: Work) -> list[list[bool]]:
                     _fit(models.InboxEvent, "topic", event.topic),
                     _fit(models.InboxEvent, "type_name", event.type_name),
                     _fit(models.InboxEvent, "server_id", event.server_id),
-                    event.committed_at,
+                    servertime.stored(event.committed_at),
                     now,
                 )
     inserted = _insert_new(list(rows.values()))
@@ -405,7 +405,7 @@ def dead_letter(
                     "type_version": _fit(dead, "type_version", event.type_version),
                     "metadata": dict(event.metadata),
                     "server_id": _fit(dead, "server_id", event.server_id),
-                    "committed_at": event.committed_at,
+                    "committed_at": servertime.stored(event.committed_at),
                     "reason": reason,
                     "error": message.splitlines()[0][:2000] if message else "",
                     "traceback": traceback,

@@ -420,3 +420,16 @@ def test_an_event_the_client_gave_up_on_records_its_error_and_no_server_nack_cod
     row.refresh_from_db()
     assert (row.status, row.attempts, row.nack_code) == (OutboxStatus.RETRYING, 1, None)
     assert row.last_error.startswith("PublishTimeout")
+
+
+@pytest.mark.timeout(60)  # the recorder used to retry the ack record forever
+@override_settings(USE_TZ=False)
+def test_a_project_without_time_zones_records_each_ack(ensign_server: EmbeddedServer) -> None:
+    topic = unique_topic()
+    row = outbox.publish(topic, {"n": 1})
+    with ensign_settings(ensign_server):
+        stats = drain()
+    assert stats.acked == 1
+    row.refresh_from_db()
+    assert row.status == OutboxStatus.ACKED
+    assert row.acked_at is not None and row.acked_at.tzinfo is None

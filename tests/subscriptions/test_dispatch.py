@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 
 import pytest
@@ -323,3 +325,18 @@ def test_a_routed_inbox_rolls_back_with_a_failing_handler(monkeypatch: pytest.Mo
 
     assert outcomes == again == [dispatch.Outcome.FAILED]
     assert not InboxEvent.objects.using("held").exists()
+
+
+@override_settings(USE_TZ=False, TIME_ZONE="Europe/Paris")
+def test_a_project_without_time_zones_stores_commit_times_in_its_local_time() -> None:
+    committed = dt.datetime(2026, 7, 1, 10, 0, tzinfo=dt.UTC)
+    event = make_event("sub-multi", "01J0000000000000000000000J", committed_at=committed)
+    dispatch.handle_now(event)
+    batch = make_event("sub-multi", "01J0000000000000000000000K", committed_at=committed)
+    assert dispatch.attempt_batch([(batch, dispatch.plan(batch))]) is not None
+    dead = make_event("sub-typed", "01J0000000000000000000000L", type_name="Nobody")
+    dispatch.handle_now(dataclasses.replace(dead, committed_at=committed))
+    local = dt.datetime(2026, 7, 1, 12, 0)  # Paris in summer, as Django keeps it without USE_TZ
+    stored = {row.event_id: row.committed_at for row in InboxEvent.objects.all()}
+    assert set(stored.values()) == {local}
+    assert DeadLetter.objects.get(event_id=dead.event_id).committed_at == local
