@@ -432,4 +432,5 @@ def test_a_project_without_time_zones_records_each_ack(ensign_server: EmbeddedSe
     assert stats.acked == 1
     row.refresh_from_db()
     assert row.status == OutboxStatus.ACKED
-    assert row.acked_at is not None and row.acked_at.tzinfo is None
+    assert row.acked_at is not None
+    assert row.acked_at.tzinfo is None
