@@ -35,14 +35,17 @@ def requeue_dead(rows: QuerySet[OutboxEvent]) -> int:
     )
 
 
-def prune(older_than: dt.timedelta, *, batch_size: int = 1000, using: str = "default") -> int:
+def prune(older_than: dt.timedelta, *, batch_size: int = 1000, using: str | None = None) -> int:
     """Delete acked rows acked more than ``older_than`` ago, ``batch_size`` at a time.
+
+    ``using`` defaults to where the router writes outbox rows.
 
     Short statements keep locks and the xmin horizon short on a busy queue table.
     Dead rows are never pruned: requeue or inspect them.
     """
     cutoff = timezone.now() - older_than
-    old = OutboxEvent.objects.using(using).filter(status=OutboxStatus.ACKED, acked_at__lt=cutoff)
+    rows = OutboxEvent.objects.using(using or router.db_for_write(OutboxEvent))
+    old = rows.filter(status=OutboxStatus.ACKED, acked_at__lt=cutoff)
     # Oldest first, along the partial acked_at index kept for this.
     return delete_in_batches(old.order_by("acked_at"), batch_size)
 
@@ -93,9 +96,9 @@ class OutboxHealth:
         return sum(self.counts.values())
 
 
-def health(using: str = "default") -> OutboxHealth:
-    """How the outbox is doing right now."""
-    rows = OutboxEvent.objects.using(using)
+def health(using: str | None = None) -> OutboxHealth:
+    """How the outbox is doing right now (``using``: by default, where the router reads it)."""
+    rows = OutboxEvent.objects.using(using or router.db_for_read(OutboxEvent))
     # One count per status, each answered from that status's partial index; a GROUP BY
     # over the whole table would read every acked row on each admin page view.
     counts = {status: rows.filter(status=status).count() for status in OutboxStatus.values}

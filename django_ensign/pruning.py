@@ -6,9 +6,14 @@ import datetime as dt
 import re
 from typing import Any
 
+from django.db import connections
 from django.db.models import QuerySet
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+#: Ages beyond this name no row (and a cutoff before year 1 cannot be computed).
+MAX_AGE = dt.timedelta(days=100 * 366)
+#: The most rows one batch deletes: more would only make its statement long.
+MAX_BATCH = 10_000
 
 
 def parse_age(text: str) -> dt.timedelta:
@@ -16,22 +21,33 @@ def parse_age(text: str) -> dt.timedelta:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
     if not match:
         raise ValueError(f"{text!r}: use a number and a unit, e.g. 7d, 12h, 30m")
-    return dt.timedelta(**{_UNITS[match[2]]: float(match[1])})
+    try:
+        age = dt.timedelta(**{_UNITS[match[2]]: float(match[1])})
+    except OverflowError:
+        age = MAX_AGE + MAX_AGE
+    if age > MAX_AGE:
+        raise ValueError(f"{text!r} is longer than a hundred years")
+    return age
 
 
 def delete_in_batches(rows: QuerySet[Any], batch_size: int) -> int:
     """Delete ``rows`` (ordered as they should go) ``batch_size`` at a time; returns how many.
 
-    ValueError for a batch size below 1 (it would delete nothing and say so).
+    ValueError for a batch size below 1 (it would delete nothing and say so) or above
+    :data:`MAX_BATCH`. A batch larger than the database takes parameters in one statement
+    is deleted in several.
 
     Each batch is its own short statement, so a big prune never holds locks (or, on
     PostgreSQL, the xmin horizon) for long on a table the workers write to.
     """
-    if batch_size < 1:
-        raise ValueError(f"the batch size must be at least 1, got {batch_size}")
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise ValueError(f"the batch size must be 1 to {MAX_BATCH}, got {batch_size}")
     table = rows.model._default_manager.db_manager(rows.db)
+    # SQLite builds may take as few as 999 parameters a statement.
+    per_statement = connections[rows.db].features.max_query_params or batch_size
     deleted = 0
     while ids := list(rows.values_list("pk", flat=True)[:batch_size]):
-        count, _ = table.filter(pk__in=ids).delete()
-        deleted += count
+        for start in range(0, len(ids), per_statement):
+            count, _ = table.filter(pk__in=ids[start : start + per_statement]).delete()
+            deleted += count
     return deleted

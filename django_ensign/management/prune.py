@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from django_ensign.management.base import EnsignCommand
+from django_ensign.management.base import EnsignCommand, positive_int
 from django_ensign.pruning import parse_age
 
 
@@ -23,7 +23,7 @@ class PruneCommand(EnsignCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--older-than", default="7d", help=self.older_than_help)
         parser.add_argument(
-            "--batch-size", type=int, default=1000, help="Rows deleted per statement."
+            "--batch-size", type=positive_int, default=1000, help="Rows deleted per statement."
         )
         parser.add_argument("--database", default=self.database_default, help=self.database_help)
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 from django.utils import timezone
 
 from django_ensign import outbox
@@ -66,3 +68,30 @@ def test_an_option_the_command_lacks_is_refused_not_taken_for_a_prefix() -> None
     # argparse would read --force as Django's --force-color and delete without a word.
     with pytest.raises(CommandError, match="unrecognized arguments: --force"):
         call_command("ensign_prune_outbox", "--older-than", "7d", "--force")
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--older-than", "100000000d", "longer than a hundred years"),
+        ("--batch-size", "20000", "1 to 10000"),
+        ("--batch-size", "-1", "at least 1"),
+    ],
+)
+def test_prune_refuses_an_age_or_batch_it_cannot_use(option: str, value: str, message: str) -> None:
+    with pytest.raises(CommandError, match=message):
+        call_command("ensign_prune_outbox", option, value)
+
+
+def test_a_batch_larger_than_a_statement_takes_is_deleted_in_parts() -> None:
+    rows = outbox.publish_many([outbox.Message("t", {"n": n}) for n in range(1200)])
+    OutboxEvent.objects.filter(id__in=[r.id for r in rows]).update(
+        status=OutboxStatus.ACKED, acked_at=timezone.now() - dt.timedelta(days=8)
+    )
+    if connection.vendor == "sqlite":
+        # The 999 parameters of the oldest SQLite builds Django supports.
+        connection.ensure_connection()
+        connection.connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    out = StringIO()
+    call_command("ensign_prune_outbox", "--batch-size", "1500", stdout=out)
+    assert out.getvalue().strip() == "deleted 1200 acked outbox rows"

@@ -194,6 +194,13 @@ def test_publish_outbox_command_once_reports_what_it_did(ensign_server: Embedded
     assert out.getvalue().strip() == "claimed 5, acked 5, retrying 0, dead 0, released 0"
 
 
+@pytest.mark.parametrize("option", ["--batch-size", "--max-in-flight"])
+@pytest.mark.parametrize("value", ["0", "-1", "many"])
+def test_publish_outbox_command_refuses_counts_below_one(option: str, value: str) -> None:
+    with pytest.raises(CommandError, match=option):
+        call_command("ensign_publish_outbox", "--once", option, value)
+
+
 def _waiting_untouched(topic: str, count: int) -> None:
     """Every row of ``topic`` waits as written: pending, no attempt counted, no lease."""
     rows = OutboxEvent.objects.filter(topic=topic)

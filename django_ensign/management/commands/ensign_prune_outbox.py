@@ -13,7 +13,8 @@ class Command(PruneCommand):
     help = "Delete acked outbox rows acked longer ago than --older-than, in batches."
     rows_name = "acked outbox rows"
     older_than_help = "Age of the ack: 30m, 12h, 7d, 2w (default 7d)."
-    database_help = "The outbox table's alias."
+    database_help = "The outbox table's alias (default: where the router writes outbox rows)."
+    database_default = None
 
     def prune(self, age: dt.timedelta, batch_size: int, database: Any, **options: Any) -> int:
         return housekeeping.prune(age, batch_size=batch_size, using=database)

@@ -9,7 +9,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from django_ensign import exceptions, locks, relay
 from django_ensign.conf import settings
-from django_ensign.management.base import EnsignCommand
+from django_ensign.management.base import EnsignCommand, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -26,13 +26,13 @@ class Command(EnsignCommand):
         )
         parser.add_argument(
             "--batch-size",
-            type=int,
+            type=positive_int,
             default=None,
             help="Rows per claim (ENSIGN_OUTBOX_BATCH_SIZE).",
         )
         parser.add_argument(
             "--max-in-flight",
-            type=int,
+            type=positive_int,
             default=None,
             help="Events published and not yet acked (ENSIGN_OUTBOX_MAX_IN_FLIGHT).",
         )

@@ -8,7 +8,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from django_ensign import exceptions, handlers, subscriber
 from django_ensign.conf import settings
-from django_ensign.management.base import EnsignCommand
+from django_ensign.management.base import EnsignCommand, positive_int
 
 
 class Command(EnsignCommand):
@@ -45,7 +45,7 @@ class Command(EnsignCommand):
         )
         parser.add_argument(
             "--concurrency",
-            type=int,
+            type=positive_int,
             default=None,
             help="Events handled at once (ENSIGN_SUBSCRIBER_CONCURRENCY).",
         )
