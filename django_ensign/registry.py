@@ -166,12 +166,26 @@ def register(
             return _default_name(model, suffix)
         return value or None
 
+    created, updated, deleted = (
+        name(on_create, "Created"),
+        name(on_update, "Updated"),
+        name(on_delete, "Deleted"),
+    )
+    for column, value in (
+        ("type_name", created),
+        ("type_name", updated),
+        ("type_name", deleted),
+        ("type_version", version),
+        ("mimetype", mimetype),
+    ):
+        if value:
+            outbox.validate_fits(column, value)
     publication = Publication(
         model=model,
         topic=topic,
-        on_create=name(on_create, "Created"),
-        on_update=name(on_update, "Updated"),
-        on_delete=name(on_delete, "Deleted"),
+        on_create=created,
+        on_update=updated,
+        on_delete=deleted,
         version=version,
         serializer=serializer or model_fields,
         key=key,

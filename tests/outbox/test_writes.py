@@ -330,6 +330,17 @@ def test_events_the_server_would_refuse_are_refused_at_write_time() -> None:
     assert not OutboxEvent.objects.exists()
 
 
+def test_names_longer_than_their_columns_are_refused_when_written_or_registered() -> None:
+    with pytest.raises(exceptions.InvalidEvent, match="type_name"):
+        outbox.publish("things", {"a": 1}, type_name="T" * 256)
+    with pytest.raises(exceptions.InvalidEvent, match="type_version"):
+        outbox.publish("things", {"a": 1}, type_version="1.0.0-" + "a" * 40)
+    assert not OutboxEvent.objects.exists()
+    with pytest.raises(exceptions.InvalidEvent, match="type_name"):
+        registry.register(Note, topic="notes", on_update="NoteUpdated" + "X" * 250)
+    assert registry.publication_for(Note) is None
+
+
 def test_with_several_faults_the_topic_then_the_empty_data_is_reported() -> None:
     with pytest.raises(exceptions.InvalidTopicName):
         outbox.publish("bad topic", object())
