@@ -9,7 +9,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from django.db import router
-from django.db.models import Min, QuerySet
+from django.db.models import Min, Q, QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -102,5 +102,11 @@ def health(using: str | None = None) -> OutboxHealth:
     # One count per status, each answered from that status's partial index; a GROUP BY
     # over the whole table would read every acked row on each admin page view.
     counts = {status: rows.filter(status=status).count() for status in OutboxStatus.values}
-    oldest = rows.filter(status__in=OUTBOX_WAITING).aggregate(oldest=Min("created"))["oldest"]
-    return OutboxHealth(counts, timezone.now() - oldest if oldest else None)
+    now = timezone.now()
+    # A row whose relay died waits too, though its status still says in flight.
+    waiting = Q(status__in=OUTBOX_WAITING) | Q(
+        status=OutboxStatus.IN_FLIGHT, lease_expires_at__lt=now
+    )
+    oldest = rows.filter(waiting).aggregate(oldest=Min("created"))["oldest"]
+    # Rows are stamped by the database's clock; one running ahead must not show a negative age.
+    return OutboxHealth(counts, max(now - oldest, dt.timedelta(0)) if oldest else None)

@@ -126,3 +126,18 @@ def test_staff_who_may_only_view_outbox_events_cannot_run_the_actions(
     assert retrying.next_attempt_at > timezone.now()
     viewer.user_permissions.add(Permission.objects.get(codename="change_outboxevent"))
     assert 'value="requeue_dead"' in client.get(reverse(CHANGELIST)).content.decode()
+
+
+def test_an_event_whose_relay_died_in_flight_counts_as_waiting(staff: Client) -> None:
+    row = outbox.publish("orders.events", {"n": 1}, type_name="OrderCreated")
+    OutboxEvent.objects.filter(id=row.id).update(
+        status=OutboxStatus.IN_FLIGHT,
+        created=timezone.now() - dt.timedelta(hours=3),
+        lease_expires_at=timezone.now() - dt.timedelta(minutes=1),
+    )
+    response = staff.get(reverse(CHANGELIST))
+    assert response.context["ensign_oldest_pending_age"] >= dt.timedelta(hours=3)
+    OutboxEvent.objects.filter(id=row.id).update(
+        lease_expires_at=timezone.now() + dt.timedelta(minutes=1)
+    )
+    assert staff.get(reverse(CHANGELIST)).context["ensign_oldest_pending_age"] is None
