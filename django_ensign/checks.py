@@ -13,6 +13,14 @@ from django_ensign.conf import settings as _settings
 
 #: PostgreSQL's NAMEDATALEN: identifiers, channel names included, are shorter.
 _PG_NAME_BYTES = 64
+#: The options of a publication stored in a sized outbox column: (column, option).
+_FITTED_OPTIONS = (
+    ("type_name", "on_create"),
+    ("type_name", "on_update"),
+    ("type_name", "on_delete"),
+    ("type_version", "version"),
+    ("mimetype", "mimetype"),
+)
 _PUBLICATION_OPTIONS = frozenset(
     {"topic", "on_create", "on_update", "on_delete", "version", "serializer", "key", "mimetype"}
 )
@@ -178,6 +186,9 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
                 )
         try:
             outbox.validate_format(options.get("mimetype"), options.get("version", "1.0.0"))
+            for column, option in _FITTED_OPTIONS:
+                if isinstance(options.get(option), str):
+                    outbox.validate_fits(column, options[option])
         except EnsignError as err:
             found.append(
                 _checks.Error(f"ENSIGN_PUBLISHED_MODELS[{label!r}]: {err}", id="django_ensign.E009")

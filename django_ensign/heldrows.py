@@ -60,7 +60,10 @@ class HeldRows:
         except BaseException:
             # Not every failure aborts the transaction: an execute wrapper that refuses
             # statements, or an error psycopg raises before sending, leaves it able to
-            # commit. The rows go out with the commit then, or die with a rollback.
+            # commit. The rows go out with the commit then, or die with a rollback. Should
+            # the failure come after an INSERT ran (a wrapper that raises once its statement
+            # is done), they are written twice with one event id, which consumers
+            # deduplicate: a copy too many, rather than an event lost.
             self._rows[:0] = rows
             self._channel = self._channel or channel
             raise

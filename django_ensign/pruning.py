@@ -12,8 +12,9 @@ from django.db.models import QuerySet
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 #: Ages beyond this name no row (and a cutoff before year 1 cannot be computed).
 MAX_AGE = dt.timedelta(days=100 * 366)
-#: The most rows one batch deletes: more would only make its statement long.
-MAX_BATCH = 10_000
+#: Rows one DELETE names at most, where the database states no limit of its own
+#: (PostgreSQL's is 65,535 parameters with server-side binding).
+STATEMENT_ROWS = 10_000
 
 
 def parse_age(text: str) -> dt.timedelta:
@@ -33,18 +34,17 @@ def parse_age(text: str) -> dt.timedelta:
 def delete_in_batches(rows: QuerySet[Any], batch_size: int) -> int:
     """Delete ``rows`` (ordered as they should go) ``batch_size`` at a time; returns how many.
 
-    ValueError for a batch size below 1 (it would delete nothing and say so) or above
-    :data:`MAX_BATCH`. A batch larger than the database takes parameters in one statement
-    is deleted in several.
+    ValueError for a batch size below 1 (it would delete nothing and say so). A batch
+    larger than one statement takes is deleted in several.
 
     Each batch is its own short statement, so a big prune never holds locks (or, on
     PostgreSQL, the xmin horizon) for long on a table the workers write to.
     """
-    if not 1 <= batch_size <= MAX_BATCH:
-        raise ValueError(f"the batch size must be 1 to {MAX_BATCH}, got {batch_size}")
+    if batch_size < 1:
+        raise ValueError(f"the batch size must be at least 1, got {batch_size}")
     table = rows.model._default_manager.db_manager(rows.db)
     # SQLite builds may take as few as 999 parameters a statement.
-    per_statement = connections[rows.db].features.max_query_params or batch_size
+    per_statement = connections[rows.db].features.max_query_params or STATEMENT_ROWS
     deleted = 0
     while ids := list(rows.values_list("pk", flat=True)[:batch_size]):
         for start in range(0, len(ids), per_statement):

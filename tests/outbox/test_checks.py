@@ -213,6 +213,15 @@ def test_registering_a_model_twice_fails_and_keeps_the_first_registration() -> N
     assert registry.publication_for(Order).topic == "orders.events"  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{"version": "1.0.0-" + "a" * 40}, {"on_update": "X" * 256}],
+)
+def test_e009_a_name_longer_than_its_outbox_column(options: dict[str, str]) -> None:
+    entry = {"testapp.Note": {"topic": "notes", **options}}
+    assert ids(ENSIGN_PUBLISHED_MODELS=entry) == ["django_ensign.E009"]
+
+
 def test_e011_a_model_registered_in_code_and_named_in_the_settings() -> None:
     listed = {"testapp.Order": {"topic": "orders2"}}
     assert ids(ENSIGN_PUBLISHED_MODELS=listed) == ["django_ensign.E011"]

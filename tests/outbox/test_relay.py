@@ -195,7 +195,7 @@ def test_publish_outbox_command_once_reports_what_it_did(ensign_server: Embedded
 
 
 @pytest.mark.parametrize("option", ["--batch-size", "--max-in-flight"])
-@pytest.mark.parametrize("value", ["0", "-1", "many"])
+@pytest.mark.parametrize("value", ["0", "-1"])
 def test_publish_outbox_command_refuses_counts_below_one(option: str, value: str) -> None:
     with pytest.raises(CommandError, match=option):
         call_command("ensign_publish_outbox", "--once", option, value)
