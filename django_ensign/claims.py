@@ -306,12 +306,30 @@ def _failure_fields(failures: Sequence[Failed]) -> dict[str, Any]:
         )
 
     return {
-        "nack_code": per_row(lambda o: o.code, SmallIntegerField()),
-        "nack_error": per_row(lambda o: o.error if o.code is not None else "", TextField()),
+        "nack_code": per_row(lambda o: _storable_code(o.code), SmallIntegerField()),
+        "nack_error": per_row(
+            lambda o: _storable_text(o.error) if o.code is not None else "", TextField()
+        ),
         "last_error": per_row(
-            lambda o: o.error if o.code is None else f"nack {o.code}: {o.error}", TextField()
+            lambda o: _storable_text(o.error if o.code is None else f"nack {o.code}: {o.error}"),
+            TextField(),
         ),
     }
+
+
+# What a server or an exception says is stored as it can be: a write that can never
+# succeed would hold the recorder, and every outcome behind it, forever.
+_SMALLINT = range(-(2**15), 2**15)
+
+
+def _storable_code(code: int | None) -> int | None:
+    """A nack code the column holds; others (no Ensign code is that large) stay in the text."""
+    return code if code in _SMALLINT else None
+
+
+def _storable_text(text: str) -> str:
+    """``text`` without NUL characters, which PostgreSQL's text columns refuse."""
+    return text.replace("\x00", "\N{REPLACEMENT CHARACTER}")
 
 
 def renew(tokens: Iterable[uuid.UUID], *, lease_seconds: float, using: str = "default") -> int:

@@ -124,6 +124,17 @@ def test_a_retrying_row_holds_back_only_its_own_key() -> None:
     assert status(a2) == OutboxStatus.PENDING
 
 
+def test_a_nack_the_columns_cannot_hold_as_sent_is_recorded_as_they_can() -> None:
+    row = outbox.publish("t", {"n": 1})
+    [claimed] = claim()
+    # A server's error with a NUL in it, and a code no Ensign server sends.
+    assert record(claims.Failed(claimed, "bad\x00byte", code=70_000)).retrying == 1
+    stored = OutboxEvent.objects.get(id=row.id)
+    assert (stored.status, stored.nack_code) == (OutboxStatus.RETRYING, None)
+    assert stored.nack_error == "bad\N{REPLACEMENT CHARACTER}byte"
+    assert stored.last_error == "nack 70000: bad\N{REPLACEMENT CHARACTER}byte"
+
+
 def test_a_dead_row_no_longer_holds_back_its_key() -> None:
     a1 = outbox.publish("t", {"n": 1}, key="a")
     a2 = outbox.publish("t", {"n": 2}, key="a")
