@@ -71,7 +71,8 @@ class RelayOptions:
     max_in_flight: int = field(default_factory=lambda: settings.OUTBOX_MAX_IN_FLIGHT)
     topics: Sequence[str] = ()
     once: bool = False
-    using: str = "default"
+    #: The outbox table's database alias (default: where the router writes outbox rows).
+    using: str = field(default_factory=lambda: outbox_alias())
     lease_seconds: float = field(default_factory=lambda: settings.OUTBOX_LEASE_SECONDS)
     poll_seconds: float = field(default_factory=lambda: settings.OUTBOX_POLL_SECONDS)
     create_topics: bool = field(default_factory=lambda: settings.OUTBOX_CREATE_TOPICS)
@@ -81,6 +82,15 @@ class RelayOptions:
     listen: bool = field(default_factory=lambda: settings.OUTBOX_NOTIFY)
     #: Seconds to wait for one event's Ack or Nack before counting it as failed.
     publish_timeout: float = 60.0
+
+
+def outbox_alias() -> str:
+    """The database alias the router writes outbox rows to."""
+    from django.db import router
+
+    from django_ensign.models import OutboxEvent
+
+    return str(router.db_for_write(OutboxEvent))
 
 
 def make_client(max_in_flight: int, ack_timeout: float = 60.0) -> Any:

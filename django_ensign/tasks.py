@@ -27,17 +27,19 @@ OUTBOX_BEAT_SCHEDULE: dict[str, dict[str, _Any]] = {
 
 @_shared_task(name="django_ensign.tasks.publish_outbox", ignore_result=False)  # type: ignore[untyped-decorator]
 def publish_outbox(
-    batch_size: int | None = None, topics: list[str] | None = None, using: str = "default"
+    batch_size: int | None = None, topics: list[str] | None = None, using: str | None = None
 ) -> dict[str, int]:
     """Publish every due outbox row, then return; skips if a relay or another drain is running.
 
-    Returns the relay's counts, or ``{"skipped": 1}`` when the drain lock was taken.
-    While Ensign cannot be reached the drain stops early with a warning and returns its
-    counts with ``"unreachable": 1`` (the rows wait for the next beat, no attempt
-    counted); a relay Ensign refuses (credentials, permissions) fails the task.
+    ``using`` defaults to where the router writes outbox rows. Returns the relay's counts,
+    or ``{"skipped": 1}`` when the drain lock was taken. While Ensign cannot be reached
+    the drain stops early with a warning and returns its counts with ``"unreachable": 1``
+    (the rows wait for the next beat, no attempt counted); a relay Ensign refuses
+    (credentials, permissions) fails the task.
     """
     from django_ensign import exceptions, locks, relay
 
+    using = using or relay.outbox_alias()
     with locks.drain_lock(using) as taken:
         if not taken:
             return {"skipped": 1}

@@ -441,3 +441,15 @@ def test_a_project_without_time_zones_records_each_ack(ensign_server: EmbeddedSe
     assert row.status == OutboxStatus.ACKED
     assert row.acked_at is not None
     assert row.acked_at.tzinfo is None
+
+
+class _OutboxWritesGoToOther:
+    def db_for_write(self, model: type, **hints: object) -> str | None:
+        return "other" if model is OutboxEvent else None
+
+
+def test_relays_and_drains_default_to_the_database_the_router_writes_outbox_rows_to() -> None:
+    with override_settings(DATABASE_ROUTERS=[_OutboxWritesGoToOther()]):
+        assert relay.RelayOptions().using == "other"
+        assert relay.RelayOptions(using="default").using == "default"
+    assert relay.RelayOptions().using == "default"

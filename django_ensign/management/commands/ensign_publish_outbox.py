@@ -44,7 +44,10 @@ class Command(EnsignCommand):
             help="Only publish rows of this topic; repeat for several.",
         )
         parser.add_argument(
-            "--database", default="default", help="The database alias of the outbox table."
+            "--database",
+            default=None,
+            help="The database alias of the outbox table (default: where the router writes "
+            "outbox rows).",
         )
 
     def handle(
@@ -54,9 +57,10 @@ class Command(EnsignCommand):
         batch_size: int | None,
         max_in_flight: int | None,
         topics: list[str],
-        database: str,
+        database: str | None,
         **options: Any,
     ) -> None:
+        database = database or relay.outbox_alias()
         opts = relay.RelayOptions(
             batch_size=batch_size or settings.OUTBOX_BATCH_SIZE,
             max_in_flight=max_in_flight or settings.OUTBOX_MAX_IN_FLIGHT,
