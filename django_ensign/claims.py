@@ -319,12 +319,14 @@ def _failure_fields(failures: Sequence[Failed]) -> dict[str, Any]:
 
 # What a server or an exception says is stored as it can be: a write that can never
 # succeed would hold the recorder, and every outcome behind it, forever.
-_SMALLINT = range(-(2**15), 2**15)
+_SMALLINT_MIN, _SMALLINT_MAX = -(2**15), 2**15 - 1
 
 
 def _storable_code(code: int | None) -> int | None:
     """A nack code the column holds; others (no Ensign code is that large) stay in the text."""
-    return code if code in _SMALLINT else None
+    if code is None or not _SMALLINT_MIN <= code <= _SMALLINT_MAX:
+        return None
+    return code
 
 
 def _storable_text(text: str) -> str:

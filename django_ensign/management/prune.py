@@ -23,7 +23,11 @@ class PruneCommand(EnsignCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--older-than", default="7d", help=self.older_than_help)
         parser.add_argument(
-            "--batch-size", type=positive_int, default=1000, help="Rows deleted per statement."
+            "--batch-size",
+            type=positive_int,
+            default=1000,
+            help="Rows deleted per batch (one DELETE, or several where the database takes "
+            "fewer parameters).",
         )
         parser.add_argument("--database", default=self.database_default, help=self.database_help)
 
