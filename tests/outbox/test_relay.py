@@ -14,9 +14,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.db.models import QuerySet
+from django.db.utils import ConnectionDoesNotExist
 from django.test import override_settings
 
-from django_ensign import claims, exceptions, outbox, relay, sdkclient
+from django_ensign import claims, exceptions, outbox, relay, sdkclient, tasks
 from django_ensign.client import Ensign
 from django_ensign.client import exceptions as sdk
 from django_ensign.models import OutboxEvent, OutboxStatus
@@ -448,8 +449,18 @@ class _OutboxWritesGoToOther:
         return "other" if model is OutboxEvent else None
 
 
-def test_relays_and_drains_default_to_the_database_the_router_writes_outbox_rows_to() -> None:
-    with override_settings(DATABASE_ROUTERS=[_OutboxWritesGoToOther()]):
+def test_relays_and_drains_default_to_the_database_the_router_writes_outbox_rows_to(
+    ensign_server: EmbeddedServer,
+) -> None:
+    with (
+        ensign_settings(ensign_server),
+        override_settings(DATABASE_ROUTERS=[_OutboxWritesGoToOther()]),
+    ):
         assert relay.RelayOptions().using == "other"
         assert relay.RelayOptions(using="default").using == "default"
+        # "other" is no configured database: each entry point names it as it fails.
+        with pytest.raises(ConnectionDoesNotExist, match="'other'"):
+            call_command("ensign_publish_outbox", "--once")
+        with pytest.raises(ConnectionDoesNotExist, match="'other'"):
+            tasks.publish_outbox()
     assert relay.RelayOptions().using == "default"
