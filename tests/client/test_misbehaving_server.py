@@ -8,13 +8,12 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-import grpc
-import grpc.aio
 import pytest
 
-from django_ensign.client import Ensign, Event, PublishTimeout
+from django_ensign.client import Event, PublishTimeout
 from django_ensign.client.publisher import PublisherOptions
 from django_ensign.proto.api.v1beta1 import ensign_pb2, ensign_pb2_grpc
+from tests.support.inprocess import client_of, serving
 
 TOPIC_ID = b"\x01" * 16
 
@@ -35,27 +34,17 @@ class BreaksEveryStream(ensign_pb2_grpc.EnsignServicer):
 
 async def test_events_time_out_and_reopening_backs_off() -> None:
     servicer = BreaksEveryStream()  # type: ignore[abstract]
-    server = grpc.aio.server()
-    ensign_pb2_grpc.add_EnsignServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    client = Ensign("a" * 32, "b" * 64, endpoint=f"127.0.0.1:{port}", ack_timeout=2.0)
-
-    async def no_auth_service() -> str:
-        return "token"
-
-    client._connection.tokens.access_token = no_auth_service  # type: ignore[method-assign]
-    client.topics.update({"t": TOPIC_ID})
-    options: PublisherOptions = client._options
-    started = time.monotonic()
-    events = [Event(b"x") for _ in range(50)]
-    await client.publish("t", events)
-    for event in events:
-        with pytest.raises(PublishTimeout):
-            await event.wait_for_ack()
-    elapsed = time.monotonic() - started
-    await client.close()
-    await server.stop(None)
+    async with serving(servicer) as port:
+        client = client_of(port, {"t": TOPIC_ID}, ack_timeout=2.0)
+        options: PublisherOptions = client._options
+        started = time.monotonic()
+        events = [Event(b"x") for _ in range(50)]
+        await client.publish("t", events)
+        for event in events:
+            with pytest.raises(PublishTimeout):
+                await event.wait_for_ack()
+        elapsed = time.monotonic() - started
+        await client.close()
     # Each failed stream doubles the pause before the next open (never shorter than asked).
     allowed, slept, delay = 1, 0.0, options.backoff_initial
     while slept + delay * 2 <= elapsed + options.backoff_max:

@@ -8,22 +8,20 @@ import time
 from collections.abc import AsyncIterator
 from io import StringIO
 
-import grpc
-import grpc.aio
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.db.models import QuerySet
-from django.db.utils import ConnectionDoesNotExist
 from django.test import override_settings
+from django.utils.connection import ConnectionDoesNotExist
 
 from django_ensign import claims, exceptions, outbox, relay, sdkclient, tasks
-from django_ensign.client import Ensign
 from django_ensign.client import exceptions as sdk
 from django_ensign.models import OutboxEvent, OutboxStatus
 from django_ensign.proto.api.v1beta1 import ensign_pb2, ensign_pb2_grpc
 from django_ensign.wire import metadata
 from tests.outbox.support import ensign_settings, server_events, stable_ids, unique_topic
+from tests.support.inprocess import client_of, serving
 from tests.support.server import EmbeddedServer, create_apikey, free_port
 from tests.testapp.models import Order
 
@@ -405,23 +403,13 @@ def test_an_event_the_client_gave_up_on_records_its_error_and_no_server_nack_cod
     row = outbox.publish(topic, {"n": 1})
 
     async def publish_to_a_stalled_server() -> relay.RelayStats:
-        server = grpc.aio.server()
-        ensign_pb2_grpc.add_EnsignServicer_to_server(_NeverAnswers(topic), server)  # type: ignore[abstract]
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        client = Ensign("a" * 32, "b" * 64, endpoint=f"127.0.0.1:{port}", ack_timeout=0.5)
-
-        async def no_auth_service() -> str:
-            return "token"
-
-        client._connection.tokens.access_token = no_auth_service  # type: ignore[method-assign]
-        client.topics.update({topic: b"\x01" * 16})
-        options = relay.RelayOptions(once=True, publish_timeout=0.5, create_topics=False)
-        try:
-            return await relay.Relay(options, client=client).run()
-        finally:
-            await client.close()
-            await server.stop(None)
+        async with serving(_NeverAnswers(topic)) as port:  # type: ignore[abstract]
+            client = client_of(port, {topic: b"\x01" * 16}, ack_timeout=0.5)
+            options = relay.RelayOptions(once=True, publish_timeout=0.5, create_topics=False)
+            try:
+                return await relay.Relay(options, client=client).run()
+            finally:
+                await client.close()
 
     stats = asyncio.run(publish_to_a_stalled_server())
     assert (stats.acked, stats.retrying) == (0, 1)

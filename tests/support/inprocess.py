@@ -1,0 +1,37 @@
+"""In-process gRPC servicers that play servers no real component imitates, and their clients."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import grpc
+import grpc.aio
+
+from django_ensign.client import Ensign
+from django_ensign.proto.api.v1beta1 import ensign_pb2_grpc
+
+
+@contextlib.asynccontextmanager
+async def serving(servicer: ensign_pb2_grpc.EnsignServicer) -> AsyncIterator[int]:
+    """Serve ``servicer`` on a free loopback port (yielded) until the block ends."""
+    server = grpc.aio.server()
+    ensign_pb2_grpc.add_EnsignServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield port
+    finally:
+        await server.stop(None)
+
+
+def client_of(port: int, topics: dict[str, bytes], *, ack_timeout: float) -> Ensign:
+    """A client of the servicer on ``port`` that knows ``topics`` and asks no auth service."""
+    client = Ensign("a" * 32, "b" * 64, endpoint=f"127.0.0.1:{port}", ack_timeout=ack_timeout)
+
+    async def no_auth_service() -> str:
+        return "token"
+
+    client._connection.tokens.access_token = no_auth_service  # type: ignore[method-assign]
+    client.topics.update(topics)
+    return client
