@@ -13,7 +13,13 @@ from django.db.models import Min, Q, QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from django_ensign.models import OUTBOX_WAITING, InboxEvent, OutboxEvent, OutboxStatus
+from django_ensign.models import (
+    OUTBOX_WAITING,
+    InboxEvent,
+    OutboxEvent,
+    OutboxStatus,
+    outbox_alias,
+)
 from django_ensign.pruning import delete_in_batches
 
 
@@ -44,7 +50,7 @@ def prune(older_than: dt.timedelta, *, batch_size: int = 1000, using: str | None
     Dead rows are never pruned: requeue or inspect them.
     """
     cutoff = timezone.now() - older_than
-    rows = OutboxEvent.objects.using(using or router.db_for_write(OutboxEvent))
+    rows = OutboxEvent.objects.using(using or outbox_alias())
     old = rows.filter(status=OutboxStatus.ACKED, acked_at__lt=cutoff)
     # Oldest first, along the partial acked_at index kept for this.
     return delete_in_batches(old.order_by("acked_at"), batch_size)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db import models
+from django.db import models, router
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -100,6 +100,11 @@ class OutboxEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.topic} {self.type_name or 'event'} {self.event_id} ({self.status})"
+
+
+def outbox_alias() -> str:
+    """The database alias the routers write outbox rows to: every outbox entry point's default."""
+    return str(router.db_for_write(OutboxEvent))
 
 
 # === end outbox models ======================================================

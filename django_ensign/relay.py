@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from django.db import Error as DatabaseError  # also InterfaceError: a connection that died
 from django.db import connections
 
-from django_ensign import claims, exceptions, notify, workerdb
+from django_ensign import claims, exceptions, models, notify, workerdb
 from django_ensign.conf import settings
 from django_ensign.publishfailures import Trouble, trouble
 from django_ensign.runs import identity_runs
@@ -72,7 +72,7 @@ class RelayOptions:
     topics: Sequence[str] = ()
     once: bool = False
     #: The outbox table's database alias (default: where the router writes outbox rows).
-    using: str = field(default_factory=lambda: outbox_alias())
+    using: str = field(default_factory=models.outbox_alias)
     lease_seconds: float = field(default_factory=lambda: settings.OUTBOX_LEASE_SECONDS)
     poll_seconds: float = field(default_factory=lambda: settings.OUTBOX_POLL_SECONDS)
     create_topics: bool = field(default_factory=lambda: settings.OUTBOX_CREATE_TOPICS)
@@ -82,15 +82,6 @@ class RelayOptions:
     listen: bool = field(default_factory=lambda: settings.OUTBOX_NOTIFY)
     #: Seconds to wait for one event's Ack or Nack before counting it as failed.
     publish_timeout: float = 60.0
-
-
-def outbox_alias() -> str:
-    """The database alias the router writes outbox rows to."""
-    from django.db import router
-
-    from django_ensign.models import OutboxEvent
-
-    return str(router.db_for_write(OutboxEvent))
 
 
 def make_client(max_in_flight: int, ack_timeout: float = 60.0) -> Any:

@@ -38,8 +38,9 @@ def publish_outbox(
     (credentials, permissions) fails the task.
     """
     from django_ensign import exceptions, locks, relay
+    from django_ensign.models import outbox_alias
 
-    using = using or relay.outbox_alias()
+    using = using or outbox_alias()
     with locks.drain_lock(using) as taken:
         if not taken:
             return {"skipped": 1}

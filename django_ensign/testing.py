@@ -15,9 +15,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from django.db import router
-
-from django_ensign.models import OutboxEvent
+from django_ensign.models import OutboxEvent, outbox_alias
 
 
 class CapturedOutbox:
@@ -56,7 +54,7 @@ class CapturedOutbox:
 @contextlib.contextmanager
 def capture_outbox(using: str | None = None) -> Iterator[CapturedOutbox]:
     """Collect the outbox rows written inside the ``with`` block (committed or not yet)."""
-    alias = using or router.db_for_write(OutboxEvent)
+    alias = using or outbox_alias()
     captured = CapturedOutbox(alias, _last_id(alias))
     yield captured
     # Only on a normal exit: after an error the transaction may refuse queries, and the

@@ -10,6 +10,7 @@ from django.core.management.base import CommandError, CommandParser
 from django_ensign import exceptions, locks, relay
 from django_ensign.conf import settings
 from django_ensign.management.base import EnsignCommand, positive_int
+from django_ensign.models import outbox_alias
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class Command(EnsignCommand):
         database: str | None,
         **options: Any,
     ) -> None:
-        database = database or relay.outbox_alias()
+        database = database or outbox_alias()
         opts = relay.RelayOptions(
             batch_size=batch_size or settings.OUTBOX_BATCH_SIZE,
             max_in_flight=max_in_flight or settings.OUTBOX_MAX_IN_FLIGHT,
