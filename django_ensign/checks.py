@@ -188,7 +188,7 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
             outbox.validate_format(options.get("mimetype"), options.get("version", "1.0.0"))
             for column, option in _FITTED_OPTIONS:
                 if isinstance(options.get(option), str):
-                    outbox.validate_fits(column, options[option])
+                    outbox.validate_fits(**{column: options[option]})
         except EnsignError as err:
             found.append(
                 _checks.Error(f"ENSIGN_PUBLISHED_MODELS[{label!r}]: {err}", id="django_ensign.E009")

@@ -150,14 +150,16 @@ def check_alias(using: str) -> str:
 _KEY_MAX = columns.limit(models.OutboxEvent, "ordering_key")
 
 
-def validate_fits(column: str, value: str) -> None:
-    """Refuse a value longer than its outbox column: PostgreSQL would fail the commit with it."""
-    size = columns.limit(models.OutboxEvent, column)
-    if len(value) > size:
-        raise exceptions.InvalidEvent(
-            f"{column} {value[:40]!r}… is {len(value)} characters, longer than the {size} "
-            "its outbox column holds"
-        )
+def validate_fits(**values: str | None) -> None:
+    """Refuse a value longer than its outbox column (each keyword names one), which
+    PostgreSQL would refuse only at the commit."""
+    for column, value in values.items():
+        size = columns.limit(models.OutboxEvent, column)
+        if value and len(value) > size:
+            raise exceptions.InvalidEvent(
+                f"{column} {value[:40]!r}… is {len(value)} characters, longer than the {size} "
+                "its outbox column holds"
+            )
 
 
 def validate_format(mimetype: str | None, version: str) -> None:
@@ -192,12 +194,7 @@ class RowShape:
         """Check what the relay would otherwise refuse later, far from the caller's code."""
         validate_topic(topic)
         validate_format(mimetype, type_version)
-        for column, value in (
-            ("mimetype", mimetype),
-            ("type_name", type_name),
-            ("type_version", type_version),
-        ):
-            validate_fits(column, value)
+        validate_fits(mimetype=mimetype, type_name=type_name, type_version=type_version)
         metadata = {str(k): str(v) for k, v in (meta or {}).items()}
         return cls(topic, mimetype, type_name, type_version, json.dumps(metadata))
 

@@ -22,12 +22,13 @@ def parse_age(text: str) -> dt.timedelta:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
     if not match:
         raise ValueError(f"{text!r}: use a number and a unit, e.g. 7d, 12h, 30m")
+    too_long = ValueError(f"{text!r} is longer than a hundred years")
     try:
         age = dt.timedelta(**{_UNITS[match[2]]: float(match[1])})
     except OverflowError:
-        age = MAX_AGE + MAX_AGE
+        raise too_long from None
     if age > MAX_AGE:
-        raise ValueError(f"{text!r} is longer than a hundred years")
+        raise too_long
     return age
 
 

@@ -97,8 +97,7 @@ class Publication:
         # After an UPDATE the instance may hold values its row does not: those of fields
         # the save left out, and its generated columns (Django refreshes them on insert
         # only). The default payload is the row as committed, so those are read back.
-        reread = _unsaved_fields(type(instance), update_fields)
-        return model_fields(instance, reread=reread) if reread else model_fields(instance)
+        return model_fields(instance, reread=_unsaved_fields(type(instance), update_fields))
 
 
 def _unsaved_fields(
@@ -171,15 +170,9 @@ def register(
         name(on_update, "Updated"),
         name(on_delete, "Deleted"),
     )
-    for column, value in (
-        ("type_name", created),
-        ("type_name", updated),
-        ("type_name", deleted),
-        ("type_version", version),
-        ("mimetype", mimetype),
-    ):
-        if value:
-            outbox.validate_fits(column, value)
+    for type_name in (created, updated, deleted):
+        outbox.validate_fits(type_name=type_name)
+    outbox.validate_fits(type_version=version, mimetype=mimetype)
     publication = Publication(
         model=model,
         topic=topic,
