@@ -326,6 +326,15 @@ class Relay:
                 self._forget_leases(unsent)
                 await self._release(unsent)
                 continue
+            try:
+                # With no events this only looks the topic up (or creates it), so a slow
+                # first lookup does not run down the deadline below and publish twice.
+                await self._client.publish_encoded(
+                    topic, [], ensure_exists=self.options.create_topics
+                )
+            except Exception as err:
+                self._fail([row for row, _ in items], err)
+                continue
             # The client's own deadline (the same timeout) comes first and says whether the
             # server was reachable meanwhile; this one is the backstop.
             deadline = time.monotonic() + self.options.publish_timeout + EXPIRY_GRACE

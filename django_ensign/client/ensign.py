@@ -136,7 +136,9 @@ class Ensign:
         :func:`~django_ensign.client.events.new_local_id`. The events are sent, resent
         and timed out as :meth:`publish` does; ``on_ack`` and ``on_nack`` are all that
         hear of their outcomes. InvalidEvent, with nothing sent, when an id is repeated in
-        ``events`` or belongs to an event still in flight.
+        ``events`` or belongs to an event still in flight. With no events it only looks the
+        topic up (creating it with ``ensure_exists``), so a caller can time its events from
+        the send.
         """
         self._check_open()
         _check_topic(topic)

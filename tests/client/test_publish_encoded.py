@@ -9,7 +9,7 @@ import pytest
 
 from django_ensign.client import Ack, Ensign, Nack, NackCode
 from django_ensign.client.events import encode_event, new_local_id
-from django_ensign.client.exceptions import InvalidEvent
+from django_ensign.client.exceptions import InvalidEvent, UnknownTopic
 from tests.client.conftest import encoded, make_client
 from tests.support.server import EmbeddedServer
 
@@ -30,6 +30,20 @@ async def test_encoded_events_are_acked_by_their_local_ids_and_stored(
     assert {
         (e.type_name, e.type_version, e.mimetype_name, e.data) for e in stored if e.meta["n"] == "7"
     } == {("Count", "1.0.0", "text/plain", b"7")}
+
+
+async def test_no_events_only_look_the_topic_up(
+    ensign_server: EmbeddedServer, topic_name: Callable[[], str]
+) -> None:
+    topic = topic_name()
+    async with make_client(ensign_server) as client:
+        with pytest.raises(UnknownTopic):
+            await client.publish_encoded(topic, [])
+        await client.publish_encoded(topic, [], ensure_exists=True)
+        assert client.topics.id(topic) is not None
+        assert await client.topic_exists(topic)
+        stored = await (await client.query(f"SELECT * FROM {topic}")).fetchall()
+    assert stored == []
 
 
 async def test_an_encoded_event_with_no_reply_reaches_on_nack_as_a_timeout(
