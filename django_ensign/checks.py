@@ -212,12 +212,15 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
             outbox.validate_topic(topic)
         except InvalidTopicName as err:
             found.append(_checks.Error(f"{label}: {err}", id="django_ensign.E004"))
-    for name in (
-        "ENSIGN_OUTBOX_BATCH_SIZE",
-        "ENSIGN_OUTBOX_MAX_IN_FLIGHT",
-        "ENSIGN_OUTBOX_MAX_ATTEMPTS",
-        "ENSIGN_OUTBOX_LEASE_SECONDS",
-        "ENSIGN_OUTBOX_POLL_SECONDS",
+    for name, zero_allowed in (
+        ("ENSIGN_OUTBOX_BATCH_SIZE", False),
+        ("ENSIGN_OUTBOX_MAX_IN_FLIGHT", False),
+        ("ENSIGN_OUTBOX_MAX_ATTEMPTS", False),
+        ("ENSIGN_OUTBOX_LEASE_SECONDS", False),
+        ("ENSIGN_OUTBOX_POLL_SECONDS", False),
+        # A zero backoff retries at once: a choice, where a negative one is a mistake.
+        ("ENSIGN_OUTBOX_BACKOFF_BASE", True),
+        ("ENSIGN_OUTBOX_BACKOFF_MAX", True),
     ):
         try:
             value = getattr(_settings, name.removeprefix("ENSIGN_"))
@@ -226,10 +229,9 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
                 _checks.Error(f"{name} must be a number ({err}).", id="django_ensign.E008")
             )
             continue
-        if value <= 0:
-            found.append(
-                _checks.Error(f"{name} must be positive, got {value}.", id="django_ensign.E008")
-            )
+        if value < 0 or (value == 0 and not zero_allowed):
+            rule = "must not be negative" if zero_allowed else "must be positive"
+            found.append(_checks.Error(f"{name} {rule}, got {value}.", id="django_ensign.E008"))
     channel = _settings.OUTBOX_NOTIFY_CHANNEL
     if (
         _settings.OUTBOX_NOTIFY

@@ -111,11 +111,24 @@ def test_e007_malformed_published_model_entry() -> None:
 
 @pytest.mark.parametrize(
     "setting",
-    ["ENSIGN_OUTBOX_BATCH_SIZE", "ENSIGN_OUTBOX_MAX_IN_FLIGHT", "ENSIGN_OUTBOX_LEASE_SECONDS"],
+    [
+        "ENSIGN_OUTBOX_BATCH_SIZE",
+        "ENSIGN_OUTBOX_MAX_IN_FLIGHT",
+        "ENSIGN_OUTBOX_MAX_ATTEMPTS",
+        "ENSIGN_OUTBOX_LEASE_SECONDS",
+        "ENSIGN_OUTBOX_POLL_SECONDS",
+    ],
 )
 def test_e008_non_positive_relay_settings(setting: str) -> None:
     assert ids(**{setting: 0}) == ["django_ensign.E008"]
     assert ids(**{setting: "500a"}) == ["django_ensign.E008"]  # reported, not a crash
+
+
+@pytest.mark.parametrize("setting", ["ENSIGN_OUTBOX_BACKOFF_BASE", "ENSIGN_OUTBOX_BACKOFF_MAX"])
+def test_e008_a_negative_or_non_numeric_relay_backoff(setting: str) -> None:
+    assert ids(**{setting: -1}) == ["django_ensign.E008"]
+    assert ids(**{setting: "soon"}) == ["django_ensign.E008"]
+    assert ids(**{setting: 0}) == []
 
 
 @pytest.mark.parametrize(
