@@ -183,6 +183,10 @@ class InboxEventAdmin(_ReadOnlyAdmin, _InboxAdminBase):
     show_full_result_count = False
     list_per_page = 100
 
+    def has_delete_permission(self, request: _HttpRequest, obj: _Any = None) -> bool:
+        # A deleted row would let a redelivered event be applied again; prune by age instead.
+        return False
+
 
 _REASON_COLOURS = {
     _DeadLetterReason.FAILED: "#dc3545",

@@ -110,3 +110,15 @@ def test_admin_lists_the_inbox(staff: Client) -> None:
     assert page.status_code == 200
     assert "h.one" in page.content.decode()
     assert staff.get(reverse("admin:django_ensign_inboxevent_add")).status_code == 403
+
+
+def test_inbox_rows_cannot_be_deleted_in_the_admin(staff: Client) -> None:
+    # Deleting one would let a redelivered event be applied a second time.
+    row = InboxEvent.objects.create(handler="h.one", event_id="E-1", topic="weather")
+    delete = reverse("admin:django_ensign_inboxevent_delete", args=[row.pk])
+    assert staff.post(delete, {"post": "yes"}).status_code == 403
+    changelist = reverse("admin:django_ensign_inboxevent_changelist")
+    staff.post(
+        changelist, {"action": "delete_selected", "_selected_action": [row.pk], "post": "yes"}
+    )
+    assert InboxEvent.objects.filter(pk=row.pk).exists()
