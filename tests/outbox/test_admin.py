@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -46,10 +47,16 @@ def rows() -> dict[str, OutboxEvent]:
 def test_changelist_shows_counts_per_status_and_oldest_waiting_age(
     staff: Client, rows: dict[str, OutboxEvent]
 ) -> None:
+    sending = outbox.publish("orders.events", {"s": "in flight"}, key="k-in-flight")
+    OutboxEvent.objects.filter(id=sending.id).update(
+        status="in_flight",
+        lease_token=uuid.uuid4(),
+        lease_expires_at=timezone.now() + dt.timedelta(hours=1),
+    )
     response = staff.get(reverse(CHANGELIST))
     assert response.status_code == 200
     counts = {value: count for value, _, count in response.context["ensign_status_counts"]}
-    assert counts == {"pending": 2, "in_flight": 0, "acked": 1, "retrying": 1, "dead": 1}
+    assert counts == {"pending": 2, "in_flight": 1, "acked": 1, "retrying": 1, "dead": 1}
     assert response.context["ensign_oldest_pending_age"] >= dt.timedelta(hours=2)
     html = response.content.decode()
     assert (

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
+from celery.signals import before_task_publish
 from django.test import override_settings
 
 from django_ensign import exceptions, locks, outbox, tasks
@@ -96,10 +97,26 @@ def test_on_commit_trigger_queues_a_drain_per_transaction(
 
     from tests.outbox.support import wait_until
 
+    queued: list[str] = []
+
+    def count(sender: str | None = None, **kwargs: Any) -> None:
+        if sender == "django_ensign.tasks.publish_outbox":
+            queued.append(sender)
+
     topic = unique_topic("oncommit")
+    before_task_publish.connect(count)
     with ensign_settings(ensign_server, ENSIGN_OUTBOX_CELERY_ON_COMMIT=True):
-        with transaction.atomic():
-            rows = [outbox.publish(topic, {"n": n}) for n in range(3)]
+        try:
+            with transaction.atomic():
+                rows = [outbox.publish(topic, {"n": n}) for n in range(3)]
+                assert queued == []  # not before the commit
+            assert len(queued) == 1  # one drain for the three rows
+            with transaction.atomic():
+                outbox.publish(topic, {"n": "rolled back"})
+                transaction.set_rollback(True)
+            assert len(queued) == 1
+        finally:
+            before_task_publish.disconnect(count)
         wait_until(
             lambda: OutboxEvent.objects.filter(status=OutboxStatus.ACKED).count() == 3,
             60,

@@ -24,11 +24,13 @@ def claim(limit: int = 100, **kwargs: object) -> list[claims.Claimed]:
     return claims.claim(limit=limit, lease_seconds=LEASE, **kwargs)  # type: ignore[arg-type]
 
 
-def record(*outcomes: claims.Outcome, max_attempts: int = 5) -> claims.Recorded:
+def record(
+    *outcomes: claims.Outcome, max_attempts: int = 5, backoff_base: float = 1.0
+) -> claims.Recorded:
     return claims.record(
         outcomes,
         max_attempts=max_attempts,
-        backoff_base=1.0,
+        backoff_base=backoff_base,
         backoff_max=60.0,
         rng=random.Random(1),
     )
@@ -115,7 +117,9 @@ def test_a_retrying_row_holds_back_only_its_own_key() -> None:
     b1 = outbox.publish("t", {"n": 1}, key="b")
     b2 = outbox.publish("t", {"n": 2}, key="b")
     first = {c.id: c for c in claim()}
-    result = record(claims.Failed(first[a1.id], "internal", code=9), ack(first[b1.id]))
+    # A backoff of up to an hour: a1 stays out of the claims below however slow they are.
+    failed = claims.Failed(first[a1.id], "internal", code=9)
+    result = record(failed, ack(first[b1.id]), backoff_base=3600)
     assert (result.retrying, result.acked) == (1, 1)
     assert status(a1) == OutboxStatus.RETRYING
     assert [c.id for c in claim()] == [b2.id]  # a1 is backing off; a2 must wait behind it

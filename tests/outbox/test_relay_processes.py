@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import random
 import signal
+import subprocess
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
+from django.db import transaction
 
 from django_ensign import outbox
 from django_ensign.models import OutboxEvent, OutboxStatus
@@ -87,6 +89,12 @@ def test_several_relays_publish_every_row_exactly_once(
     assert_key_order_on_server(topic, ensign_server, rows)
 
 
+def in_flight() -> set[int]:
+    return set(
+        OutboxEvent.objects.filter(status=OutboxStatus.IN_FLIGHT).values_list("id", flat=True)
+    )
+
+
 def test_killing_relays_at_random_points_loses_nothing(
     ensign_server: EmbeddedServer, tmp_path: Path
 ) -> None:
@@ -95,22 +103,47 @@ def test_killing_relays_at_random_points_loses_nothing(
     rows = write(topic, 400, keys=40)
     log = tmp_path / "relays.log"
     env = {"TEST_RELAY_LEASE": "1.5"}
-    relays = [start_relay(ensign_server, "--batch-size", "8", log=log, **env) for _ in range(2)]
+
+    def start() -> subprocess.Popen[bytes]:
+        return start_relay(ensign_server, "--batch-size", "8", log=log, **env)
+
+    # First, kill every relay while it holds leases: those rows must come back by expiry.
+    stranded: set[int] = set()
+    relays: list[subprocess.Popen[bytes]] = []
     try:
+        for round_ in range(5):
+            relays = [start(), start()]
+            wait_until(in_flight, 60, "rows in flight", every=0.01)
+            for process in relays:
+                process.send_signal(signal.SIGKILL)
+            for process in relays:
+                process.wait()
+            stranded = in_flight()
+            if stranded:
+                break
+            rows += write(topic, 100, keys=40, start=1000 * (round_ + 1))
+        assert stranded, "no kill landed while a relay held leases"
+        relays = [start(), start()]
         for round_ in range(6):
-            time.sleep(rng.uniform(0.1, 0.6))  # a random point in the relay's work
+            # Past start-up, then a random point in the relay's work.
+            wait_until(lambda: relays_listening() >= len(relays), 60, "the relays listening")
+            time.sleep(rng.uniform(0.0, 0.3))
             victim = relays.pop(rng.randrange(len(relays)))
             victim.send_signal(signal.SIGKILL)
             victim.wait()
-            relays.append(start_relay(ensign_server, "--batch-size", "8", log=log, **env))
+            relays.append(start())
             rows += write(topic, 20, keys=40, start=400 + 20 * round_)
         wait_until(lambda: acked() == len(rows), 90, "every row acked after the kills")
+        # Past start-up, so SIGTERM finds their handlers.
+        wait_until(lambda: relays_listening() >= len(relays), 60, "the relays listening")
     finally:
-        for process in relays:
-            stop(process)
+        codes = [stop(process) for process in relays]
+    assert codes == [0] * len(relays), log.read_text()
     on_server = set(stable_ids(server_events(ensign_server, topic)))
     assert on_server == {r.event_id for r in rows}  # at least once each, nothing lost
     assert_key_order_on_server(topic, ensign_server, rows)
+    reclaimed = OutboxEvent.objects.filter(id__in=stranded)
+    assert {(r.status, r.attempts >= 2) for r in reclaimed} == {(OutboxStatus.ACKED, True)}
 
 
 def test_per_key_order_holds_under_four_relays_with_nacks_and_retries(
@@ -130,10 +163,10 @@ def test_per_key_order_holds_under_four_relays_with_nacks_and_retries(
     run_async(archive())
     rows: list[OutboxEvent] = []
     for n in range(240):
-        key = f"key-{n % 12}"
-        # Every 10th event of a key goes to a topic that does not exist yet (it retries,
-        # holding back its key), every 15th to an archived topic (nacked, dead at once).
-        topic = late if n % 10 == 3 else archived if n % 15 == 7 else main
+        key, nth = f"key-{n % 12}", n // 12
+        # Each key's 4th and 14th events go to a topic that does not exist yet (they retry,
+        # holding back their key), its 8th to an archived topic (nacked, dead at once).
+        topic = late if nth % 10 == 3 else archived if nth == 7 else main
         rows.append(outbox.publish(topic, {"n": n}, type_name="Counted", key=key))
     log = tmp_path / "relays.log"
     env = {"TEST_RELAY_CREATE_TOPICS": "0"}
@@ -169,8 +202,12 @@ def test_per_key_order_holds_under_four_relays_with_nacks_and_retries(
             .values_list("acked_at", flat=True)
         )
         assert times == sorted(times), f"key {key} acked out of order"
-    assert_key_order_on_server(main, ensign_server, [r for r in rows if r.topic == main])
-    assert_key_order_on_server(late, ensign_server, [r for r in rows if r.topic == late])
+    for topic in (main, late):
+        sent = [r for r in rows if r.topic == topic]
+        assert Counter(stable_ids(server_events(ensign_server, topic))) == Counter(
+            r.event_id for r in sent
+        )  # each once: no crash here, so no copies
+        assert_key_order_on_server(topic, ensign_server, sent)
 
 
 async def _create(server: EmbeddedServer, topic: str) -> None:
@@ -186,41 +223,53 @@ def test_relay_recovers_by_itself_after_a_server_outage(
 ) -> None:
     topic = unique_topic("outage")
     rows = write(topic, 50, keys=5)
-    relay = start_relay(fresh_server, log=tmp_path / "relay.log")
+    log = tmp_path / "relay.log"
+    # Few attempts: an outage counted against the rows would make them dead, not acked.
+    relay = start_relay(fresh_server, log=log, TEST_RELAY_MAX_ATTEMPTS="3")
     try:
         wait_until(lambda: acked() == 50, 60, "the first rows acked")
         fresh_server.kill()
         rows += write(topic, 50, keys=5, start=50)  # written while the server is down
+        wait_until(in_flight, 60, "the relay to send them")
         time.sleep(10)  # the outage itself
         assert relay.poll() is None, "the relay must ride out the outage"
         fresh_server.start()
         wait_until(lambda: acked() == 100, 90, "every row acked after the outage")
     finally:
         code = stop(relay)
-    assert code == 0, (tmp_path / "relay.log").read_text()
+    assert code == 0, log.read_text()
     assert set(stable_ids(server_events(fresh_server, topic))) == {r.event_id for r in rows}
+    # The outage counted no attempt: every row went out on its first.
+    assert set(OutboxEvent.objects.values_list("attempts", flat=True)) == {1}
 
 
 def test_sigterm_finishes_in_flight_events_and_exits(
     ensign_server: EmbeddedServer, tmp_path: Path
 ) -> None:
     topic = unique_topic("term")
-    relay = start_relay(ensign_server, "--batch-size", "50", log=tmp_path / "relay.log")
+    relay = start_relay(
+        ensign_server, "--batch-size", "50", "--max-in-flight", "100", log=tmp_path / "relay.log"
+    )
     try:
-        write(topic, 200, keys=200)
-        wait_until(lambda: acked() > 0, 60, "publishing to start")
+        wait_until(lambda: relays_listening() >= 1, 60, "the relay listening")
+        with transaction.atomic():  # all at once: the relay cannot keep up with the writes
+            rows = write(topic, 3000, keys=3000)
+        wait_until(in_flight, 60, "events in flight", every=0.01)
     finally:
         code = stop(relay)
     assert code == 0
     output = (tmp_path / "relay.log").read_text()
     assert f"to Ensign at {ensign_server.endpoint}; Ctrl-C or SIGTERM to stop" in output
     assert "claimed" in output
-    assert not OutboxEvent.objects.filter(status=OutboxStatus.IN_FLIGHT).exists()
-    # Whatever was acked is on the server; the rest is still pending for the next relay.
+    assert not in_flight()
+    # What went out was acked and recorded; the rest waits, unattempted, for the next relay.
     acked_ids = set(
         OutboxEvent.objects.filter(status=OutboxStatus.ACKED).values_list("event_id", flat=True)
     )
-    assert acked_ids <= set(stable_ids(server_events(ensign_server, topic)))
+    assert acked_ids == set(stable_ids(server_events(ensign_server, topic)))
+    assert 0 < len(acked_ids) < len(rows)
+    waiting = OutboxEvent.objects.exclude(status=OutboxStatus.ACKED)
+    assert {(r.status, r.attempts) for r in waiting} == {(OutboxStatus.PENDING, 0)}
 
 
 def test_a_commit_wakes_a_sleeping_relay_through_notify(

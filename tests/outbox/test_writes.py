@@ -46,6 +46,7 @@ def create_then_fail(reference: str) -> None:
         raise RuntimeError("business rule failed")
 
 
+@pytest.mark.django_db(transaction=True)  # a real ROLLBACK, not a savepoint's
 def test_rolled_back_transaction_writes_no_row() -> None:
     with pytest.raises(RuntimeError):
         create_then_fail("A-2")
