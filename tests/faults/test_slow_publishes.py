@@ -1,0 +1,80 @@
+"""Publishes slower than the relay's lease: the leases are renewed and nothing goes out twice.
+
+No real server can be made slow on demand, so the delay sits between each relay and its SDK
+client: every send waits before it reaches the (real) server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+from django.db import transaction
+
+from django_ensign import outbox
+from django_ensign.client import Ensign
+from django_ensign.models import OutboxEvent, OutboxStatus
+from tests.faults.support import RelayThread, quick_relay_options, sdk_client, wait_for
+from tests.outbox.support import server_events, stable_ids, unique_topic
+from tests.support.server import EmbeddedServer
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("postgres_only"),
+    pytest.mark.timeout(120),
+]
+
+LEASE = 1.0
+
+
+class SlowSends:
+    """A relay's SDK client whose sends take longer than the relay's lease."""
+
+    def __init__(self, client: Ensign, delay: float) -> None:
+        self._client = client
+        self._delay = delay
+
+    async def publish_encoded(
+        self,
+        topic: str,
+        events: Sequence[tuple[bytes, bytes]],
+        on_ack: Callable[[Any], None] | None = None,
+        on_nack: Callable[[Any], None] | None = None,
+        ensure_exists: bool = False,
+    ) -> None:
+        if events:
+            await asyncio.sleep(self._delay)  # the slow link: what a test can only simulate
+        await self._client.publish_encoded(topic, events, on_ack, on_nack, ensure_exists)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+def test_a_relay_keeps_its_leases_while_its_sends_outlast_them(
+    ensign_server: EmbeddedServer,
+) -> None:
+    topic = unique_topic("slow")
+    with transaction.atomic():
+        rows = [outbox.publish(topic, {"n": n}, key=f"key-{n}") for n in range(24)]
+
+    def client() -> Any:
+        return SlowSends(sdk_client(ensign_server), delay=2.5 * LEASE)
+
+    # Two relays: the second would claim the first's rows the moment their leases lapsed.
+    options = quick_relay_options(batch_size=8, lease_seconds=LEASE)
+    relays = [RelayThread(options, client).start() for _ in range(2)]
+    try:
+        wait_for(
+            lambda: OutboxEvent.objects.filter(status=OutboxStatus.ACKED).count() == len(rows),
+            60,
+            "every row acked",
+        )
+    finally:
+        for relay in relays:
+            relay.stop()
+    assert set(OutboxEvent.objects.values_list("attempts", flat=True)) == {1}
+    sent = Counter(stable_ids(server_events(ensign_server, topic)))
+    assert sent == Counter(row.event_id for row in rows)  # each once: no lease was lost
