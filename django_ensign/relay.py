@@ -313,6 +313,11 @@ class Relay:
         by_topic: dict[str, list[tuple[claims.Claimed, tuple[bytes, bytes]]]] = {}
         for row in rows:
             self._in_flight += 1
+            if row.attempts > self.options.max_attempts:
+                # Only leases that lapsed take a row past the limit (a recorded failure makes
+                # it dead at the limit): relays keep dying, or losing their lease, sending it.
+                self._settle(claims.Failed(row, _lapsed(row.attempts - 1), final=True))
+                continue
             try:
                 event = (new_local_id(), encode_event(*_event_fields(row)))
             except Exception as err:  # the SDK refuses it: publishing again cannot help
@@ -320,20 +325,21 @@ class Relay:
                 continue
             by_topic.setdefault(row.topic, []).append((row, event))
         for topic, items in by_topic.items():
-            if self._stopping:
-                unsent = [row for row, _ in items]
+            unsent = [row for row, _ in items]
+            if not self._stopping:
+                try:
+                    # With no events this only looks the topic up (or creates it), so a slow
+                    # first lookup does not run down the deadline below and publish twice.
+                    await self._client.publish_encoded(
+                        topic, [], ensure_exists=self.options.create_topics
+                    )
+                except Exception as err:
+                    self._fail(unsent, err)
+                    continue
+            if self._stopping:  # also when stop() came during the lookup
                 self._in_flight -= len(unsent)
                 self._forget_leases(unsent)
                 await self._release(unsent)
-                continue
-            try:
-                # With no events this only looks the topic up (or creates it), so a slow
-                # first lookup does not run down the deadline below and publish twice.
-                await self._client.publish_encoded(
-                    topic, [], ensure_exists=self.options.create_topics
-                )
-            except Exception as err:
-                self._fail([row for row, _ in items], err)
                 continue
             # The client's own deadline (the same timeout) comes first and says whether the
             # server was reachable meanwhile; this one is the backstop.
@@ -597,6 +603,13 @@ def _event_fields(row: claims.Claimed) -> tuple[bytes, str, str, str, dict[str, 
 
 def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
+def _lapsed(times: int) -> str:
+    return (
+        f"{times} attempts, the last with no outcome recorded: a relay stopped or lost its "
+        "lease while sending it"
+    )
 
 
 def _is_final(err: BaseException) -> bool:

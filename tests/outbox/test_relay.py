@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from io import StringIO
 
@@ -13,6 +15,7 @@ from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.db.models import QuerySet
 from django.test import override_settings
+from django.utils import timezone
 from django.utils.connection import ConnectionDoesNotExist
 
 from django_ensign import claims, exceptions, outbox, relay, sdkclient, tasks
@@ -417,6 +420,56 @@ def test_an_event_the_client_gave_up_on_records_its_error_and_no_server_nack_cod
     assert row.last_error.startswith("PublishTimeout")
 
 
+def test_a_row_whose_relays_keep_dying_goes_dead_past_the_attempt_limit(
+    ensign_server: EmbeddedServer,
+) -> None:
+    topic = unique_topic()
+    row = outbox.publish(topic, {"n": 1})
+    # What a relay killed while sending it, for the third time, leaves behind.
+    OutboxEvent.objects.filter(id=row.id).update(
+        status=OutboxStatus.IN_FLIGHT,
+        attempts=3,
+        lease_token=uuid.uuid4(),
+        lease_expires_at=timezone.now() - dt.timedelta(seconds=1),
+    )
+    with ensign_settings(ensign_server):
+        stats = drain(max_attempts=3)
+    assert (stats.acked, stats.dead) == (0, 1)
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == (OutboxStatus.DEAD, 4)
+    assert "lease" in row.last_error
+    assert server_events(ensign_server, topic) == []  # not sent a fourth time
+
+
+def test_a_stop_during_the_topic_lookup_sends_nothing_and_gives_the_rows_back(
+    ensign_server: EmbeddedServer,
+) -> None:
+    topic = unique_topic()
+    row = outbox.publish(topic, {"n": 1})
+
+    async def stop_while_looking_up() -> relay.RelayStats:
+        client = relay.make_client(max_in_flight=10)
+        lookup = client._admin.lookup
+        running = relay.Relay(relay.RelayOptions(once=True), client=client)
+
+        async def stopping_lookup(name: str) -> bytes | None:
+            running.stop()  # SIGTERM, while the first lookup of the topic is under way
+            return await lookup(name)
+
+        client._admin.lookup = stopping_lookup
+        try:
+            return await running.run()
+        finally:
+            await client.close()
+
+    with ensign_settings(ensign_server):
+        stats = asyncio.run(stop_while_looking_up())
+    assert stats.acked == 0
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == (OutboxStatus.PENDING, 0)
+    assert server_events(ensign_server, topic) == []
+
+
 def test_a_slow_topic_lookup_does_not_count_against_the_events_reply_time(
     ensign_server: EmbeddedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -426,16 +479,16 @@ def test_a_slow_topic_lookup_does_not_count_against_the_events_reply_time(
     looked_up: list[str] = []
 
     async def publish_after_a_slow_lookup() -> relay.RelayStats:
-        client = relay.make_client(max_in_flight=10, ack_timeout=0.5)
+        client = relay.make_client(max_in_flight=10, ack_timeout=2.0)
         lookup = client._admin.lookup
 
         async def slow_lookup(name: str) -> bytes | None:
             looked_up.append(name)
-            await asyncio.sleep(1.0)  # the server's answer is late: longer than the timeout
+            await asyncio.sleep(3.0)  # the server's answer is late: longer than the timeout
             return await lookup(name)
 
         client._admin.lookup = slow_lookup
-        options = relay.RelayOptions(once=True, publish_timeout=0.5)
+        options = relay.RelayOptions(once=True, publish_timeout=2.0)
         try:
             return await relay.Relay(options, client=client).run()
         finally:
