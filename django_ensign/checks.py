@@ -4,6 +4,7 @@ from __future__ import annotations
 
 # Ids E001-E019 and W001-W019: connection and outbox; E020-E039 and W020-W039: subscriber.
 # === outbox and connection checks ===========================================
+import math as _math
 from pathlib import Path as _Path
 from typing import Any as _Any
 
@@ -229,7 +230,13 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
                 _checks.Error(f"{name} must be a number ({err}).", id="django_ensign.E008")
             )
             continue
-        if value < 0 or (value == 0 and not zero_allowed):
+        if not _math.isfinite(value):
+            found.append(
+                _checks.Error(
+                    f"{name} must be a finite number, got {value}.", id="django_ensign.E008"
+                )
+            )
+        elif value < 0 or (value == 0 and not zero_allowed):
             rule = "must not be negative" if zero_allowed else "must be positive"
             found.append(_checks.Error(f"{name} {rule}, got {value}.", id="django_ensign.E008"))
     channel = _settings.OUTBOX_NOTIFY_CHANNEL

@@ -121,6 +121,8 @@ def test_e007_malformed_published_model_entry() -> None:
 )
 def test_e008_non_positive_relay_settings(setting: str) -> None:
     assert ids(**{setting: 0}) == ["django_ensign.E008"]
+    if setting.endswith("_SECONDS"):
+        assert ids(**{setting: float("inf")}) == ["django_ensign.E008"]
     assert ids(**{setting: "500a"}) == ["django_ensign.E008"]  # reported, not a crash
 
 
@@ -128,6 +130,7 @@ def test_e008_non_positive_relay_settings(setting: str) -> None:
 def test_e008_a_negative_or_non_numeric_relay_backoff(setting: str) -> None:
     assert ids(**{setting: -1}) == ["django_ensign.E008"]
     assert ids(**{setting: "soon"}) == ["django_ensign.E008"]
+    assert ids(**{setting: float("nan")}) == ["django_ensign.E008"]
     assert ids(**{setting: 0}) == []
 
 
@@ -279,9 +282,10 @@ def test_each_outbox_check_id_is_used_for_one_problem_only() -> None:
         "django_ensign.E009", "django_ensign.E010", "django_ensign.E011", "django_ensign.E012",
         "django_ensign.W001", "django_ensign.W002", "django_ensign.W003",
     ]  # fmt: skip
-    # The two E003 branches, one E007 reused for options, E008 for non-numbers too, E002
-    # for half the credentials, E004 for a topic that is not a string.
-    assert len(used) == len(set(used)) + 5
+    # The two E003 branches, one E007 reused for options, E008 for non-numbers and
+    # non-finite numbers too, E002 for half the credentials, E004 for a topic that is not
+    # a string.
+    assert len(used) == len(set(used)) + 6
 
 
 @pytest.mark.parametrize("option", ["serializer", "key"])
