@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -188,6 +188,36 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 # ---- an in-process relay -------------------------------------------------------------
+
+
+class ClientShim:
+    """Stands between a relay and its SDK client, to change what reaches the server.
+
+    A relay calls only ``publish_encoded`` and ``close``; subclasses override
+    :meth:`before_send`, which returns the events to send (it may answer others itself).
+    """
+
+    def __init__(self, client: Ensign) -> None:
+        self.client = client
+
+    async def publish_encoded(
+        self,
+        topic: str,
+        events: Sequence[tuple[bytes, bytes]],
+        on_ack: Callable[[Any], None] | None = None,
+        on_nack: Callable[[Any], None] | None = None,
+        ensure_exists: bool = False,
+    ) -> None:
+        sent = await self.before_send(list(events), on_nack) if events else []
+        await self.client.publish_encoded(topic, sent, on_ack, on_nack, ensure_exists)
+
+    async def before_send(
+        self, events: list[tuple[bytes, bytes]], on_nack: Callable[[Any], None] | None
+    ) -> list[tuple[bytes, bytes]]:
+        return events
+
+    async def close(self) -> None:
+        await self.client.close()
 
 
 class RelayThread:

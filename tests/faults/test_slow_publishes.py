@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,7 +17,7 @@ from django.db import transaction
 from django_ensign import outbox
 from django_ensign.client import Ensign
 from django_ensign.models import OutboxEvent, OutboxStatus
-from tests.faults.support import RelayThread, quick_relay_options, sdk_client, wait_for
+from tests.faults.support import ClientShim, RelayThread, quick_relay_options, sdk_client, wait_for
 from tests.outbox.support import server_events, stable_ids, unique_topic
 from tests.support.server import EmbeddedServer
 
@@ -27,30 +27,21 @@ pytestmark = [
     pytest.mark.timeout(120),
 ]
 
-LEASE = 1.0
+LEASE = 2.0
 
 
-class SlowSends:
-    """A relay's SDK client whose sends take longer than the relay's lease."""
+class SlowSends(ClientShim):
+    """Every send takes longer than the relay's lease to reach the server."""
 
     def __init__(self, client: Ensign, delay: float) -> None:
-        self._client = client
+        super().__init__(client)
         self._delay = delay
 
-    async def publish_encoded(
-        self,
-        topic: str,
-        events: Sequence[tuple[bytes, bytes]],
-        on_ack: Callable[[Any], None] | None = None,
-        on_nack: Callable[[Any], None] | None = None,
-        ensure_exists: bool = False,
-    ) -> None:
-        if events:
-            await asyncio.sleep(self._delay)  # the slow link: what a test can only simulate
-        await self._client.publish_encoded(topic, events, on_ack, on_nack, ensure_exists)
-
-    async def close(self) -> None:
-        await self._client.close()
+    async def before_send(
+        self, events: list[tuple[bytes, bytes]], on_nack: Callable[[Any], None] | None
+    ) -> list[tuple[bytes, bytes]]:
+        await asyncio.sleep(self._delay)  # the slow link: what a test can only simulate
+        return events
 
 
 def test_a_relay_keeps_its_leases_while_its_sends_outlast_them(
@@ -58,7 +49,7 @@ def test_a_relay_keeps_its_leases_while_its_sends_outlast_them(
 ) -> None:
     topic = unique_topic("slow")
     with transaction.atomic():
-        rows = [outbox.publish(topic, {"n": n}, key=f"key-{n}") for n in range(24)]
+        rows = [outbox.publish(topic, {"n": n}, key=f"key-{n}") for n in range(16)]
 
     def client() -> Any:
         return SlowSends(sdk_client(ensign_server), delay=2.5 * LEASE)

@@ -9,10 +9,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import connection
 from django.test import override_settings
@@ -21,6 +22,9 @@ from django_ensign.client import ReceivedEvent
 from django_ensign.wire import metadata
 from tests.support.clients import sdk_client as client_for
 from tests.support.server import EmbeddedServer
+
+if TYPE_CHECKING:
+    from django_ensign.models import OutboxEvent
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,6 +50,21 @@ def server_events(server: EmbeddedServer, topic: str) -> list[ReceivedEvent]:
 
 def stable_ids(events: list[ReceivedEvent]) -> list[str]:
     return [e.meta[metadata.STABLE_ID_KEY] for e in events]
+
+
+def assert_key_order_on_server(topic: str, server: EmbeddedServer, rows: list[OutboxEvent]) -> None:
+    """Per key, the first copy of each event on the server comes in outbox (commit) order."""
+    position = {row.event_id: row.id for row in rows}
+    seen: set[str] = set()
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for event in server_events(server, topic):
+        stable = event.meta[metadata.STABLE_ID_KEY]
+        if stable in seen:
+            continue  # a re-publish after a crash; consumers deduplicate on the stable id
+        seen.add(stable)
+        by_key[event.meta[metadata.ORDERING_KEY]].append(position[stable])
+    for key, ids in by_key.items():
+        assert ids == sorted(ids), f"key {key} out of order"
 
 
 def run_async(coro: Any) -> Any:

@@ -31,7 +31,7 @@ def record(
         outcomes,
         max_attempts=max_attempts,
         backoff_base=backoff_base,
-        backoff_max=60.0,
+        backoff_max=max(60.0, backoff_base),
         rng=random.Random(1),
     )
 
@@ -117,7 +117,7 @@ def test_a_retrying_row_holds_back_only_its_own_key() -> None:
     b1 = outbox.publish("t", {"n": 1}, key="b")
     b2 = outbox.publish("t", {"n": 2}, key="b")
     first = {c.id: c for c in claim()}
-    # A backoff of up to an hour: a1 stays out of the claims below however slow they are.
+    # A backoff of minutes: a1 stays out of the claims below however slow they are.
     failed = claims.Failed(first[a1.id], "internal", code=9)
     result = record(failed, ack(first[b1.id]), backoff_base=3600)
     assert (result.retrying, result.acked) == (1, 1)
