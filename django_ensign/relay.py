@@ -314,9 +314,10 @@ class Relay:
         for row in rows:
             self._in_flight += 1
             if row.attempts > self.options.max_attempts:
-                # Only leases that lapsed take a row past the limit (a recorded failure makes
-                # it dead at the limit): relays keep dying, or losing their lease, sending it.
-                self._settle(claims.Failed(row, _lapsed(row.attempts - 1), final=True))
+                # A recorded failure makes a row dead at the limit, so only leases that lapsed
+                # (relays that died or stalled sending it) or a lowered limit bring it here.
+                failed = claims.Failed(row, _past_limit(row.attempts, self.options), final=True)
+                self._settle(failed)
                 continue
             try:
                 event = (new_local_id(), encode_event(*_event_fields(row)))
@@ -609,10 +610,10 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
 
-def _lapsed(times: int) -> str:
+def _past_limit(attempt: int, options: RelayOptions) -> str:
     return (
-        f"{times} attempts, the last with no outcome recorded: a relay stopped or lost its "
-        "lease while sending it"
+        f"claimed for attempt {attempt}, past the limit of {options.max_attempts}: a relay "
+        "stopped or lost its lease while sending it, or the limit was lowered"
     )
 
 

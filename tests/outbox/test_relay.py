@@ -437,7 +437,7 @@ def test_a_row_whose_relays_keep_dying_goes_dead_past_the_attempt_limit(
     assert (stats.acked, stats.dead) == (0, 1)
     row.refresh_from_db()
     assert (row.status, row.attempts) == (OutboxStatus.DEAD, 4)
-    assert "lease" in row.last_error
+    assert "past the limit of 3" in row.last_error
     assert server_events(ensign_server, topic) == []  # not sent a fourth time
 
 
