@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from django.db import transaction
 
-from django_ensign import outbox
+from django_ensign import locks, outbox
 from django_ensign.models import OutboxEvent, OutboxStatus
 from tests.outbox.support import (
     assert_key_order_on_server,
@@ -257,6 +257,20 @@ def test_sigterm_finishes_in_flight_events_and_exits(
     assert 0 < len(acked_ids) < len(rows)
     waiting = OutboxEvent.objects.exclude(status=OutboxStatus.ACKED)
     assert {(r.status, r.attempts) for r in waiting} == {(OutboxStatus.PENDING, 0)}
+
+
+def test_a_relay_of_every_topic_makes_celery_drains_skip_and_one_of_some_topics_does_not(
+    ensign_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    for args, drains_run in [((), False), (("--topic", "orders"), True)]:
+        relay = start_relay(ensign_server, *args, log=tmp_path / "relay.log")
+        try:
+            wait_until(lambda: relays_listening() >= 1, 60, "the relay listening")
+            with locks.drain_lock() as taken:
+                assert taken is drains_run, args
+        finally:
+            assert stop(relay) == 0
+        wait_until(lambda: relays_listening() == 0, 30, "the relay's session gone")
 
 
 def test_a_commit_wakes_a_sleeping_relay_through_notify(
