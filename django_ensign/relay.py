@@ -335,7 +335,7 @@ class Relay:
                         topic, [], ensure_exists=self.options.create_topics
                     )
                 except Exception as err:
-                    self._fail(unsent, err, sent=False)
+                    self._fail(unsent, err)
                     continue
             if self._stopping:  # also when stop() came during the lookup
                 self._in_flight -= len(unsent)
@@ -359,11 +359,11 @@ class Relay:
                 unsent = [row for row, (local_id, _) in items if self._pending.pop(local_id, None)]
                 self._fail(unsent, err)
 
-    def _fail(self, rows: list[claims.Claimed], err: BaseException, *, sent: bool = True) -> None:
+    def _fail(self, rows: list[claims.Claimed], err: BaseException) -> None:
         """Settle rows whose publish call raised ``err``: counted, or given back if not theirs."""
         if not rows:
             return
-        if self._gave_back(rows, err, sent=sent):
+        if self._gave_back(rows, err):
             return
         logger.warning(
             "publishing %d outbox events to %s failed (%s); they will be retried",
@@ -374,13 +374,9 @@ class Relay:
         for row in rows:
             self._settle(claims.Failed(row, _describe(err), final=_is_final(err)))
 
-    def _gave_back(
-        self, rows: list[claims.Claimed], err: BaseException | None, *, sent: bool = True
-    ) -> bool:
+    def _gave_back(self, rows: list[claims.Claimed], err: BaseException | None) -> bool:
         """Give ``rows`` back uncounted if ``err`` is no fault of theirs (see publishfailures)."""
         kind = trouble(err)
-        if kind is None and not sent and isinstance(err, TimeoutError):
-            kind = Trouble.UNREACHABLE  # a topic lookup timed out: no event was even sent
         if kind is None or err is None:
             return False
         if self._trouble is None or kind is Trouble.REFUSED:

@@ -470,31 +470,6 @@ def test_a_stop_during_the_topic_lookup_sends_nothing_and_gives_the_rows_back(
     assert server_events(ensign_server, topic) == []
 
 
-def test_a_topic_lookup_that_times_out_counts_no_attempt(ensign_server: EmbeddedServer) -> None:
-    topic = unique_topic()
-    row = outbox.publish(topic, {"n": 1})
-
-    async def lookup_times_out() -> relay.RelayStats:
-        client = relay.make_client(max_in_flight=10)
-
-        async def no_answer(name: str) -> bytes | None:
-            raise sdk.DeadlineExceeded(status="DEADLINE_EXCEEDED", details="deadline exceeded")
-
-        client._admin.lookup = no_answer
-        try:
-            return await relay.Relay(relay.RelayOptions(once=True), client=client).run()
-        finally:
-            await client.close()
-
-    with (
-        ensign_settings(ensign_server),
-        pytest.raises(exceptions.RelayStopped, match="could not be reached"),
-    ):
-        asyncio.run(lookup_times_out())
-    row.refresh_from_db()
-    assert (row.status, row.attempts) == (OutboxStatus.PENDING, 0)
-
-
 def test_a_slow_topic_lookup_does_not_count_against_the_events_reply_time(
     ensign_server: EmbeddedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
