@@ -225,7 +225,7 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
     ):
         try:
             value = getattr(_settings, name.removeprefix("ENSIGN_"))
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, OverflowError) as err:  # int(inf) overflows
             found.append(
                 _checks.Error(f"{name} must be a number ({err}).", id="django_ensign.E008")
             )
@@ -359,7 +359,7 @@ def check_subscriber_settings(
         base = _sub_settings.SUBSCRIBER_BACKOFF_BASE
         cap = _sub_settings.SUBSCRIBER_BACKOFF_MAX
         reconnect = _sub_settings.SUBSCRIBER_RECONNECT_MAX
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:  # int(inf) overflows
         return [
             _sub_checks.Error(
                 f"An ENSIGN_SUBSCRIBER_* setting is not a number: {err}",

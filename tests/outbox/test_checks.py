@@ -121,8 +121,8 @@ def test_e007_malformed_published_model_entry() -> None:
 )
 def test_e008_non_positive_relay_settings(setting: str) -> None:
     assert ids(**{setting: 0}) == ["django_ensign.E008"]
-    if setting.endswith("_SECONDS"):
-        assert ids(**{setting: float("inf")}) == ["django_ensign.E008"]
+    assert ids(**{setting: float("inf")}) == ["django_ensign.E008"]  # not a crash
+    assert ids(**{setting: float("nan")}) == ["django_ensign.E008"]
     assert ids(**{setting: "500a"}) == ["django_ensign.E008"]  # reported, not a crash
 
 
@@ -131,6 +131,7 @@ def test_e008_a_negative_or_non_numeric_relay_backoff(setting: str) -> None:
     assert ids(**{setting: -1}) == ["django_ensign.E008"]
     assert ids(**{setting: "soon"}) == ["django_ensign.E008"]
     assert ids(**{setting: float("nan")}) == ["django_ensign.E008"]
+    assert ids(**{setting: float("inf")}) == ["django_ensign.E008"]
     assert ids(**{setting: 0}) == []
 
 

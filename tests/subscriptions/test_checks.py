@@ -39,6 +39,11 @@ def test_e021_concurrency_below_one() -> None:
     assert "django_ensign.E021" in ids()
 
 
+@override_settings(ENSIGN_SUBSCRIBER_CONCURRENCY=float("inf"))
+def test_e021_an_infinite_count_is_reported_not_a_crash() -> None:
+    assert "django_ensign.E021" in ids()
+
+
 @pytest.mark.parametrize("setting", ["ENSIGN_SUBSCRIBER_WINDOW", "ENSIGN_SUBSCRIBER_BATCH_SIZE"])
 def test_e024_a_negative_window_or_batch_size(setting: str) -> None:
     with override_settings(**{setting: -1}):
