@@ -314,8 +314,9 @@ class Relay:
         for row in rows:
             self._in_flight += 1
             if row.attempts > self.options.max_attempts:
-                # A recorded failure makes a row dead at the limit, so only leases that lapsed
-                # (relays that died or stalled sending it) or a lowered limit bring it here.
+                # A recorded failure makes a row dead at the limit, so only a claim at the
+                # limit that left no outcome (a relay killed, a lease lost, a release that
+                # could not be written) or a lowered limit brings it here.
                 failed = claims.Failed(row, _past_limit(row.attempts, self.options), final=True)
                 self._settle(failed)
                 continue
@@ -608,8 +609,8 @@ def _describe(err: BaseException) -> str:
 
 def _past_limit(attempt: int, options: RelayOptions) -> str:
     return (
-        f"claimed for attempt {attempt}, past the limit of {options.max_attempts}: a relay "
-        "stopped or lost its lease while sending it, or the limit was lowered"
+        f"claimed for attempt {attempt}, past the limit of {options.max_attempts}, with no "
+        "outcome recorded for the last (a relay killed or a lease lost), or the limit was lowered"
     )
 
 

@@ -228,6 +228,8 @@ def test_relay_recovers_by_itself_after_a_server_outage(
         code = stop(relay)
     assert code == 0, log.read_text()
     assert set(stable_ids(server_events(fresh_server, topic))) == {r.event_id for r in rows}
+    # Nothing counted against the rows: they went out on their first attempt.
+    assert set(OutboxEvent.objects.values_list("attempts", flat=True)) == {1}
 
 
 def test_sigterm_finishes_in_flight_events_and_exits(
@@ -263,13 +265,15 @@ def test_a_relay_of_every_topic_makes_celery_drains_skip_and_one_of_some_topics_
     ensign_server: EmbeddedServer, tmp_path: Path
 ) -> None:
     for args, drains_run in [((), False), (("--topic", "orders"), True)]:
-        relay = start_relay(ensign_server, *args, log=tmp_path / "relay.log")
+        log = tmp_path / f"relay{len(args)}.log"
+        relay = start_relay(ensign_server, *args, log=log)
         try:
             wait_until(lambda: relays_listening() >= 1, 60, "the relay listening")
             with locks.drain_lock() as taken:
                 assert taken is drains_run, args
         finally:
             assert stop(relay) == 0
+        assert "Ctrl-C or SIGTERM to stop" in log.read_text()  # with or without the lock
         wait_until(lambda: relays_listening() == 0, 30, "the relay's session gone")
 
 
