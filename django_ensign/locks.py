@@ -3,9 +3,9 @@
 Correctness never depends on it (the claim's leases do that); it only keeps beat
 ticks and the relay command from piling up on the same rows. Running relays of every
 topic hold it shared, so several of them coexist (a relay of some topics takes none);
-a Celery drain needs it exclusively. PostgreSQL
-uses a session advisory lock on a connection of its own; other databases use an
-``flock`` on a file named after the database. Either way a killed holder releases it.
+a Celery drain needs it exclusively. PostgreSQL uses a session advisory lock on a
+connection of its own; other databases use an ``flock`` on a file named after the
+database. Either way a killed holder releases it.
 """
 
 from __future__ import annotations
