@@ -227,7 +227,7 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
             value = getattr(_settings, name.removeprefix("ENSIGN_"))
         except (TypeError, ValueError, OverflowError) as err:  # int(inf) overflows
             found.append(
-                _checks.Error(f"{name} must be a number ({err}).", id="django_ensign.E008")
+                _checks.Error(f"{name} must be a finite number ({err}).", id="django_ensign.E008")
             )
             continue
         if not _math.isfinite(value):
@@ -312,6 +312,7 @@ def _connection(alias: str) -> _Any:
 
 # === subscriber checks ======================================================
 # Imports sit in each owner's section of this shared file.
+import math as _sub_math  # noqa: E402
 import re as _re  # noqa: E402
 from typing import Any as _SubAny  # noqa: E402
 
@@ -387,15 +388,16 @@ def check_subscriber_settings(
                 "ENSIGN_SUBSCRIBER_MAX_ATTEMPTS must be at least 1.", id="django_ensign.E022"
             )
         )
-    if base < 0 or cap < 0:
+    backoff_ok = _sub_math.isfinite(base) and _sub_math.isfinite(cap) and base >= 0 and cap >= 0
+    if not backoff_ok:
         found.append(
             _sub_checks.Error(
-                "ENSIGN_SUBSCRIBER_BACKOFF_BASE and ENSIGN_SUBSCRIBER_BACKOFF_MAX must not be "
-                "negative.",
+                "ENSIGN_SUBSCRIBER_BACKOFF_BASE and ENSIGN_SUBSCRIBER_BACKOFF_MAX must be finite "
+                "and not negative.",
                 id="django_ensign.E023",
             )
         )
-    if reconnect <= 0:
+    if not _sub_math.isfinite(reconnect) or reconnect <= 0:
         found.append(
             _sub_checks.Error(
                 "ENSIGN_SUBSCRIBER_RECONNECT_MAX must be positive: without a wait the "
@@ -403,7 +405,7 @@ def check_subscriber_settings(
                 id="django_ensign.E023",
             )
         )
-    if base >= 0 and cap >= 0 and attempts > 1:
+    if backoff_ok and attempts > 1:
         worst = sum(min(cap, base * 2 ** (n - 1)) for n in range(1, attempts))
         if worst > _DELIVERY_TIMEOUT:
             found.append(

@@ -62,6 +62,20 @@ def test_e023_negative_backoff() -> None:
     assert "django_ensign.E023" in ids()
 
 
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "ENSIGN_SUBSCRIBER_BACKOFF_BASE",
+        "ENSIGN_SUBSCRIBER_BACKOFF_MAX",
+        "ENSIGN_SUBSCRIBER_RECONNECT_MAX",
+    ],
+)
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_e023_a_wait_that_is_not_a_finite_number(setting: str, value: float) -> None:
+    with override_settings(**{setting: value}):
+        assert "django_ensign.E023" in ids()
+
+
 @pytest.mark.parametrize("wait", [0, -1])
 def test_e023_no_wait_between_reconnects(wait: float) -> None:
     with override_settings(ENSIGN_SUBSCRIBER_RECONNECT_MAX=wait):
