@@ -260,7 +260,7 @@ def publish(
 def publish_many(
     messages: Iterable[Message], *, using: str | None = None
 ) -> list[models.OutboxEvent]:
-    """Write many events in one ``INSERT`` (the bulk path), in the current transaction."""
+    """Write many events in multi-row ``INSERT``s (the bulk path), in the current transaction."""
     alias = check_alias(using or models.outbox_alias())
     return _write([prepare(message) for message in messages], alias, want_rows=True)
 

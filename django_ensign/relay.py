@@ -306,7 +306,8 @@ class Relay:
             await asyncio.wait_for(self._wake.wait(), seconds)
 
     async def _publish(self, rows: list[claims.Claimed]) -> None:
-        """Send a claim's rows, a ``publish_encoded`` call per topic; outcomes come by callback."""
+        """Send a claim's rows, per topic a lookup and a ``publish_encoded`` call; outcomes come
+        by callback."""
         # Here, not at the top: importing the relay (the Celery task does) loads no grpc.
         from django_ensign.client.events import encode_event, new_local_id
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,6 +50,12 @@ def server_events(server: EmbeddedServer, topic: str) -> list[ReceivedEvent]:
 
 def stable_ids(events: list[ReceivedEvent]) -> list[str]:
     return [e.meta[metadata.STABLE_ID_KEY] for e in events]
+
+
+def assert_each_once_on_server(topic: str, server: EmbeddedServer, rows: list[OutboxEvent]) -> None:
+    """The server holds exactly one copy of each row's event on ``topic``, and nothing else."""
+    sent = Counter(stable_ids(server_events(server, topic)))
+    assert sent == Counter(row.event_id for row in rows)
 
 
 def assert_key_order_on_server(topic: str, server: EmbeddedServer, rows: list[OutboxEvent]) -> None:

@@ -1,4 +1,5 @@
-"""Relays as real processes against the real server: several at once, crashes, outages, SIGTERM.
+"""Relays as real processes against the real server: several at once, crashes, outages, SIGTERM,
+and the drain lock.
 
 PostgreSQL only: the relay subprocesses must share the test's database.
 """
@@ -9,7 +10,6 @@ import random
 import signal
 import subprocess
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from django.db import transaction
 from django_ensign import locks, outbox
 from django_ensign.models import OutboxEvent, OutboxStatus
 from tests.outbox.support import (
+    assert_each_once_on_server,
     assert_key_order_on_server,
     client_for,
     relays_listening,
@@ -68,9 +69,7 @@ def test_several_relays_publish_every_row_exactly_once(
     finally:
         codes = [stop(p) for p in relays]
     assert codes == [0, 0, 0], [(tmp_path / f"relay{i}.log").read_text() for i in range(3)]
-    counts = Counter(stable_ids(server_events(ensign_server, topic)))
-    assert set(counts) == {r.event_id for r in rows}
-    assert set(counts.values()) == {1}
+    assert_each_once_on_server(topic, ensign_server, rows)
     assert_key_order_on_server(topic, ensign_server, rows)
 
 
@@ -192,9 +191,7 @@ def test_per_key_order_holds_under_four_relays_with_nacks_and_retries(
         assert times == sorted(times), f"key {key} acked out of order"
     for topic in (main, late):
         sent = [r for r in rows if r.topic == topic]
-        assert Counter(stable_ids(server_events(ensign_server, topic))) == Counter(
-            r.event_id for r in sent
-        )  # each once: no crash here, so no copies
+        assert_each_once_on_server(topic, ensign_server, sent)  # no crash here, so no copies
         assert_key_order_on_server(topic, ensign_server, sent)
 
 
@@ -218,7 +215,8 @@ def test_relay_recovers_by_itself_after_a_server_outage(
         fresh_server.kill()
         rows += write(topic, 50, keys=5, start=50)  # written while the server is down
         # Sent into the outage: they wait in the SDK (whose 60 s publish timeout outlasts
-        # it) and go out when the server is back. tests/faults/test_outages.py outlasts it.
+        # it) and go out when the server is back. tests/faults/test_outages.py covers an
+        # outage longer than that timeout.
         wait_until(in_flight, 60, "the relay to send them")
         time.sleep(10)  # the outage itself
         assert relay.poll() is None, "the relay must ride out the outage"
@@ -237,7 +235,7 @@ def test_sigterm_finishes_in_flight_events_and_exits(
 ) -> None:
     topic = unique_topic("term")
     relay = start_relay(
-        ensign_server, "--batch-size", "10", "--max-in-flight", "20", log=tmp_path / "relay.log"
+        ensign_server, "--batch-size", "1", "--max-in-flight", "2", log=tmp_path / "relay.log"
     )
     try:
         wait_until(lambda: relays_listening() >= 1, 60, "the relay listening")
