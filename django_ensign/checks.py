@@ -345,6 +345,18 @@ def check_handlers(
     ]
 
 
+#: The subscriber's numeric settings and the id that reports each.
+_SUBSCRIBER_NUMBERS = {
+    "CONCURRENCY": "django_ensign.E021",
+    "MAX_ATTEMPTS": "django_ensign.E022",
+    "BACKOFF_BASE": "django_ensign.E023",
+    "BACKOFF_MAX": "django_ensign.E023",
+    "RECONNECT_MAX": "django_ensign.E023",
+    "WINDOW": "django_ensign.E024",
+    "BATCH_SIZE": "django_ensign.E024",
+}
+
+
 @_sub_checks.register("django_ensign")
 def check_subscriber_settings(
     app_configs: _SubAny = None, **kwargs: _SubAny
@@ -352,21 +364,22 @@ def check_subscriber_settings(
     """E021 concurrency, E022 attempts, E023 backoff and reconnect waits, E024 window and
     batch size; W020 retries outlast the delivery timeout."""
     found: list[_sub_checks.CheckMessage] = []
-    try:
-        concurrency = _sub_settings.SUBSCRIBER_CONCURRENCY
-        window = _sub_settings.SUBSCRIBER_WINDOW
-        batch_size = _sub_settings.SUBSCRIBER_BATCH_SIZE
-        attempts = _sub_settings.SUBSCRIBER_MAX_ATTEMPTS
-        base = _sub_settings.SUBSCRIBER_BACKOFF_BASE
-        cap = _sub_settings.SUBSCRIBER_BACKOFF_MAX
-        reconnect = _sub_settings.SUBSCRIBER_RECONNECT_MAX
-    except (TypeError, ValueError, OverflowError) as err:  # int(inf) overflows
-        return [
-            _sub_checks.Error(
-                f"An ENSIGN_SUBSCRIBER_* setting is not a number: {err}",
-                id="django_ensign.E021",
+    values: dict[str, _SubAny] = {}
+    for name, check_id in _SUBSCRIBER_NUMBERS.items():
+        try:
+            values[name] = getattr(_sub_settings, f"SUBSCRIBER_{name}")
+        except (TypeError, ValueError, OverflowError) as err:  # int(inf) overflows
+            found.append(
+                _sub_checks.Error(
+                    f"ENSIGN_SUBSCRIBER_{name} must be a finite number ({err}).", id=check_id
+                )
             )
-        ]
+    if found:
+        return found
+    concurrency, attempts = values["CONCURRENCY"], values["MAX_ATTEMPTS"]
+    window, batch_size = values["WINDOW"], values["BATCH_SIZE"]
+    base, cap = values["BACKOFF_BASE"], values["BACKOFF_MAX"]
+    reconnect = values["RECONNECT_MAX"]
     if concurrency < 1:
         found.append(
             _sub_checks.Error(

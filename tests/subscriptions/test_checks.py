@@ -39,9 +39,21 @@ def test_e021_concurrency_below_one() -> None:
     assert "django_ensign.E021" in ids()
 
 
-@override_settings(ENSIGN_SUBSCRIBER_CONCURRENCY=float("inf"))
-def test_e021_an_infinite_count_is_reported_not_a_crash() -> None:
-    assert "django_ensign.E021" in ids()
+@pytest.mark.parametrize(
+    ("setting", "check_id"),
+    [
+        ("ENSIGN_SUBSCRIBER_CONCURRENCY", "E021"),
+        ("ENSIGN_SUBSCRIBER_MAX_ATTEMPTS", "E022"),
+        ("ENSIGN_SUBSCRIBER_BACKOFF_MAX", "E023"),
+        ("ENSIGN_SUBSCRIBER_WINDOW", "E024"),
+    ],
+)
+@pytest.mark.parametrize("value", ["many", float("inf")])
+def test_a_setting_that_is_not_a_finite_number_is_reported_under_its_own_id(
+    setting: str, check_id: str, value: object
+) -> None:
+    with override_settings(**{setting: value}):
+        assert [i for i in ids() if i[-3:-1] == "02"] == [f"django_ensign.{check_id}"]
 
 
 @pytest.mark.parametrize("setting", ["ENSIGN_SUBSCRIBER_WINDOW", "ENSIGN_SUBSCRIBER_BATCH_SIZE"])
