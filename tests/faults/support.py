@@ -260,6 +260,24 @@ class RelayThread:
         """Rows the relay gave back uncounted, as Ensign could not be reached (so far)."""
         return self._relay.stats.released if self._relay is not None else 0
 
+    @classmethod
+    def until_acked(
+        cls,
+        count: int,
+        options: RelayOptions,
+        make_client: Callable[[], Any],
+        topic: str,
+        rows: int,
+        timeout: float,
+    ) -> None:
+        """Run ``count`` relays until ``rows`` rows of ``topic`` are acked, then stop them."""
+        relays = [cls(options, make_client).start() for _ in range(count)]
+        try:
+            wait_for(lambda: acked_count(topic) == rows, timeout, f"{rows} rows acked")
+        finally:
+            for relay in relays:
+                relay.stop()
+
     def stop(self, timeout: float = 60.0) -> None:
         """Stop claiming, let in-flight events finish, and join the thread."""
         if self._loop is not None and self._relay is not None:

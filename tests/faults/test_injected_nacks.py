@@ -24,7 +24,6 @@ from tests.faults.support import (
     RelayThread,
     quick_relay_options,
     sdk_client,
-    wait_for,
 )
 from tests.outbox.support import (
     assert_each_once_on_server,
@@ -85,16 +84,7 @@ def test_per_key_order_holds_under_four_relays_with_retryable_nacks(
     # Three attempts at most: a nack that counted twice, or a key released early, shows.
     # Long leases: four relay loops share this process, and leases are not what is tested.
     options = quick_relay_options(batch_size=8, max_attempts=3, lease_seconds=10.0)
-    relays = [RelayThread(options, client).start() for _ in range(4)]
-    try:
-        wait_for(
-            lambda: OutboxEvent.objects.filter(status=OutboxStatus.ACKED).count() == len(rows),
-            120,
-            "every row acked",
-        )
-    finally:
-        for relay in relays:
-            relay.stop()
+    RelayThread.until_acked(4, options, client, topic, len(rows), timeout=120)
     assert nacked == chosen
     for row in OutboxEvent.objects.all():
         retried = row.event_id in chosen

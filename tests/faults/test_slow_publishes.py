@@ -15,8 +15,8 @@ from django.db import transaction
 
 from django_ensign import outbox
 from django_ensign.client import Ensign
-from django_ensign.models import OutboxEvent, OutboxStatus
-from tests.faults.support import ClientShim, RelayThread, quick_relay_options, sdk_client, wait_for
+from django_ensign.models import OutboxEvent
+from tests.faults.support import ClientShim, RelayThread, quick_relay_options, sdk_client
 from tests.outbox.support import assert_each_once_on_server, unique_topic
 from tests.support.server import EmbeddedServer
 
@@ -55,15 +55,6 @@ def test_a_relay_keeps_its_leases_while_its_sends_outlast_them(
 
     # Two relays: the second would claim the first's rows the moment their leases lapsed.
     options = quick_relay_options(batch_size=8, lease_seconds=LEASE)
-    relays = [RelayThread(options, client).start() for _ in range(2)]
-    try:
-        wait_for(
-            lambda: OutboxEvent.objects.filter(status=OutboxStatus.ACKED).count() == len(rows),
-            60,
-            "every row acked",
-        )
-    finally:
-        for relay in relays:
-            relay.stop()
+    RelayThread.until_acked(2, options, client, topic, len(rows), timeout=60)
     assert set(OutboxEvent.objects.values_list("attempts", flat=True)) == {1}
     assert_each_once_on_server(topic, ensign_server, rows)  # no lease was lost

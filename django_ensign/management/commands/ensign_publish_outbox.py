@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -80,25 +81,20 @@ class Command(EnsignCommand):
     def _run(self, opts: relay.RelayOptions, database: str) -> relay.RelayStats:
         if opts.once:
             return relay.run(opts)
-        if opts.topics:
-            # A relay of some topics takes no lock: Celery drains go on publishing the rest.
-            self._say_running(database)
-            return relay.run(opts)
         # Held shared: Celery drains skip while relays run; a relay waits only for a
-        # drain already running, and not for long.
-        with locks.relay_lock(database) as taken:
+        # drain already running, and not for long. A relay of some topics takes none, so
+        # drains go on publishing the rest.
+        lock = contextlib.nullcontext(True) if opts.topics else locks.relay_lock(database)
+        with lock as taken:
             if not taken:
                 logger.warning("a drain still holds the outbox drain lock; relaying without it")
-            self._say_running(database)
+            # Said here, not only logged: a new project has no LOGGING for django_ensign.
+            self.stdout.write(
+                f"Publishing the outbox of database {database!r} to Ensign at "
+                f"{settings.ENDPOINT}; Ctrl-C or SIGTERM to stop"
+            )
+            self.stdout.flush()
             return relay.run(opts)
-
-    def _say_running(self, database: str) -> None:
-        # Said here, not only logged: a new project has no LOGGING for django_ensign.
-        self.stdout.write(
-            f"Publishing the outbox of database {database!r} to Ensign at "
-            f"{settings.ENDPOINT}; Ctrl-C or SIGTERM to stop"
-        )
-        self.stdout.flush()
 
     def _report(self, stats: relay.RelayStats) -> None:
         self.stdout.write(
