@@ -280,8 +280,9 @@ class Relay:
             return
         if rows:
             self.stats.claimed += len(rows)
-            self._forget_leases(rows)
-            await self._release(rows)
+            self._in_flight += len(rows)  # settled at once, as released
+            for row in rows:
+                self._settle(claims.Released(row))
 
     async def _claim(self, limit: int) -> list[claims.Claimed]:
         """Claim up to ``limit`` rows; their leases are renewed from now until recorded."""
@@ -316,8 +317,8 @@ class Relay:
             self._in_flight += 1
             if row.attempts > self.options.max_attempts:
                 # A recorded failure makes a row dead at the limit, so only a claim at the
-                # limit that left no outcome (a relay killed, a lease lost, a release that
-                # could not be written) or a lowered limit brings it here.
+                # limit that left no outcome (a relay killed, a lease lost) or a lowered
+                # limit brings it here.
                 failed = claims.Failed(row, _past_limit(row.attempts, self.options), final=True)
                 self._settle(failed)
                 continue
@@ -340,9 +341,8 @@ class Relay:
                     self._fail(unsent, err)
                     continue
             if self._stopping:  # also when stop() came during the lookup
-                self._in_flight -= len(unsent)
-                self._forget_leases(unsent)
-                await self._release(unsent)
+                for row in unsent:
+                    self._settle(claims.Released(row))
                 continue
             # The client's own deadline (the same timeout) comes first and says whether the
             # server was reachable meanwhile; this one is the backstop.
@@ -494,12 +494,6 @@ class Relay:
             leases[token] -= count
             if leases[token] <= 0:
                 del leases[token]
-
-    async def _release(self, rows: Sequence[claims.Claimed]) -> None:
-        try:
-            self.stats.released += await self._claims.run(claims.release, rows=rows)
-        except DatabaseError as err:  # their leases expire and another relay takes them
-            logger.warning("could not release %d outbox rows (%s)", len(rows), err)
 
     # -- record ----------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import QuerySet
 from django.test import override_settings
 from django.utils import timezone
@@ -468,6 +468,47 @@ def test_a_stop_during_the_topic_lookup_sends_nothing_and_gives_the_rows_back(
     row.refresh_from_db()
     assert (row.status, row.attempts) == (OutboxStatus.PENDING, 0)
     assert server_events(ensign_server, topic) == []
+
+
+def test_a_give_back_that_fails_to_write_is_retried_and_counts_no_attempt(
+    ensign_server: EmbeddedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = unique_topic()
+    row = outbox.publish(topic, {"n": 1})
+    release = claims.release
+    failures: list[int] = []
+
+    def release_failing_once(rows: list[claims.Claimed], **kwargs: object) -> int:
+        if not failures:
+            failures.append(len(rows))
+            raise DatabaseError("connection lost")
+        return release(rows, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(claims, "release", release_failing_once)
+
+    async def stop_while_looking_up() -> relay.RelayStats:
+        client = relay.make_client(max_in_flight=10)
+        lookup = client._admin.lookup
+        running = relay.Relay(relay.RelayOptions(once=True, poll_seconds=0.05), client=client)
+
+        async def stopping_lookup(name: str) -> bytes | None:
+            running.stop()
+            return await lookup(name)
+
+        client._admin.lookup = stopping_lookup
+        try:
+            return await running.run()
+        finally:
+            await client.close()
+
+    with ensign_settings(ensign_server):
+        stats = asyncio.run(stop_while_looking_up())
+    assert failures == [1]
+    assert stats.released == 1
+    # Waiting again as a first attempt, not leased with an attempt counted for nothing sent
+    # (at the attempt limit that would make it dead unsent).
+    row.refresh_from_db()
+    assert (row.status, row.attempts, row.lease_token) == (OutboxStatus.PENDING, 0, None)
 
 
 def test_a_slow_topic_lookup_does_not_count_against_the_events_reply_time(
