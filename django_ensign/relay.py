@@ -156,7 +156,12 @@ class Relay:
         self._wake.set()
 
     async def run(self) -> RelayStats:
-        """Run until :meth:`stop` (or drained, with ``once``); returns what was done."""
+        """Run until :meth:`stop` (or drained, with ``once``); returns what was done.
+
+        Stop it with :meth:`stop`, which finishes what is in flight. Cancelling this
+        coroutine is abrupt, as a killed process is: the rows it had claimed wait out
+        their lease and are claimed again, an attempt counted.
+        """
         if self._client is None:
             self._client = make_client(self.options.max_in_flight, self.options.publish_timeout)
         if self._is_postgres():
