@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from django.apps import apps
-from django.db import models
+from django.db import models, transaction
 from django.db.models.signals import post_delete, post_save
 from django.utils.module_loading import import_string
 
@@ -291,9 +291,13 @@ def _write(
     publication = publication_for(type(instance))
     if publication is None:
         return
-    row = publication.row(instance, action, update_fields)
-    if row is not None:
-        outbox.write_rows([row], using=using)
+    # Django sends post_save after its own mark_for_rollback_on_error: without this, a
+    # caller catching the failure (a serializer's error, an empty payload) inside its
+    # atomic() block would commit the change without its event.
+    with transaction.mark_for_rollback_on_error(using):
+        row = publication.row(instance, action, update_fields)
+        if row is not None:
+            outbox.write_rows([row], using=using)
 
 
 def _on_save(

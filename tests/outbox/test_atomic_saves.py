@@ -141,6 +141,27 @@ def test_with_autocommit_off_the_callers_transaction_is_left_to_the_caller(notes
     assert list(OutboxEvent.objects.values_list("type_name", flat=True)) == ["NoteCreated"]
 
 
+def test_inside_atomic_a_caught_event_failure_still_rolls_the_block_back(notes: None) -> None:
+    # As after a failed save: the change and its event commit together or not at all.
+    with transaction.atomic():
+        Note.objects.create(text="kept")
+        with pytest.raises(SerializerFailed):
+            Note.objects.create(text="boom")
+        with pytest.raises(transaction.TransactionManagementError):
+            Note.objects.count()
+    assert not Note.objects.exists()
+    assert not OutboxEvent.objects.exists()
+
+
+def test_inside_atomic_a_failing_save_in_its_own_block_lets_the_rest_commit(notes: None) -> None:
+    with transaction.atomic():
+        Note.objects.create(text="kept")
+        with pytest.raises(SerializerFailed), transaction.atomic():
+            Note.objects.create(text="boom")
+    assert list(Note.objects.values_list("text", flat=True)) == ["kept"]
+    assert list(OutboxEvent.objects.values_list("type_name", flat=True)) == ["NoteCreated"]
+
+
 def test_inside_atomic_the_save_adds_no_savepoint() -> None:
     with transaction.atomic(), CaptureQueriesContext(connection) as queries:
         Order.objects.create(reference="A-2")
