@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from django.conf import settings
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, ProgrammingError, connections, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
@@ -223,6 +223,20 @@ def test_manual_transactions_with_the_celery_wake_up_on_still_save() -> None:
         finally:
             held.set_autocommit(True)
     assert references() == ["H-manual"]
+
+
+def test_turning_autocommit_back_on_over_held_rows_is_refused_as_djangos_engine_does() -> None:
+    held = connections["held"]
+    held.set_autocommit(False)
+    try:
+        outbox.write([outbox.Message("orders", {"reference": "H-uncommitted"})], using="held")
+        with pytest.raises(ProgrammingError, match="commit or roll back first"):
+            held.set_autocommit(True)
+        held.rollback()
+    finally:
+        held.set_autocommit(True)
+    Order.objects.using("held").count()  # a statement under autocommit sends nothing held
+    assert references() == []
 
 
 @pytest.mark.parametrize("alias", ["held_server_binding", "held_cursor_factory"])

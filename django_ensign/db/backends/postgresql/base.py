@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from django.db import DatabaseError
+from django.db import DatabaseError, ProgrammingError
 from django.db.backends.postgresql import base
 
 from django_ensign import txstate
@@ -66,6 +66,17 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 self.ensign_held_rows.send_with_commit()
             else:
                 self.ensign_held_rows.send()
+
+    def _set_autocommit(self, autocommit: bool) -> None:
+        if autocommit and self.ensign_held_rows:
+            # Django's engine refuses here too (the rows' INSERT would have begun the
+            # transaction); going on would send them later under autocommit, committed
+            # though the transaction that wrote them never was.
+            raise ProgrammingError(
+                "can't turn autocommit on: this transaction wrote outbox rows that are not "
+                "committed yet; commit or roll back first"
+            )
+        super()._set_autocommit(autocommit)  # type: ignore[misc]
 
     def _rollback(self) -> None:
         self.ensign_held_rows.discard()
