@@ -48,6 +48,9 @@ OUTAGE_PAUSE_FIRST = 0.5
 OUTAGE_PAUSE_MAX = 5.0
 #: Seconds past ``publish_timeout`` before the relay itself gives up on an event's reply.
 EXPIRY_GRACE = 2.0
+#: Seconds a ``once`` drain keeps retrying a database that fails it before it gives up
+#: (a relay that runs on keeps retrying: it has nothing else to do).
+ONCE_DATABASE_PATIENCE = 30.0
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -138,6 +141,9 @@ class Relay:
         self._outage_pause = OUTAGE_PAUSE_FIRST
         #: The trouble that stopped the relay, raised by run() as RelayStopped.
         self._halted: tuple[Trouble, BaseException] | None = None
+        #: Since when claims have failed (monotonic), and the write a ``once`` drain gave up.
+        self._claims_failing_since: float | None = None
+        self._unwritten: BaseException | None = None
         self._stopped = asyncio.Event()
         self._claims = _DatabaseThread("ensign-claim", self.options.using)
         self._records = _DatabaseThread("ensign-record", self.options.using)
@@ -185,6 +191,8 @@ class Relay:
                 await self._finish()  # record what was published before the error
                 raise
             await self._finish()
+            if self._unwritten is not None:
+                raise self._unwritten
             self._raise_if_stopped_by_trouble()
         finally:
             for task in helpers:
@@ -238,9 +246,14 @@ class Relay:
                 try:
                     rows = await claim
                 except DatabaseError as err:
+                    now = time.monotonic()
+                    since = self._claims_failing_since = self._claims_failing_since or now
+                    if opts.once and now - since >= ONCE_DATABASE_PATIENCE:
+                        raise  # a drain ends (the Celery task fails) rather than wait for ever
                     logger.warning("outbox claim failed (%s); retrying", err)
                     await self._sleep(opts.poll_seconds)
                     continue
+                self._claims_failing_since = None
                 if rows:
                     self.stats.claimed += len(rows)
                     if len(rows) == limit:
@@ -523,11 +536,16 @@ class Relay:
         if not batch:
             return
         opts = self.options
+        failing_since = None
         while True:
             try:
                 result = await self._record(batch)
                 break
             except Exception as err:  # keep the outcomes; the leases are renewed meanwhile
+                failing_since = failing_since or time.monotonic()
+                if opts.once and time.monotonic() - failing_since >= ONCE_DATABASE_PATIENCE:
+                    self._give_up_recording(batch, err)
+                    return
                 logger.warning(
                     "recording %d outbox outcomes failed (%s); retrying", len(batch), err
                 )
@@ -546,6 +564,19 @@ class Relay:
         settled = self.options.once and self._in_flight == 0 and self._unrecorded == 0
         if self._starved or settled or any(outcome.row.ordering_key for outcome in batch):
             self._wake.set()
+
+    def _give_up_recording(self, batch: list[claims.Outcome], err: BaseException) -> None:
+        """A ``once`` drain's last resort: leave ``batch`` unwritten, and fail the drain."""
+        logger.error(
+            "recording %d outbox outcomes failed for %.0f s (%s); giving up: their rows are "
+            "claimed again once their leases lapse, and events already sent go out again",
+            len(batch),
+            ONCE_DATABASE_PATIENCE,
+            err,
+        )
+        self._unrecorded -= len(batch)
+        self._forget_leases(outcome.row for outcome in batch)
+        self._unwritten = self._unwritten or err
 
     async def _record(self, batch: list[claims.Outcome]) -> claims.Recorded:
         """Write ``batch`` back: acks straight from the loop on PostgreSQL, the rest in a thread."""
@@ -576,7 +607,10 @@ class Relay:
             if not self._leases:
                 continue
             try:
-                await self._records.run(
+                # Not on the recorder's thread: a write stuck there must not let leases lapse
+                # (and another relay publish the same rows). PostgreSQL relays claim on the
+                # event loop, so this thread is otherwise idle there.
+                await self._claims.run(
                     claims.renew,
                     tokens=list(self._leases),
                     lease_seconds=self.options.lease_seconds,

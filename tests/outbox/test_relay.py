@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, OperationalError, transaction
 from django.db.models import QuerySet
 from django.test import override_settings
 from django.utils import timezone
@@ -509,6 +511,98 @@ def test_a_give_back_that_fails_to_write_is_retried_and_counts_no_attempt(
     # (at the attempt limit that would make it dead unsent).
     row.refresh_from_db()
     assert (row.status, row.attempts, row.lease_token) == (OutboxStatus.PENDING, 0, None)
+
+
+def test_a_once_drain_the_database_keeps_failing_ends_with_the_error(
+    ensign_server: EmbeddedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Celery drain or a cron --once run must end (and free the drain lock), not wait for
+    # a database that is gone or an alias without the table.
+    outbox.publish(unique_topic(), {"n": 1})
+    monkeypatch.setattr(relay, "ONCE_DATABASE_PATIENCE", 0.3)
+
+    async def failing_claim(self: relay.Relay, limit: int) -> list[claims.Claimed]:
+        raise OperationalError("the database is gone")
+
+    monkeypatch.setattr(relay.Relay, "_claim", failing_claim)
+
+    async def drain_once() -> relay.RelayStats:
+        options = relay.RelayOptions(once=True, poll_seconds=0.05)
+        return await asyncio.wait_for(relay.Relay(options).run(), 10)
+
+    with ensign_settings(ensign_server), pytest.raises(OperationalError, match="gone"):
+        asyncio.run(drain_once())
+
+
+def test_a_once_drain_that_cannot_record_its_acks_ends_with_the_error(
+    ensign_server: EmbeddedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = unique_topic()
+    rows = [outbox.publish(topic, {"n": n}) for n in range(3)]
+    monkeypatch.setattr(relay, "ONCE_DATABASE_PATIENCE", 0.3)
+
+    async def failing_record(self: relay.Relay, batch: list[claims.Outcome]) -> claims.Recorded:
+        raise OperationalError("the database is gone")
+
+    monkeypatch.setattr(relay.Relay, "_record", failing_record)
+
+    async def drain_once() -> relay.RelayStats:
+        options = relay.RelayOptions(once=True, poll_seconds=0.05)
+        return await asyncio.wait_for(relay.Relay(options).run(), 10)
+
+    with ensign_settings(ensign_server), pytest.raises(OperationalError, match="gone"):
+        asyncio.run(drain_once())
+    # Sent, but not recorded: leased until the lease lapses, then claimed again.
+    assert sorted(stable_ids(server_events(ensign_server, topic))) == sorted(
+        r.event_id for r in rows
+    )
+    assert set(OutboxEvent.objects.filter(topic=topic).values_list("status", flat=True)) == {
+        OutboxStatus.IN_FLIGHT
+    }
+
+
+def test_leases_are_renewed_while_a_write_of_outcomes_is_stuck(
+    ensign_server: EmbeddedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A renewal queued behind a stuck write would let the lease lapse, and another relay
+    # publish the same rows meanwhile.
+    outbox.publish(unique_topic(), {"n": 1})
+    renewed = threading.Event()
+    renew, record = claims.renew, claims.record
+
+    def noting_renew(tokens: list[uuid.UUID], **kwargs: Any) -> int:
+        renewed.set()
+        return renew(tokens, **kwargs)
+
+    def stuck_record(outcomes: list[claims.Outcome], **kwargs: Any) -> claims.Recorded:
+        renewed.clear()
+        stuck_until_renewed.append(renewed.wait(5.0))
+        return record(outcomes, **kwargs)
+
+    stuck_until_renewed: list[bool] = []
+    monkeypatch.setattr(claims, "renew", noting_renew)
+    monkeypatch.setattr(claims, "record", stuck_record)
+
+    async def stop_while_looking_up() -> relay.RelayStats:
+        client = relay.make_client(max_in_flight=10)
+        lookup = client._admin.lookup
+        options = relay.RelayOptions(once=True, lease_seconds=0.3)
+        running = relay.Relay(options, client=client)
+
+        async def stopping_lookup(name: str) -> bytes | None:
+            running.stop()  # the row is given back: a write of outcomes on the recorder
+            return await lookup(name)
+
+        client._admin.lookup = stopping_lookup
+        try:
+            return await running.run()
+        finally:
+            await client.close()
+
+    with ensign_settings(ensign_server):
+        stats = asyncio.run(stop_while_looking_up())
+    assert stuck_until_renewed == [True]
+    assert stats.released == 1
 
 
 def test_a_slow_topic_lookup_does_not_count_against_the_events_reply_time(
