@@ -23,5 +23,6 @@ def delay(attempts: int, *, base: float, cap: float, rng: random.Random | None =
     Full jitter spreads the retries of many rows that failed together (a server outage)
     so they do not all come back in the same instant.
     """
-    ceiling = min(cap, base * 2 ** max(attempts - 1, 0))
+    # Past 2.0 ** 1023 a float overflows; any cap is reached long before that.
+    ceiling = min(cap, base * 2.0 ** min(max(attempts - 1, 0), 1023))
     return (rng or random).uniform(0.0, ceiling)

@@ -5,6 +5,7 @@ from __future__ import annotations
 # Ids E001-E019 and W001-W019: connection and outbox; E020-E039 and W020-W039: subscriber.
 # === outbox and connection checks ===========================================
 import math as _math
+import os as _os
 from pathlib import Path as _Path
 from typing import Any as _Any
 
@@ -14,6 +15,8 @@ from django_ensign.conf import settings as _settings
 
 #: PostgreSQL's NAMEDATALEN: identifiers, channel names included, are shorter.
 _PG_NAME_BYTES = 64
+#: The longest lease, poll or backoff in seconds E008 accepts.
+_MAX_WAIT = 100 * 365 * 24 * 3600
 #: The options of a publication stored in a sized outbox column: (column, option).
 _FITTED_OPTIONS = (
     ("type_name", "on_create"),
@@ -136,6 +139,15 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
 
     found: list[_checks.CheckMessage] = []
     published = _settings.PUBLISHED_MODELS
+    if not _settings.PUBLISHED_MODELS_IS_MAPPING:
+        found.append(
+            _checks.Error(
+                "ENSIGN_PUBLISHED_MODELS must be a dict of 'app_label.Model' to options; "
+                "no model publishes from it.",
+                hint='For example {"shop.Order": {"topic": "orders"}}.',
+                id="django_ensign.E007",
+            )
+        )
     unknown = set(registry.unknown_setting_models())
     for label, options in published.items():
         if label in unknown:
@@ -213,15 +225,15 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
             outbox.validate_topic(topic)
         except InvalidTopicName as err:
             found.append(_checks.Error(f"{label}: {err}", id="django_ensign.E004"))
-    for name, zero_allowed in (
-        ("ENSIGN_OUTBOX_BATCH_SIZE", False),
-        ("ENSIGN_OUTBOX_MAX_IN_FLIGHT", False),
-        ("ENSIGN_OUTBOX_MAX_ATTEMPTS", False),
-        ("ENSIGN_OUTBOX_LEASE_SECONDS", False),
-        ("ENSIGN_OUTBOX_POLL_SECONDS", False),
+    for name, zero_allowed, seconds in (
+        ("ENSIGN_OUTBOX_BATCH_SIZE", False, False),
+        ("ENSIGN_OUTBOX_MAX_IN_FLIGHT", False, False),
+        ("ENSIGN_OUTBOX_MAX_ATTEMPTS", False, False),
+        ("ENSIGN_OUTBOX_LEASE_SECONDS", False, True),
+        ("ENSIGN_OUTBOX_POLL_SECONDS", False, True),
         # A zero backoff retries at once: a choice, where a negative one is a mistake.
-        ("ENSIGN_OUTBOX_BACKOFF_BASE", True),
-        ("ENSIGN_OUTBOX_BACKOFF_MAX", True),
+        ("ENSIGN_OUTBOX_BACKOFF_BASE", True, True),
+        ("ENSIGN_OUTBOX_BACKOFF_MAX", True, True),
     ):
         try:
             value = getattr(_settings, name.removeprefix("ENSIGN_"))
@@ -236,9 +248,23 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
                     f"{name} must be a finite number, got {value}.", id="django_ensign.E008"
                 )
             )
-        elif value < 0 or (value == 0 and not zero_allowed):
-            rule = "must not be negative" if zero_allowed else "must be positive"
+        elif value < 0 or (value == 0 and not zero_allowed) or (seconds and value > _MAX_WAIT):
+            if value > 0:
+                # Added to the database's clock, a longer wait overflows its timestamps.
+                rule = f"must be at most {_MAX_WAIT:,} seconds (a hundred years)"
+            else:
+                rule = "must not be negative" if zero_allowed else "must be positive"
             found.append(_checks.Error(f"{name} {rule}, got {value}.", id="django_ensign.E008"))
+    lock_dir = _settings.OUTBOX_LOCK_FILE_DIR
+    if lock_dir and not (_os.path.isdir(lock_dir) and _os.access(lock_dir, _os.W_OK | _os.X_OK)):
+        # Each drain and relay on a database without advisory locks creates its lock there.
+        found.append(
+            _checks.Error(
+                f"ENSIGN_OUTBOX_LOCK_FILE_DIR {lock_dir!r} is not a directory this process "
+                "can create files in.",
+                id="django_ensign.E008",
+            )
+        )
     channel = _settings.OUTBOX_NOTIFY_CHANNEL
     if (
         _settings.OUTBOX_NOTIFY

@@ -10,6 +10,7 @@ prefixed ``ENSIGN_``; the connection settings fall back to the SDK's environment
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -92,8 +93,19 @@ class Settings:
     # --- outbox and relay (owned by the outbox; add below) -----------------
     @property
     def PUBLISHED_MODELS(self) -> dict[str, dict[str, Any]]:
-        """``{"app_label.Model": {"topic": ..., ...}}``: models that publish, as settings."""
-        return dict(self._get("PUBLISHED_MODELS", {}))
+        """``{"app_label.Model": {"topic": ..., ...}}``: models that publish, as settings.
+
+        None means none; anything else but a mapping reads as none too (check E007 reports
+        it), so start-up goes on.
+        """
+        value = self._get("PUBLISHED_MODELS", None)
+        return dict(value) if isinstance(value, Mapping) else {}
+
+    @property
+    def PUBLISHED_MODELS_IS_MAPPING(self) -> bool:
+        """Whether ``ENSIGN_PUBLISHED_MODELS`` is a mapping or None (for check E007)."""
+        value = self._get("PUBLISHED_MODELS", None)
+        return value is None or isinstance(value, Mapping)
 
     @property
     def OUTBOX_CREATE_TOPICS(self) -> bool:

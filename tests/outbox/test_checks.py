@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.apps import apps
 from django.core.checks import CheckMessage
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
@@ -133,6 +134,35 @@ def test_e008_a_negative_or_non_numeric_relay_backoff(setting: str) -> None:
     assert ids(**{setting: float("nan")}) == ["django_ensign.E008"]
     assert ids(**{setting: float("inf")}) == ["django_ensign.E008"]
     assert ids(**{setting: 0}) == []
+
+
+def test_e008_a_lock_file_directory_that_cannot_take_the_lock(tmp_path: Path) -> None:
+    assert ids(ENSIGN_OUTBOX_LOCK_FILE_DIR=str(tmp_path / "missing")) == ["django_ensign.E008"]
+    assert ids(ENSIGN_OUTBOX_LOCK_FILE_DIR=str(tmp_path)) == []
+
+
+@pytest.mark.parametrize("value", [["testapp.Note"], "testapp.Note"])
+def test_e007_a_published_models_setting_that_is_not_a_dict(value: object) -> None:
+    # Reported, and start-up goes on (it used to crash every manage.py command in ready()).
+    with override_settings(ENSIGN_PUBLISHED_MODELS=value):
+        apps.get_app_config("django_ensign").ready()
+    assert ids(ENSIGN_PUBLISHED_MODELS=value) == ["django_ensign.E007"]
+    assert ids(ENSIGN_PUBLISHED_MODELS=None) == []  # none, as if unset
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "ENSIGN_OUTBOX_LEASE_SECONDS",
+        "ENSIGN_OUTBOX_POLL_SECONDS",
+        "ENSIGN_OUTBOX_BACKOFF_BASE",
+        "ENSIGN_OUTBOX_BACKOFF_MAX",
+    ],
+)
+def test_e008_a_wait_longer_than_the_database_clock_can_add(setting: str) -> None:
+    # A thousand years past now overflows the timestamps every lease and retry time is.
+    assert ids(**{setting: 1000 * 365 * 24 * 3600}) == ["django_ensign.E008"]
+    assert ids(**{setting: 30 * 24 * 3600}) == []
 
 
 @pytest.mark.parametrize(
@@ -283,10 +313,10 @@ def test_each_outbox_check_id_is_used_for_one_problem_only() -> None:
         "django_ensign.E009", "django_ensign.E010", "django_ensign.E011", "django_ensign.E012",
         "django_ensign.W001", "django_ensign.W002", "django_ensign.W003",
     ]  # fmt: skip
-    # The two E003 branches, one E007 reused for options, E008 for non-numbers and
-    # non-finite numbers too, E002 for half the credentials, E004 for a topic that is not
-    # a string.
-    assert len(used) == len(set(used)) + 6
+    # The two E003 branches, E007 reused for options and for a setting that is not a dict,
+    # E008 for non-numbers, non-finite numbers and the lock's directory too, E002 for half
+    # the credentials, E004 for a topic that is not a string.
+    assert len(used) == len(set(used)) + 8
 
 
 @pytest.mark.parametrize("option", ["serializer", "key"])

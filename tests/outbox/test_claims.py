@@ -291,6 +291,8 @@ def test_backoff_is_full_jitter_under_a_doubling_cap() -> None:
         delays = [backoff.delay(attempts, base=0.5, cap=10.0, rng=rng) for _ in range(200)]
         assert all(0 <= d <= ceiling for d in delays)
         assert max(delays) > ceiling / 2  # spread over the whole range, not a fixed step
+    # However many attempts a high ENSIGN_OUTBOX_MAX_ATTEMPTS allows, the cap holds (no overflow).
+    assert 0 <= backoff.delay(5000, base=0.5, cap=10.0, rng=rng) <= 10.0
     assert backoff.is_retryable(None)
     assert backoff.is_retryable(9)
     assert not backoff.is_retryable(3)
