@@ -58,6 +58,9 @@ class OutboxEventAdmin(_OutboxAdminBase):
         "nack_error",
     )
     list_filter = ("status", "topic")
+    # The counts per status stand above the list; a filtered page would otherwise also
+    # count the whole table, acked rows and all, on each view.
+    show_full_result_count = False
     search_fields = ("=event_id", "ordering_key")
     ordering = ("-id",)
     date_hierarchy = None

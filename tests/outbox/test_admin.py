@@ -7,7 +7,9 @@ import uuid
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -66,6 +68,21 @@ def test_changelist_shows_counts_per_status_and_oldest_waiting_age(
     assert "ensign-status-dead" in html
     assert "topic is archived" in html
     assert "Oldest waiting event: 2" in html
+
+
+def test_a_filtered_changelist_does_not_count_the_whole_table(
+    staff: Client, rows: dict[str, OutboxEvent]
+) -> None:
+    table = OutboxEvent._meta.db_table
+    with CaptureQueriesContext(connection) as queries:
+        response = staff.get(reverse(CHANGELIST), {"status__exact": "pending"})
+    assert response.context["cl"].result_count == 2
+    whole_table_counts = [
+        q["sql"]
+        for q in queries.captured_queries
+        if "COUNT(" in q["sql"] and table in q["sql"] and "WHERE" not in q["sql"]
+    ]
+    assert whole_table_counts == []
 
 
 def test_changelist_filters_by_status_and_searches_by_event_id_and_key(
