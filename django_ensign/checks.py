@@ -250,13 +250,18 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
             )
         elif value < 0 or (value == 0 and not zero_allowed) or (seconds and value > _MAX_WAIT):
             if value > 0:
-                # Added to the database's clock, a longer wait overflows its timestamps.
+                # Leases and retry times are the database's clock plus these, and nobody
+                # means a wait this long: it is a typo, or a unit mistaken.
                 rule = f"must be at most {_MAX_WAIT:,} seconds (a hundred years)"
             else:
                 rule = "must not be negative" if zero_allowed else "must be positive"
             found.append(_checks.Error(f"{name} {rule}, got {value}.", id="django_ensign.E008"))
     lock_dir = _settings.OUTBOX_LOCK_FILE_DIR
-    if lock_dir and not (_os.path.isdir(lock_dir) and _os.access(lock_dir, _os.W_OK | _os.X_OK)):
+    if (
+        lock_dir
+        and not (_os.path.isdir(lock_dir) and _os.access(lock_dir, _os.W_OK | _os.X_OK))
+        and _uses_lock_files()
+    ):
         # Each drain and relay on a database without advisory locks creates its lock there.
         found.append(
             _checks.Error(
@@ -310,12 +315,18 @@ def check_prepared_insert(app_configs: _Any = None, **kwargs: _Any) -> list[_che
 
 def _uses_postgresql() -> bool:
     """Whether any configured database is PostgreSQL, the only one that notifies."""
+    return "postgresql" in _vendors()
+
+
+def _uses_lock_files() -> bool:
+    """Whether any configured database is not PostgreSQL (its drain lock is a file)."""
+    return bool(_vendors() - {"postgresql"})
+
+
+def _vendors() -> set[str]:
     from django.db import connections
 
-    return any(
-        connection is not None and connection.vendor == "postgresql"
-        for connection in map(_connection, connections)
-    )
+    return {c.vendor for c in map(_connection, connections) if c is not None}
 
 
 def _connection(alias: str) -> _Any:

@@ -11,6 +11,7 @@ Bulk paths (``bulk_create``, ``QuerySet.update``) send no signals: use
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -23,6 +24,8 @@ from django.utils.module_loading import import_string
 from django_ensign import atomicsave, exceptions, outbox, rowwrite
 from django_ensign.conf import settings
 from django_ensign.payloads import model_fields
+
+logger = logging.getLogger(__name__)
 
 ModelT = TypeVar("ModelT", bound=type[models.Model])
 Serializer = Callable[[models.Model], Any]
@@ -257,6 +260,12 @@ def setting_function(value: Any) -> Any:
 
 def register_from_settings() -> None:
     """Register each model of ``ENSIGN_PUBLISHED_MODELS``; unknown labels are left to the checks."""
+    if not settings.PUBLISHED_MODELS_IS_MAPPING:
+        # Web and Celery processes run no checks: say it where their logs show it.
+        logger.error(
+            "ENSIGN_PUBLISHED_MODELS is not a dict of 'app_label.Model' to options, so no "
+            "model publishes from it (check django_ensign.E007)"
+        )
     for label, options in settings.PUBLISHED_MODELS.items():
         try:
             model = apps.get_model(label)

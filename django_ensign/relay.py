@@ -543,7 +543,8 @@ class Relay:
                 break
             except Exception as err:  # keep the outcomes; the leases are renewed meanwhile
                 failing_since = failing_since or time.monotonic()
-                if opts.once and time.monotonic() - failing_since >= ONCE_DATABASE_PATIENCE:
+                patience_gone = time.monotonic() - failing_since >= ONCE_DATABASE_PATIENCE
+                if opts.once and (patience_gone or self._unwritten is not None):
                     self._give_up_recording(batch, err)
                     return
                 logger.warning(
@@ -568,15 +569,15 @@ class Relay:
     def _give_up_recording(self, batch: list[claims.Outcome], err: BaseException) -> None:
         """A ``once`` drain's last resort: leave ``batch`` unwritten, and fail the drain."""
         logger.error(
-            "recording %d outbox outcomes failed for %.0f s (%s); giving up: their rows are "
-            "claimed again once their leases lapse, and events already sent go out again",
+            "recording %d outbox outcomes keeps failing (%s); the drain gives up: their rows "
+            "are claimed again once their leases lapse, and events already sent go out again",
             len(batch),
-            ONCE_DATABASE_PATIENCE,
             err,
         )
         self._unrecorded -= len(batch)
         self._forget_leases(outcome.row for outcome in batch)
         self._unwritten = self._unwritten or err
+        self.stop()  # claiming more would only publish more that cannot be recorded
 
     async def _record(self, batch: list[claims.Outcome]) -> claims.Recorded:
         """Write ``batch`` back: acks straight from the loop on PostgreSQL, the rest in a thread."""
