@@ -20,6 +20,13 @@ _MISSING = object()
 _UNSET = object()
 
 
+def _flag(value: Any) -> bool:
+    """A yes/no setting: a string as an environment variable means it ("false" is False)."""
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    return bool(value)
+
+
 class Settings:
     """Typed access to the ``ENSIGN_*`` settings; see the README for each one."""
 
@@ -53,9 +60,7 @@ class Settings:
     def INSECURE(self) -> bool | None:
         """None: TLS unless the endpoint is loopback (the SDK decides)."""
         value = self._get("INSECURE", os.environ.get("ENSIGN_INSECURE"))
-        if isinstance(value, str):
-            return value.strip().lower() in {"1", "true", "yes", "on"}
-        return None if value is None else bool(value)
+        return None if value is None else _flag(value)
 
     @property
     def CLIENT_ID(self) -> str | None:
@@ -110,7 +115,7 @@ class Settings:
     @property
     def OUTBOX_CREATE_TOPICS(self) -> bool:
         """Create topics that do not exist yet on first publish."""
-        return bool(self._get("OUTBOX_CREATE_TOPICS", True))
+        return _flag(self._get("OUTBOX_CREATE_TOPICS", True))
 
     @property
     def OUTBOX_BATCH_SIZE(self) -> int:
@@ -150,7 +155,7 @@ class Settings:
     @property
     def OUTBOX_NOTIFY(self) -> bool:
         """PostgreSQL: NOTIFY the relay when a transaction that wrote rows commits."""
-        return bool(self._get("OUTBOX_NOTIFY", True))
+        return _flag(self._get("OUTBOX_NOTIFY", True))
 
     @property
     def OUTBOX_NOTIFY_CHANNEL(self) -> str:
@@ -159,7 +164,7 @@ class Settings:
     @property
     def OUTBOX_CELERY_ON_COMMIT(self) -> bool:
         """Queue ``tasks.publish_outbox`` when a transaction that wrote rows commits."""
-        return bool(self._get("OUTBOX_CELERY_ON_COMMIT", False))
+        return _flag(self._get("OUTBOX_CELERY_ON_COMMIT", False))
 
     @property
     def OUTBOX_LOCK_FILE_DIR(self) -> str | None:

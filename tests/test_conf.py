@@ -22,3 +22,11 @@ def test_a_setting_django_lacks_falls_back_to_the_environment_on_every_read(
     assert settings.ENDPOINT == "127.0.0.1:5356"  # Django has no ENSIGN_ENDPOINT here
     monkeypatch.setenv("ENSIGN_ENDPOINT", "ensign.example.com:443")
     assert settings.ENDPOINT == "ensign.example.com:443"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("False", False), ("0", False), ("true", True)])
+def test_a_yes_no_setting_read_from_the_environment_as_text(value: str, expected: bool) -> None:
+    # os.environ.get(...) gives text: "False" must not read as a non-empty, true string.
+    with override_settings(ENSIGN_OUTBOX_NOTIFY=value, ENSIGN_OUTBOX_CREATE_TOPICS=value):
+        assert settings.OUTBOX_NOTIFY is expected
+        assert settings.OUTBOX_CREATE_TOPICS is expected
