@@ -139,7 +139,7 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
 
     found: list[_checks.CheckMessage] = []
     published = _settings.PUBLISHED_MODELS
-    if not _settings.PUBLISHED_MODELS_IS_MAPPING:
+    if not _settings.published_models_is_mapping():
         found.append(
             _checks.Error(
                 "ENSIGN_PUBLISHED_MODELS must be a dict of 'app_label.Model' to options; "

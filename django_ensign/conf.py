@@ -106,8 +106,7 @@ class Settings:
         value = self._get("PUBLISHED_MODELS", None)
         return dict(value) if isinstance(value, Mapping) else {}
 
-    @property
-    def PUBLISHED_MODELS_IS_MAPPING(self) -> bool:
+    def published_models_is_mapping(self) -> bool:
         """Whether ``ENSIGN_PUBLISHED_MODELS`` is a mapping or None (for check E007)."""
         value = self._get("PUBLISHED_MODELS", None)
         return value is None or isinstance(value, Mapping)

@@ -260,7 +260,7 @@ def setting_function(value: Any) -> Any:
 
 def register_from_settings() -> None:
     """Register each model of ``ENSIGN_PUBLISHED_MODELS``; unknown labels are left to the checks."""
-    if not settings.PUBLISHED_MODELS_IS_MAPPING:
+    if not settings.published_models_is_mapping():
         # Web and Celery processes run no checks: say it where their logs show it.
         logger.error(
             "ENSIGN_PUBLISHED_MODELS is not a dict of 'app_label.Model' to options, so no "

@@ -27,6 +27,11 @@ def test_a_setting_django_lacks_falls_back_to_the_environment_on_every_read(
 @pytest.mark.parametrize(("value", "expected"), [("False", False), ("0", False), ("true", True)])
 def test_a_yes_no_setting_read_from_the_environment_as_text(value: str, expected: bool) -> None:
     # os.environ.get(...) gives text: "False" must not read as a non-empty, true string.
-    with override_settings(ENSIGN_OUTBOX_NOTIFY=value, ENSIGN_OUTBOX_CREATE_TOPICS=value):
+    with override_settings(
+        ENSIGN_OUTBOX_NOTIFY=value,
+        ENSIGN_OUTBOX_CREATE_TOPICS=value,
+        ENSIGN_OUTBOX_CELERY_ON_COMMIT=value,
+    ):
         assert settings.OUTBOX_NOTIFY is expected
         assert settings.OUTBOX_CREATE_TOPICS is expected
+        assert settings.OUTBOX_CELERY_ON_COMMIT is expected
