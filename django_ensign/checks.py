@@ -256,6 +256,24 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
             else:
                 rule = "must not be negative" if zero_allowed else "must be positive"
             found.append(_checks.Error(f"{name} {rule}, got {value}.", id="django_ensign.E008"))
+    if _settings.OUTBOX_CELERY_ON_COMMIT and not _importable("celery"):
+        # Each commit's hook would fail to queue its drain, logging an ImportError.
+        found.append(
+            _checks.Error(
+                "ENSIGN_OUTBOX_CELERY_ON_COMMIT is on, but Celery is not installed.",
+                hint="pip install 'django-ensign[celery]', or turn the setting off.",
+                id="django_ensign.E013",
+            )
+        )
+    if _uses_postgresql() and not _importable("psycopg"):
+        found.append(
+            _checks.Warning(
+                "The relay and the Celery drain need psycopg 3 on PostgreSQL (psycopg2 is "
+                "enough for writing outbox rows).",
+                hint="pip install 'django-ensign[postgres]' where the relay runs.",
+                id="django_ensign.W004",
+            )
+        )
     lock_dir = _settings.OUTBOX_LOCK_FILE_DIR
     if (
         lock_dir
@@ -311,6 +329,16 @@ def check_prepared_insert(app_configs: _Any = None, **kwargs: _Any) -> list[_che
             )
         )
     return found
+
+
+def _importable(module: str) -> bool:
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 def _uses_postgresql() -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,13 @@ def test_e008_a_negative_or_non_numeric_relay_backoff(setting: str) -> None:
     assert ids(**{setting: 0}) == []
 
 
+def test_e013_the_celery_trigger_without_celery(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ids(ENSIGN_OUTBOX_CELERY_ON_COMMIT=True) == []
+    monkeypatch.setitem(sys.modules, "celery", None)  # what import sees where it is missing
+    assert ids(ENSIGN_OUTBOX_CELERY_ON_COMMIT=True) == ["django_ensign.E013"]
+    assert ids(ENSIGN_OUTBOX_CELERY_ON_COMMIT=False) == []
+
+
 def test_e008_a_lock_file_directory_that_cannot_take_the_lock(tmp_path: Path) -> None:
     # Only databases without advisory locks (SQLite here) take the drain lock as a file.
     file_locks = any(connections[alias].vendor != "postgresql" for alias in connections)
@@ -195,6 +203,13 @@ def test_e010_a_notify_channel_postgresql_cannot_name(channel: str) -> None:
 @pytest.mark.skipif(POSTGRES, reason="a project with SQLite databases only")
 def test_e010_stays_quiet_where_no_database_notifies() -> None:
     assert ids(ENSIGN_OUTBOX_NOTIFY_CHANNEL="c" * 64) == []
+
+
+@pytest.mark.skipif(not POSTGRES, reason="a project with a PostgreSQL database")
+def test_w004_postgresql_without_psycopg_3(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ids() == []
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    assert ids() == ["django_ensign.W004"]
 
 
 @pytest.mark.parametrize(
@@ -318,7 +333,8 @@ def test_each_outbox_check_id_is_used_for_one_problem_only() -> None:
         "django_ensign.E001", "django_ensign.E002", "django_ensign.E003", "django_ensign.E004",
         "django_ensign.E005", "django_ensign.E006", "django_ensign.E007", "django_ensign.E008",
         "django_ensign.E009", "django_ensign.E010", "django_ensign.E011", "django_ensign.E012",
-        "django_ensign.W001", "django_ensign.W002", "django_ensign.W003",
+        "django_ensign.E013",
+        "django_ensign.W001", "django_ensign.W002", "django_ensign.W003", "django_ensign.W004",
     ]  # fmt: skip
     # The two E003 branches, E007 reused for options and for a setting that is not a dict,
     # E008 for non-numbers, non-finite numbers and the lock's directory too, E002 for half
