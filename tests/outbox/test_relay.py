@@ -443,19 +443,16 @@ def test_a_row_whose_relays_keep_dying_goes_dead_past_the_attempt_limit(
     assert server_events(ensign_server, topic) == []  # not sent a fourth time
 
 
-def test_a_stop_during_the_topic_lookup_sends_nothing_and_gives_the_rows_back(
-    ensign_server: EmbeddedServer,
-) -> None:
-    topic = unique_topic()
-    row = outbox.publish(topic, {"n": 1})
+def stopped_during_lookup(server: EmbeddedServer, **options: Any) -> relay.RelayStats:
+    """Run a ``once`` relay told to stop (as by SIGTERM) while it looks its first topic up."""
 
-    async def stop_while_looking_up() -> relay.RelayStats:
+    async def run() -> relay.RelayStats:
         client = relay.make_client(max_in_flight=10)
         lookup = client._admin.lookup
-        running = relay.Relay(relay.RelayOptions(once=True), client=client)
+        running = relay.Relay(relay.RelayOptions(once=True, **options), client=client)
 
         async def stopping_lookup(name: str) -> bytes | None:
-            running.stop()  # SIGTERM, while the first lookup of the topic is under way
+            running.stop()
             return await lookup(name)
 
         client._admin.lookup = stopping_lookup
@@ -464,8 +461,28 @@ def test_a_stop_during_the_topic_lookup_sends_nothing_and_gives_the_rows_back(
         finally:
             await client.close()
 
-    with ensign_settings(ensign_server):
-        stats = asyncio.run(stop_while_looking_up())
+    with ensign_settings(server):
+        return asyncio.run(run())
+
+
+def drain_within_ten_seconds(server: EmbeddedServer, **options: Any) -> relay.RelayStats:
+    """A ``once`` drain that fails the test by timing out rather than hang it."""
+
+    async def run() -> relay.RelayStats:
+        drain = relay.Relay(relay.RelayOptions(once=True, poll_seconds=0.05, **options)).run()
+        return await asyncio.wait_for(drain, 10)
+
+    with ensign_settings(server):
+        return asyncio.run(run())
+
+
+def test_a_stop_during_the_topic_lookup_sends_nothing_and_gives_the_rows_back(
+    ensign_server: EmbeddedServer,
+) -> None:
+    topic = unique_topic()
+    row = outbox.publish(topic, {"n": 1})
+
+    stats = stopped_during_lookup(ensign_server)
     assert stats.acked == 0
     row.refresh_from_db()
     assert (row.status, row.attempts) == (OutboxStatus.PENDING, 0)
@@ -488,23 +505,7 @@ def test_a_give_back_that_fails_to_write_is_retried_and_counts_no_attempt(
 
     monkeypatch.setattr(claims, "release", release_failing_once)
 
-    async def stop_while_looking_up() -> relay.RelayStats:
-        client = relay.make_client(max_in_flight=10)
-        lookup = client._admin.lookup
-        running = relay.Relay(relay.RelayOptions(once=True, poll_seconds=0.05), client=client)
-
-        async def stopping_lookup(name: str) -> bytes | None:
-            running.stop()
-            return await lookup(name)
-
-        client._admin.lookup = stopping_lookup
-        try:
-            return await running.run()
-        finally:
-            await client.close()
-
-    with ensign_settings(ensign_server):
-        stats = asyncio.run(stop_while_looking_up())
+    stats = stopped_during_lookup(ensign_server, poll_seconds=0.05)
     assert failures == [1]
     assert stats.released == 1
     # Waiting again as a first attempt, not leased with an attempt counted for nothing sent
@@ -526,12 +527,8 @@ def test_a_once_drain_the_database_keeps_failing_ends_with_the_error(
 
     monkeypatch.setattr(relay.Relay, "_claim", failing_claim)
 
-    async def drain_once() -> relay.RelayStats:
-        options = relay.RelayOptions(once=True, poll_seconds=0.05)
-        return await asyncio.wait_for(relay.Relay(options).run(), 10)
-
-    with ensign_settings(ensign_server), pytest.raises(OperationalError, match="gone"):
-        asyncio.run(drain_once())
+    with pytest.raises(OperationalError, match="gone"):
+        drain_within_ten_seconds(ensign_server)
 
 
 def test_a_once_drain_that_cannot_record_its_acks_ends_with_the_error(
@@ -547,12 +544,8 @@ def test_a_once_drain_that_cannot_record_its_acks_ends_with_the_error(
 
     monkeypatch.setattr(relay.Relay, "_record", failing_record)
 
-    async def drain_once() -> relay.RelayStats:
-        options = relay.RelayOptions(once=True, poll_seconds=0.05, batch_size=5, max_in_flight=10)
-        return await asyncio.wait_for(relay.Relay(options).run(), 10)
-
-    with ensign_settings(ensign_server), pytest.raises(OperationalError, match="gone"):
-        asyncio.run(drain_once())
+    with pytest.raises(OperationalError, match="gone"):
+        drain_within_ten_seconds(ensign_server, batch_size=5, max_in_flight=10)
     # It stopped claiming once it gave up: the rows it sent wait out their leases (then go
     # out again), and the rest wait untouched, rather than all being sent unrecorded.
     # (Rows claimed as it stopped are given back, which cannot be recorded either: leased too.)
@@ -587,24 +580,8 @@ def test_leases_are_renewed_while_a_write_of_outcomes_is_stuck(
     monkeypatch.setattr(claims, "renew", noting_renew)
     monkeypatch.setattr(claims, "record", stuck_record)
 
-    async def stop_while_looking_up() -> relay.RelayStats:
-        client = relay.make_client(max_in_flight=10)
-        lookup = client._admin.lookup
-        options = relay.RelayOptions(once=True, lease_seconds=0.3)
-        running = relay.Relay(options, client=client)
-
-        async def stopping_lookup(name: str) -> bytes | None:
-            running.stop()  # the row is given back: a write of outcomes on the recorder
-            return await lookup(name)
-
-        client._admin.lookup = stopping_lookup
-        try:
-            return await running.run()
-        finally:
-            await client.close()
-
-    with ensign_settings(ensign_server):
-        stats = asyncio.run(stop_while_looking_up())
+    # The row is given back: a write of outcomes on the recorder.
+    stats = stopped_during_lookup(ensign_server, lease_seconds=0.3)
     assert stuck_until_renewed == [True]
     assert stats.released == 1
 
