@@ -299,8 +299,7 @@ class Relay:
         if rows:
             self.stats.claimed += len(rows)
             self._in_flight += len(rows)  # settled at once, as released
-            for row in rows:
-                self._settle(claims.Released(row))
+            self._release(rows)
 
     async def _claim(self, limit: int) -> list[claims.Claimed]:
         """Claim up to ``limit`` rows; their leases are renewed from now until recorded."""
@@ -359,8 +358,7 @@ class Relay:
                     self._fail(unsent, err)
                     continue
             if self._stopping:  # also when stop() came during the lookup
-                for row in unsent:
-                    self._settle(claims.Released(row))
+                self._release(unsent)
                 continue
             # The client's own deadline (the same timeout) comes first and says whether the
             # server was reachable meanwhile; this one is the backstop.
@@ -401,8 +399,7 @@ class Relay:
             return False
         if self._trouble is None or kind is Trouble.REFUSED:
             self._trouble = (kind, err)
-        for row in rows:
-            self._settle(claims.Released(row))
+        self._release(rows)
         return True
 
     async def _wait_out_trouble(self) -> None:
@@ -504,6 +501,11 @@ class Relay:
             self._wake.set()
         if not self._pending:
             self._all_replied.set()
+
+    def _release(self, rows: Iterable[claims.Claimed]) -> None:
+        """Settle in-flight ``rows`` as not sent: the recorder gives them back uncounted."""
+        for row in rows:
+            self._settle(claims.Released(row))
 
     def _forget_leases(self, rows: Iterable[claims.Claimed]) -> None:
         """Stop renewing the leases of ``rows`` once no other row of theirs is unrecorded."""
