@@ -307,6 +307,36 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
 
 
 @_checks.register("django_ensign")
+def check_databases(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.CheckMessage]:
+    """E014 published models or handlers write to a database other than PostgreSQL or SQLite."""
+    from django.db import router
+
+    from django_ensign import databases, registry
+    from django_ensign.dispatch import inbox_alias
+    from django_ensign.handlers import registry as handlers
+
+    writers: dict[str, list[str]] = {}
+    for publication in registry.publications():
+        alias = router.db_for_write(publication.model) or "default"
+        writers.setdefault(alias, []).append(publication.model._meta.label)
+    if handlers.all():
+        writers.setdefault(inbox_alias(), []).append("the handlers' inbox")
+    found: list[_checks.CheckMessage] = []
+    for alias, writer in writers.items():
+        reason = None if _connection(alias) is None else databases.unsupported(alias)
+        if reason is not None:
+            found.append(
+                _checks.Error(
+                    f"{reason}; {', '.join(writer)} write there.",
+                    hint="An outbox row joins its model's own transaction and an inbox row its "
+                    "handler's, so both need a PostgreSQL or SQLite database.",
+                    id="django_ensign.E014",
+                )
+            )
+    return found
+
+
+@_checks.register("django_ensign")
 def check_prepared_insert(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.CheckMessage]:
     """W003 a database asks for the prepared outbox INSERT where it cannot take effect."""
     from django.db import connections
@@ -358,7 +388,8 @@ def _vendors() -> set[str]:
 
 
 def _connection(alias: str) -> _Any:
-    """The alias's connection wrapper; None when its backend cannot be loaded here.
+    """The alias's connection wrapper; None when it is not configured (a router's typo,
+    Django's to report on use) or its backend cannot be loaded here.
 
     ``check`` reports on the project, not on each alias's driver: an alias whose driver
     this environment lacks (a reporting database, say) is Django's to complain about when
@@ -366,10 +397,11 @@ def _connection(alias: str) -> _Any:
     """
     from django.core.exceptions import ImproperlyConfigured
     from django.db import connections
+    from django.utils.connection import ConnectionDoesNotExist
 
     try:
         return connections[alias]
-    except (ImproperlyConfigured, ImportError):
+    except (ImproperlyConfigured, ImportError, ConnectionDoesNotExist):
         return None
 
 

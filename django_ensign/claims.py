@@ -21,11 +21,9 @@ from django.db.models import (
     Case,
     DateTimeField,
     DurationField,
-    Exists,
     ExpressionWrapper,
     F,
     Field,
-    OuterRef,
     Q,
     QuerySet,
     SmallIntegerField,
@@ -37,8 +35,8 @@ from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Cast, Now
 from django.utils import timezone
 
-from django_ensign import backoff, pgclaims, servertime, sqliteclaims
-from django_ensign.models import OUTBOX_UNFINISHED, OUTBOX_WAITING, OutboxEvent, OutboxStatus
+from django_ensign import backoff, databases, pgclaims, servertime, sqliteclaims
+from django_ensign.models import OutboxEvent, OutboxStatus
 
 
 class Claimed(NamedTuple):
@@ -121,17 +119,6 @@ def _later(seconds: float) -> ExpressionWrapper[CombinedExpression]:
     )
 
 
-def claimable() -> Q:
-    """Rows a relay may take now: due waiting rows and expired leases, first of their key."""
-    due = Q(status__in=OUTBOX_WAITING, next_attempt_at__lte=Now())
-    expired = Q(status=OutboxStatus.IN_FLIGHT, lease_expires_at__lt=Now())
-    earlier_open = OutboxEvent.objects.filter(
-        ordering_key=OuterRef("ordering_key"), id__lt=OuterRef("id"), status__in=OUTBOX_UNFINISHED
-    )
-    first_of_key = Q(ordering_key="") | Q(~Exists(earlier_open))
-    return (due | expired) & first_of_key
-
-
 def claim(
     *,
     limit: int,
@@ -141,50 +128,17 @@ def claim(
 ) -> list[Claimed]:
     """Lease up to ``limit`` claimable rows (oldest first) to a new token and return them.
 
-    PostgreSQL locks the candidates with ``FOR UPDATE SKIP LOCKED`` so concurrent relays
-    take disjoint rows without waiting; the ``UPDATE`` repeats the claim condition, which
-    also makes SQLite (no row locks) safe.
+    A row is claimable when it is due (or its lease expired) and no earlier row of its
+    ordering key is unfinished. Each database claims in one statement of its own
+    (:mod:`~django_ensign.pgclaims`, :mod:`~django_ensign.sqliteclaims`), so concurrent
+    relays take disjoint rows; any other database is refused.
     """
-    vendor = connections[using].vendor
-    if vendor == "sqlite":
-        return [
-            from_row(row)
-            for row in sqliteclaims.claim(
-                limit=limit, lease_seconds=lease_seconds, topics=topics, using=using
-            )
-        ]
-    if vendor == "postgresql":
-        return [
-            from_row(row)
-            for row in pgclaims.claim(
-                limit=limit, lease_seconds=lease_seconds, topics=topics, using=using
-            )
-        ]
-    token = uuid.uuid4()
-    rows = OutboxEvent.objects.using(using)
-    candidates = rows.filter(claimable())
-    if topics:
-        candidates = candidates.filter(topic__in=list(topics))
-    with transaction.atomic(using=using):
-        ids = list(
-            candidates.select_for_update(skip_locked=True, of=("self",))
-            .order_by("id")
-            .values_list("id", flat=True)[:limit]
-        )
-        if not ids:
-            return []
-        rows.filter(claimable(), id__in=ids).update(
-            status=OutboxStatus.IN_FLIGHT,
-            lease_token=token,
-            lease_expires_at=_later(lease_seconds),
-            attempts=F("attempts") + 1,
-        )
-    fields = (
-        "id", "event_id", "topic", "data", "mimetype", "type_name", "type_version",
-        "metadata", "ordering_key", "attempts",
-    )  # fmt: skip
-    claimed = rows.filter(lease_token=token, status=OutboxStatus.IN_FLIGHT).order_by("id")
-    return [from_row((token, *row)) for row in claimed.values_list(*fields)]
+    databases.require_supported(using)
+    postgres = connections[using].vendor == "postgresql"
+    rows = (pgclaims if postgres else sqliteclaims).claim(
+        limit=limit, lease_seconds=lease_seconds, topics=topics, using=using
+    )
+    return [from_row(row) for row in rows]
 
 
 def from_row(row: tuple[Any, ...]) -> Claimed:

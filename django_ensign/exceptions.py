@@ -7,6 +7,20 @@ from django_ensign.client.exceptions import *  # noqa: F403  (the SDK's errors a
 from django_ensign.client.exceptions import EnsignError
 
 
+# === database errors ========================================================
+class UnsupportedDatabase(EnsignError):
+    """django_ensign's tables cannot live on that database: it runs on PostgreSQL or SQLite.
+
+    Raised where a row would be written, and when a relay or a subscriber starts;
+    ``using`` is the database alias. ``manage.py check`` reports it as E014 for the
+    databases published models and handlers write to.
+    """
+
+    def __init__(self, message: str, *, using: str) -> None:
+        super().__init__(message)
+        self.using = using
+
+
 # === outbox errors ==========================================================
 class OutboxError(EnsignError):
     """The outbox could not record or publish an event."""
@@ -101,5 +115,6 @@ __all__ = sorted(
         "TransactionAborted",
         "UndecodableEvent",
         "UnknownEventType",
+        "UnsupportedDatabase",
     ]
 )

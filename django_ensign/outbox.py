@@ -23,7 +23,7 @@ from django.core.signals import setting_changed
 from django.db import connections, router, transaction
 from django.utils.connection import ConnectionDoesNotExist
 
-from django_ensign import columns, exceptions, models, rowwrite
+from django_ensign import columns, databases, exceptions, models, rowwrite
 from django_ensign.client import events
 from django_ensign.conf import settings
 from django_ensign.wire import ids, mimetypes
@@ -142,6 +142,7 @@ def check_alias(using: str) -> str:
             "row cannot join that transaction; route django_ensign.OutboxEvent to it",
             using=using,
         )
+    databases.require_supported(using)
     _checked_aliases.add(using)
     return using
 

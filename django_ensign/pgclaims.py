@@ -1,6 +1,6 @@
 """PostgreSQL fast paths of :mod:`django_ensign.claims`: one statement per claim, one per acks.
 
-Same semantics as the portable ORM versions (which SQLite uses). The claim is the
+Same semantics as the SQLite claim and the portable ack write. The claim is the
 ``ensign_outbox_claim`` function of migration 0003: it locks with ``FOR UPDATE SKIP
 LOCKED`` and leases in the same statement. Acks are one ``UPDATE … FROM unnest(…)``
 guarded by each row's lease token. The relay runs both statements through

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from django.db import Error as DatabaseError  # also InterfaceError: a connection that died
 from django.db import connections
 
-from django_ensign import claims, exceptions, models, notify, workerdb
+from django_ensign import claims, databases, exceptions, models, notify, workerdb
 from django_ensign.conf import settings
 from django_ensign.publishfailures import Trouble, trouble
 from django_ensign.runs import identity_runs
@@ -166,8 +166,11 @@ class Relay:
 
         Stop it with :meth:`stop`, which finishes what is in flight. Cancelling this
         coroutine is abrupt, as a killed process is: the rows it had claimed wait out
-        their lease and are claimed again, an attempt counted.
+        their lease and are claimed again, an attempt counted. A database other than
+        PostgreSQL or SQLite raises :class:`~django_ensign.exceptions.UnsupportedDatabase`
+        before anything is claimed.
         """
+        databases.require_supported(self.options.using)
         if self._client is None:
             self._client = make_client(self.options.max_in_flight, self.options.publish_timeout)
         if self._is_postgres():

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from asgiref.sync import sync_to_async
 from django.db import connections as db_connections
 
-from django_ensign import dispatch, exceptions
+from django_ensign import databases, dispatch, exceptions
 from django_ensign.conf import settings
 from django_ensign.handlers import Handler, InboundEvent
 from django_ensign.sdkclient import client_from_settings
@@ -216,7 +216,12 @@ class Subscriber:
         self._stop.set()
 
     async def run(self) -> Stats:
-        """Subscribe and handle events until stopped; returns the counts."""
+        """Subscribe and handle events until stopped; returns the counts.
+
+        Raises :class:`~django_ensign.exceptions.UnsupportedDatabase` before subscribing
+        when the inbox's database is neither PostgreSQL nor SQLite.
+        """
+        databases.require_supported(dispatch.inbox_alias())
         client = self._client_factory()
         readers = [
             asyncio.create_task(self._read(client, topics, query)) for topics, query in self._plan()

@@ -333,7 +333,7 @@ def test_each_outbox_check_id_is_used_for_one_problem_only() -> None:
         "django_ensign.E001", "django_ensign.E002", "django_ensign.E003", "django_ensign.E004",
         "django_ensign.E005", "django_ensign.E006", "django_ensign.E007", "django_ensign.E008",
         "django_ensign.E009", "django_ensign.E010", "django_ensign.E011", "django_ensign.E012",
-        "django_ensign.E013",
+        "django_ensign.E013", "django_ensign.E014",
         "django_ensign.W001", "django_ensign.W002", "django_ensign.W003", "django_ensign.W004",
     ]  # fmt: skip
     # The two E003 branches, E007 reused for options and for a setting that is not a dict,

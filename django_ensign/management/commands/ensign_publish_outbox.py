@@ -76,6 +76,8 @@ class Command(EnsignCommand):
             if isinstance(err.stats, relay.RelayStats):
                 self._report(err.stats)
             raise CommandError(str(err)) from err
+        except exceptions.UnsupportedDatabase as err:
+            raise CommandError(str(err)) from err
         self._report(stats)
 
     def _run(self, opts: relay.RelayOptions, database: str) -> relay.RelayStats:
