@@ -317,7 +317,7 @@ def check_databases(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Ch
 
     writers: dict[str, list[str]] = {}
     for publication in registry.publications():
-        alias = router.db_for_write(publication.model) or "default"
+        alias = router.db_for_write(publication.model)
         writers.setdefault(alias, []).append(publication.model._meta.label)
     if handlers.all():
         writers.setdefault(inbox_alias(), []).append("the handlers' inbox")
@@ -327,9 +327,10 @@ def check_databases(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Ch
         if reason is not None:
             found.append(
                 _checks.Error(
-                    f"{reason}; {', '.join(writer)} write there.",
-                    hint="An outbox row joins its model's own transaction and an inbox row its "
-                    "handler's, so both need a PostgreSQL or SQLite database.",
+                    f"{reason}; written to by: {', '.join(writer)}.",
+                    hint="Route these models and django_ensign's tables to a PostgreSQL or "
+                    "SQLite database (DATABASE_ROUTERS): an outbox row joins its model's own "
+                    "transaction, and an inbox row its handler's.",
                     id="django_ensign.E014",
                 )
             )

@@ -39,7 +39,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model
 from django.utils import timezone
 
-from django_ensign import columns, exceptions, models, servertime, txstate, workerdb
+from django_ensign import columns, databases, exceptions, models, servertime, txstate, workerdb
 from django_ensign.conf import settings
 from django_ensign.handlers import Handler, InboundEvent, registry
 
@@ -479,7 +479,10 @@ def handle_now(event: InboundEvent, *, max_attempts: int | None = None) -> list[
     """Handle ``event`` completely in this thread: retries with blocking sleeps, then dead letters.
 
     The synchronous path (tests, scripts); the subscriber uses its own async loop.
+    Raises :class:`~django_ensign.exceptions.UnsupportedDatabase` when the inbox's
+    database is neither PostgreSQL nor SQLite.
     """
+    databases.require_supported(inbox_alias())
     try:
         pending = plan(event)
     except exceptions.DeadLetterNow as exc:
@@ -498,7 +501,12 @@ def handle_now(event: InboundEvent, *, max_attempts: int | None = None) -> list[
 
 
 def replay(row: models.DeadLetter) -> bool:
-    """Run a dead letter's event again; True (and the row marked replayed) if it was applied."""
+    """Run a dead letter's event again; True (and the row marked replayed) if it was applied.
+
+    Raises :class:`~django_ensign.exceptions.UnsupportedDatabase`, the row untouched, when
+    the inbox's database is neither PostgreSQL nor SQLite.
+    """
+    databases.require_supported(inbox_alias())
     event = event_of(row)
     error: BaseException | str = ""
     trace = ""
@@ -550,7 +558,12 @@ def event_of(row: models.DeadLetter) -> InboundEvent:
 
 
 def replay_all(rows: Iterable[models.DeadLetter]) -> tuple[int, list[models.DeadLetter]]:
-    """Replay each dead letter; returns how many were applied and the rows still failing."""
+    """Replay each dead letter; returns how many were applied and the rows still failing.
+
+    Raises :class:`~django_ensign.exceptions.UnsupportedDatabase` before reading a row
+    when the inbox's database is neither PostgreSQL nor SQLite.
+    """
+    databases.require_supported(inbox_alias())
     replayed = 0
     failed: list[models.DeadLetter] = []
     for row in rows:

@@ -127,7 +127,8 @@ setting_changed.connect(_forget_checked_aliases, dispatch_uid="django_ensign.out
 
 
 def check_alias(using: str) -> str:
-    """Refuse aliases that are not configured or that the outbox table does not live on."""
+    """Refuse aliases that are not configured, not PostgreSQL or SQLite, or that the outbox
+    table does not live on."""
     if using in _checked_aliases:
         return using
     try:
@@ -136,13 +137,13 @@ def check_alias(using: str) -> str:
         raise exceptions.OutboxDatabaseError(
             f"database alias {using!r} is not configured", using=using
         ) from None
+    databases.require_supported(using)  # first: routing the table there would not help
     if not router.allow_migrate_model(using, models.OutboxEvent):
         raise exceptions.OutboxDatabaseError(
             f"the outbox table does not live on database {using!r} (your routers say so), so its "
             "row cannot join that transaction; route django_ensign.OutboxEvent to it",
             using=using,
         )
-    databases.require_supported(using)
     _checked_aliases.add(using)
     return using
 

@@ -1,6 +1,10 @@
-"""tests.settings on the machine's MariaDB through PyMySQL: a project django_ensign refuses."""
+"""tests.settings with a MySQL/MariaDB default database (PyMySQL as the driver): a project
+django_ensign refuses. Most refusals come before any connection; the published-save test
+uses the machine's MariaDB and names its scratch database in ENSIGN_TEST_MARIADB_NAME."""
 
 from __future__ import annotations
+
+import os
 
 import pymysql
 
@@ -12,7 +16,7 @@ pymysql.install_as_MySQLdb()
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.mysql",
-        "NAME": "test",
+        "NAME": os.environ.get("ENSIGN_TEST_MARIADB_NAME", "test"),
         "USER": "root",
         "HOST": "127.0.0.1",
         "PORT": "3306",

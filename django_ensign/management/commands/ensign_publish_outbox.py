@@ -7,8 +7,9 @@ import logging
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
+from django.utils.connection import ConnectionDoesNotExist
 
-from django_ensign import exceptions, locks, relay
+from django_ensign import databases, exceptions, locks, relay
 from django_ensign.conf import settings
 from django_ensign.management.base import EnsignCommand, positive_int
 from django_ensign.models import outbox_alias
@@ -63,6 +64,10 @@ class Command(EnsignCommand):
         **options: Any,
     ) -> None:
         database = database or outbox_alias()
+        try:  # before the lock and the greeting: neither helps a database it cannot use
+            databases.require_supported(database)
+        except (exceptions.UnsupportedDatabase, ConnectionDoesNotExist) as err:
+            raise CommandError(str(err)) from err
         opts = relay.RelayOptions(
             batch_size=batch_size or settings.OUTBOX_BATCH_SIZE,
             max_in_flight=max_in_flight or settings.OUTBOX_MAX_IN_FLIGHT,
@@ -75,8 +80,6 @@ class Command(EnsignCommand):
         except exceptions.RelayStopped as err:
             if isinstance(err.stats, relay.RelayStats):
                 self._report(err.stats)
-            raise CommandError(str(err)) from err
-        except exceptions.UnsupportedDatabase as err:
             raise CommandError(str(err)) from err
         self._report(stats)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import CommandParser
+from django.core.management.base import CommandError, CommandParser
 
-from django_ensign import dispatch, models
+from django_ensign import dispatch, exceptions, models
 from django_ensign.management.base import EnsignCommand
 
 
@@ -52,7 +52,10 @@ class Command(EnsignCommand):
             for row in rows.order_by("pk"):
                 self.stdout.write(f"{row.pk}: {row}")
             return
-        replayed, failed = dispatch.replay_all(rows.order_by("pk"))
+        try:
+            replayed, failed = dispatch.replay_all(rows.order_by("pk"))
+        except exceptions.UnsupportedDatabase as err:
+            raise CommandError(str(err)) from err
         for row in failed:
             if verbosity >= 1:
                 self.stderr.write(f"{row.pk}: still failing: {row.error}")
