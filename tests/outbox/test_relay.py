@@ -204,6 +204,13 @@ def test_publish_outbox_command_refuses_counts_below_one(option: str, value: str
         call_command("ensign_publish_outbox", "--once", option, value)
 
 
+def test_publish_outbox_command_names_a_database_alias_that_is_not_configured() -> None:
+    out = StringIO()
+    with pytest.raises(CommandError, match="The connection 'nowhere' doesn't exist"):
+        call_command("ensign_publish_outbox", "--database", "nowhere", stdout=out)
+    assert out.getvalue() == ""  # refused before the lock and the greeting
+
+
 def _waiting_untouched(topic: str, count: int) -> None:
     """Every row of ``topic`` waits as written: pending, no attempt counted, no lease."""
     rows = OutboxEvent.objects.filter(topic=topic)
@@ -648,7 +655,7 @@ def test_relays_and_drains_default_to_the_database_the_router_writes_outbox_rows
         assert relay.RelayOptions().using == "other"
         assert relay.RelayOptions(using="default").using == "default"
         # "other" is no configured database: each entry point names it as it fails.
-        with pytest.raises(ConnectionDoesNotExist, match="'other'"):
+        with pytest.raises(CommandError, match="'other'"):
             call_command("ensign_publish_outbox", "--once")
         with pytest.raises(ConnectionDoesNotExist, match="'other'"):
             tasks.publish_outbox()
