@@ -320,14 +320,14 @@ def check_databases(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Ch
         alias = router.db_for_write(publication.model)
         writers.setdefault(alias, []).append(publication.model._meta.label)
     if handlers.all():
-        writers.setdefault(inbox_alias(), []).append("the handlers' inbox")
+        writers.setdefault(inbox_alias(), []).append("the handlers (their inbox)")
     found: list[_checks.CheckMessage] = []
     for alias, writer in writers.items():
         reason = None if _connection(alias) is None else databases.unsupported(alias)
         if reason is not None:
             found.append(
                 _checks.Error(
-                    f"{reason}; written to by: {', '.join(writer)}.",
+                    f"{reason}; used by: {', '.join(writer)}.",
                     hint="Route these models and django_ensign's tables to a PostgreSQL or "
                     "SQLite database (DATABASE_ROUTERS): an outbox row joins its model's own "
                     "transaction, and an inbox row its handler's.",

@@ -13,7 +13,8 @@ class UnsupportedDatabase(EnsignError):
 
     Raised where a row would be written, and when a relay or a subscriber starts;
     ``using`` is the database alias. ``manage.py check`` reports it as E014 for the
-    databases published models and handlers write to.
+    databases published models and handlers write to. It is not an
+    :class:`OutboxDatabaseError`: the inbox raises it too.
     """
 
     def __init__(self, message: str, *, using: str) -> None:

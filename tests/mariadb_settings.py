@@ -16,7 +16,8 @@ pymysql.install_as_MySQLdb()
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.mysql",
-        "NAME": os.environ.get("ENSIGN_TEST_MARIADB_NAME", "test"),
+        # No such database: a refusal that regressed would fail, not touch MariaDB's "test".
+        "NAME": os.environ.get("ENSIGN_TEST_MARIADB_NAME", "ensign_refusal_unused"),
         "USER": "root",
         "HOST": "127.0.0.1",
         "PORT": "3306",

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from django_ensign import dispatch, exceptions, models
+from django_ensign import databases, dispatch, exceptions, models
 from django_ensign.management.base import EnsignCommand
 
 
@@ -39,6 +39,10 @@ class Command(EnsignCommand):
         verbosity: int,
         **options: Any,
     ) -> None:
+        try:  # before --dry-run reads the rows too
+            databases.require_supported(dispatch.inbox_alias())
+        except exceptions.UnsupportedDatabase as err:
+            raise CommandError(str(err)) from err
         rows = models.DeadLetter.objects.filter(status=models.DeadLetterStatus.DEAD)
         if ids:
             rows = rows.filter(pk__in=ids)
@@ -52,10 +56,7 @@ class Command(EnsignCommand):
             for row in rows.order_by("pk"):
                 self.stdout.write(f"{row.pk}: {row}")
             return
-        try:
-            replayed, failed = dispatch.replay_all(rows.order_by("pk"))
-        except exceptions.UnsupportedDatabase as err:
-            raise CommandError(str(err)) from err
+        replayed, failed = dispatch.replay_all(rows.order_by("pk"))
         for row in failed:
             if verbosity >= 1:
                 self.stderr.write(f"{row.pk}: still failing: {row.error}")
