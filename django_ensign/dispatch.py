@@ -22,6 +22,7 @@ robust, so one failing hook neither stops the others nor passes for a rollback.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import enum
 import inspect
@@ -96,6 +97,13 @@ def plan(event: InboundEvent) -> list[Handler]:
     return handlers
 
 
+#: What a handler may raise as its own failure. CancelledError is no Exception, but out of
+#: a handler it means work the handler awaited was cancelled: these functions run in a
+#: thread of their own, which nothing cancels. Uncaught, it ended the batch's task with no
+#: ack, nack or dead letter, and the redelivered events met it again, stalled for ever.
+_HANDLER_ERRORS = (Exception, asyncio.CancelledError)
+
+
 def run_handler(entry: Handler, event: InboundEvent) -> HandlerResult:
     """Try ``entry`` on ``event`` once, in one transaction with its inbox row."""
     alias = inbox_alias()
@@ -123,7 +131,7 @@ def run_handler(entry: Handler, event: InboundEvent) -> HandlerResult:
         if not recorded:
             return HandlerResult(entry, Outcome.DUPLICATE)
         return HandlerResult(entry, Outcome.FAILED, exc, tb.format_exc())
-    except Exception as exc:
+    except _HANDLER_ERRORS as exc:
         return HandlerResult(entry, Outcome.FAILED, exc, tb.format_exc())
     return HandlerResult(entry, Outcome.HANDLED)
 
@@ -227,7 +235,7 @@ def attempt_batch(work: Work) -> list[list[HandlerResult]] | None:
                 _HookGuard(connection),
             )
             _ensure_committable(connection)
-    except Exception:
+    except _HANDLER_ERRORS:
         return None
     finally:
         workerdb.refresh_connections()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import functools
 import os
@@ -81,6 +82,15 @@ async def async_fail(event: InboundEvent) -> None:
 @handler("sub-bulk")
 def bulk(event: InboundEvent) -> None:
     _apply("bulk", event)
+
+
+@handler("sub-cancelled")
+async def awaits_cancelled_work(event: InboundEvent) -> None:
+    """Writes, then awaits work that was cancelled: CancelledError (a BaseException) comes out."""
+    await Applied.objects.acreate(handler="cancelled", event_id=event.event_id, topic=event.topic)
+    work = asyncio.ensure_future(asyncio.sleep(3600))
+    work.cancel()
+    await work
 
 
 @handler("sub-slow")

@@ -157,6 +157,30 @@ def test_a_failing_event_among_many_is_dead_lettered_and_each_other_applied_once
     assert InboxEvent.objects.count() == 79
 
 
+@override_settings(ENSIGN_SUBSCRIBER_BACKOFF_BASE=0.01, ENSIGN_SUBSCRIBER_BACKOFF_MAX=0.02)
+def test_a_handler_that_awaits_cancelled_work_fails_its_event_without_stalling_the_batch(
+    fresh_server: EmbeddedServer,
+) -> None:
+    async def interleaved() -> None:
+        await publish(fresh_server, "sub-bulk", [{"n": n} for n in range(20)])
+        await publish(fresh_server, "sub-cancelled", [{"n": 20}])
+        await publish(fresh_server, "sub-bulk", [{"n": n} for n in range(21, 40)])
+
+    asyncio.run(interleaved())
+
+    # One slot: the cancelled event shares a batch with bulk events.
+    stats = run_until(
+        fresh_server, ("sub-bulk", "sub-cancelled"), 40, concurrency=1, max_attempts=2
+    )
+
+    assert (stats.handled, stats.dead) == (39, 1)
+    dead = DeadLetter.objects.get()
+    assert (dead.reason, dead.attempts, dead.topic) == (DeadLetterReason.FAILED, 2, "sub-cancelled")
+    assert "CancelledError" in dead.error
+    assert not Applied.objects.filter(handler="cancelled").exists()  # its write rolled back
+    assert Applied.objects.filter(handler="bulk").count() == 39
+
+
 def test_events_of_one_ordering_key_are_applied_in_the_order_published(
     fresh_server: EmbeddedServer,
 ) -> None:
