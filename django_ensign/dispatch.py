@@ -511,10 +511,14 @@ def handle_now(event: InboundEvent, *, max_attempts: int | None = None) -> list[
 def replay(row: models.DeadLetter) -> bool:
     """Run a dead letter's event again; True (and the row marked replayed) if it was applied.
 
+    An ``UNDECODABLE`` row stays dead, untouched: data that did not parse will not now, and
+    where the event itself did not decode the row holds its raw bytes, no event's data.
     Raises :class:`~django_ensign.exceptions.UnsupportedDatabase`, the row untouched, when
     the inbox's database is neither PostgreSQL nor SQLite.
     """
     databases.require_supported(inbox_alias())
+    if row.reason == models.DeadLetterReason.UNDECODABLE:
+        return False
     event = event_of(row)
     error: BaseException | str = ""
     trace = ""

@@ -122,3 +122,25 @@ def test_inbox_rows_cannot_be_deleted_in_the_admin(staff: Client) -> None:
         changelist, {"action": "delete_selected", "_selected_action": [row.pk], "post": "yes"}
     )
     assert InboxEvent.objects.filter(pk=row.pk).exists()
+
+
+def test_an_event_that_did_not_decode_stays_dead_on_replay() -> None:
+    # As the subscriber passes on an Event message protobuf could not parse: its raw bytes.
+    event = InboundEvent(
+        topic="sub-bulk",
+        event_id="01J00000000000000000000RAW",
+        data=b"\x0a\x03raw\xff",
+        mimetype="application/octet-stream",
+        decode_error="Error parsing message",
+    )
+    dispatch.handle_now(event)
+    row = DeadLetter.objects.get()
+    before = (row.status, row.error, row.attempts)
+
+    assert dispatch.replay(row) is False  # the raw bytes are no event to hand a handler
+
+    row.refresh_from_db()
+    assert (row.status, row.error, row.attempts) == before
+    assert row.status == DeadLetterStatus.DEAD
+    assert "does not decode: Error parsing message" in row.error
+    assert not Applied.objects.exists()
