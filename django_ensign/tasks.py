@@ -131,8 +131,10 @@ def _handle_event(task: _Any, payload: dict[str, _Any], handlers: list[str] | No
     from django_ensign import dispatch, exceptions
     from django_ensign.conf import settings
     from django_ensign.handlers import InboundEvent, registry
+    from django_ensign.models import DeadLetterReason
 
     event = InboundEvent.from_payload(payload)
+    number = int(task.request.retries) + 1
     if handlers is None:
         try:
             entries = dispatch.plan(event)
@@ -140,9 +142,19 @@ def _handle_event(task: _Any, payload: dict[str, _Any], handlers: list[str] | No
             dispatch.dead_letter_unplannable(event, exc)
             return
     else:
-        entries = [entry for name in handlers if (entry := registry.get(name)) is not None]
+        entries = []
+        for name in handlers:
+            entry = registry.get(name)
+            if entry is not None:
+                entries.append(entry)
+                continue
+            # A retry queued before a deploy renamed or removed the handler: its work
+            # waits for a person (a replay once the name is back) instead of vanishing.
+            missing = exceptions.HandlerNotRegistered(f"no handler is registered as {name!r}")
+            dispatch.dead_letter(
+                event, reason=DeadLetterReason.FAILED, error=missing, handler=name, attempts=number
+            )
     limit = max(1, settings.SUBSCRIBER_MAX_ATTEMPTS)
-    number = int(task.request.retries) + 1
     results = dispatch.attempt(event, entries)
     retry = dispatch.settle(event, results, attempt_number=number, final=number >= limit)
     if retry:

@@ -10,7 +10,7 @@ from django.db import OperationalError
 from django.test import override_settings
 
 from django_ensign import dispatch, tasks
-from django_ensign.handlers import InboundEvent
+from django_ensign.handlers import InboundEvent, registry
 from django_ensign.models import DeadLetter, DeadLetterReason, InboxEvent
 from tests.handlerapp import ensign_handlers
 from tests.handlerapp.models import Applied, Switch
@@ -49,6 +49,18 @@ def test_the_task_retries_then_dead_letters() -> None:
     dead = DeadLetter.objects.get()
     assert (dead.reason, dead.attempts) == (DeadLetterReason.FAILED, 3)
     assert not Applied.objects.exists()
+
+
+def test_a_retry_naming_a_handler_since_unregistered_dead_letters_its_work() -> None:
+    # A retry queued before a deploy renamed the handler: the others it names still run.
+    kept = registry.get(f"{ensign_handlers.__name__}.multi_sync")
+    assert kept is not None
+    tasks.handle_event.apply(args=[payload("sub-multi"), [kept.name, "gone"]])
+
+    assert list(Applied.objects.values_list("handler", flat=True)) == ["sync"]
+    dead = DeadLetter.objects.get()
+    assert (dead.handler, dead.reason) == ("gone", DeadLetterReason.FAILED)
+    assert dead.error == "HandlerNotRegistered: no handler is registered as 'gone'"
 
 
 def test_the_task_dead_letters_an_unknown_type() -> None:
