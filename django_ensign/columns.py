@@ -27,6 +27,12 @@ def hashed(value: str, size: int) -> str:
     return f"{value[: size - 1 - len(digest)]}#{digest}"
 
 
+def storable(value: str) -> str:
+    """``value`` with each NUL character replaced (U+FFFD): PostgreSQL's text and jsonb
+    refuse NUL, and an event from another publisher may carry one."""
+    return value.replace("\x00", "\ufffd")
+
+
 def cut(value: str, size: int) -> str:
     """``value`` cut to ``size`` characters: for labels, where a shorter one will do."""
     return value[:size]

@@ -146,12 +146,18 @@ def storable_id(event_id: str) -> str:
 
     The hash is stable, so every delivery of an over-long stable id gets the same key.
     """
-    return columns.hashed(event_id, columns.limit(models.InboxEvent, "event_id"))
+    return columns.hashed(columns.storable(event_id), columns.limit(models.InboxEvent, "event_id"))
 
 
 def _fit(model: type[Model], name: str, value: str) -> str:
-    """``value`` cut to its column, so an event's over-long label cannot block its rows."""
-    return columns.cut(value, columns.limit(model, name))
+    """``value`` made storable and cut to its column, so an event's odd label cannot block
+    its rows."""
+    return columns.cut(columns.storable(value), columns.limit(model, name))
+
+
+def _error_line(message: str) -> str:
+    """The first line of an error, as a dead letter stores it."""
+    return columns.storable(message.splitlines()[0][:2000]) if message else ""
 
 
 def _ensure_committable(connection: BaseDatabaseWrapper) -> None:
@@ -411,12 +417,14 @@ def dead_letter(
                     "mimetype": _fit(dead, "mimetype", event.mimetype),
                     "type_name": _fit(dead, "type_name", event.type_name),
                     "type_version": _fit(dead, "type_version", event.type_version),
-                    "metadata": dict(event.metadata),
+                    "metadata": {
+                        columns.storable(k): columns.storable(v) for k, v in event.metadata.items()
+                    },
                     "server_id": _fit(dead, "server_id", event.server_id),
                     "committed_at": servertime.stored(event.committed_at),
                     "reason": reason,
-                    "error": message.splitlines()[0][:2000] if message else "",
-                    "traceback": traceback,
+                    "error": _error_line(message),
+                    "traceback": columns.storable(traceback),
                     "attempts": attempts,
                     "created": now,
                     "last_failed_at": now,
@@ -425,8 +433,8 @@ def dead_letter(
             if not created:
                 row.reason = reason
                 row.status = models.DeadLetterStatus.DEAD
-                row.error = message.splitlines()[0][:2000] if message else ""
-                row.traceback = traceback
+                row.error = _error_line(message)
+                row.traceback = columns.storable(traceback)
                 row.attempts += attempts
                 row.last_failed_at = now
                 row.save()
@@ -542,8 +550,8 @@ def replay(row: models.DeadLetter) -> bool:
     if error:
         message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         models.DeadLetter.objects.filter(pk=row.pk).update(
-            error=message.splitlines()[0][:2000],
-            traceback=trace,
+            error=_error_line(message),
+            traceback=columns.storable(trace),
             attempts=row.attempts + 1,
             last_failed_at=timezone.now(),
         )

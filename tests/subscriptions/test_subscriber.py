@@ -181,6 +181,28 @@ def test_a_handler_that_awaits_cancelled_work_fails_its_event_without_stalling_t
     assert Applied.objects.filter(handler="bulk").count() == 39
 
 
+def test_nul_characters_from_another_publisher_do_not_stall_the_subscriber(
+    fresh_server: EmbeddedServer,
+) -> None:
+    # PostgreSQL's text and jsonb refuse NUL, so the inbox and dead-letter rows of such an
+    # event failed to write and it came back for ever.
+    Switch.objects.create(name="flaky", on=True)
+    odd = {"type_name": "Read\x00ing", "metadata": {"note": "a\x00b"}}
+    asyncio.run(publish(fresh_server, "sub-multi", [{"n": 1}], stable_ids=["id\x00one"], **odd))
+    asyncio.run(publish(fresh_server, "sub-flaky", [{"n": 2}], stable_ids=["id\x00two"], **odd))
+
+    stats = run_until(fresh_server, ("sub-multi", "sub-flaky"), 2, max_attempts=2)
+
+    assert (stats.handled, stats.dead) == (2, 1)  # sub-multi has two handlers
+    assert sorted(InboxEvent.objects.values_list("event_id", "type_name")) == [
+        ("id\ufffdone", "Read\ufffding"),
+        ("id\ufffdone", "Read\ufffding"),
+    ]
+    dead = DeadLetter.objects.get()
+    assert (dead.event_id, dead.type_name) == ("id\ufffdtwo", "Read\ufffding")
+    assert dead.metadata["note"] == "a\ufffdb"
+
+
 def test_events_of_one_ordering_key_are_applied_in_the_order_published(
     fresh_server: EmbeddedServer,
 ) -> None:
