@@ -76,11 +76,21 @@ def publish_outbox(
     acks_on_failure_or_timeout=False,
     reject_on_worker_lost=True,
     ignore_result=True,
+    # No limit from Celery (its default is 3 retries): outages retry for as long as they
+    # last, and the handlers' attempts are counted in the task's arguments.
+    max_retries=None,
 )
-def handle_event(self: _Any, payload: dict[str, _Any], handlers: list[str] | None = None) -> None:
+def handle_event(
+    self: _Any,
+    payload: dict[str, _Any],
+    handlers: list[str] | None = None,
+    attempt: int | None = None,
+) -> None:
     """Run the handlers of one event (``ensign_subscribe --celery``), retrying with backoff.
 
-    ``handlers`` names the ones still to run on a retry. The inbox makes a task that
+    ``handlers`` names the ones still to run on a retry, ``attempt`` which try of theirs
+    it is (Celery's own count also counts the retries of database outages; a message
+    queued without it falls back to that). The inbox makes a task that
     runs twice (a worker lost after the commit, a redelivered event) a no-op. A
     database error outside the handlers (the database down while recording the
     outcome) is retried without limit: the broker's message is the event's only copy.
@@ -94,7 +104,7 @@ def handle_event(self: _Any, payload: dict[str, _Any], handlers: list[str] | Non
 
     try:
         try:
-            _handle_event(self, payload, handlers)
+            _handle_event(self, payload, handlers, attempt)
         except (Retry, Reject, DatabaseError):
             raise
         except Exception as exc:
@@ -106,9 +116,9 @@ def handle_event(self: _Any, payload: dict[str, _Any], handlers: list[str] | Non
         raise _retry_or_requeue(
             self,
             exc,
-            args=[payload, handlers],
+            # The same try again: an outage uses none of the handlers' attempts.
+            args=[payload, handlers, attempt or number],
             countdown=dispatch.backoff(number),
-            max_retries=None,
         ) from exc
 
 
@@ -127,14 +137,16 @@ def _dead_letter_payload(payload: dict[str, _Any], error: Exception) -> None:
     )
 
 
-def _handle_event(task: _Any, payload: dict[str, _Any], handlers: list[str] | None) -> None:
+def _handle_event(
+    task: _Any, payload: dict[str, _Any], handlers: list[str] | None, attempt: int | None
+) -> None:
     from django_ensign import dispatch, exceptions
     from django_ensign.conf import settings
     from django_ensign.handlers import InboundEvent, registry
     from django_ensign.models import DeadLetterReason
 
     event = InboundEvent.from_payload(payload)
-    number = int(task.request.retries) + 1
+    number = attempt or int(task.request.retries) + 1
     if handlers is None:
         try:
             entries = dispatch.plan(event)
@@ -161,9 +173,8 @@ def _handle_event(task: _Any, payload: dict[str, _Any], handlers: list[str] | No
         raise _retry_or_requeue(
             task,
             None,
-            args=[payload, [entry.name for entry in retry]],
+            args=[payload, [entry.name for entry in retry], number + 1],
             countdown=dispatch.backoff(number),
-            max_retries=limit - 1,
         )
 
 

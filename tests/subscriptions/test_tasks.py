@@ -63,6 +63,32 @@ def test_a_retry_naming_a_handler_since_unregistered_dead_letters_its_work() -> 
     assert dead.error == "HandlerNotRegistered: no handler is registered as 'gone'"
 
 
+@override_settings(
+    ENSIGN_SUBSCRIBER_MAX_ATTEMPTS=3,
+    ENSIGN_SUBSCRIBER_BACKOFF_BASE=0.001,
+    ENSIGN_SUBSCRIBER_BACKOFF_MAX=0.001,
+)
+def test_retries_through_a_database_outage_do_not_use_up_the_handlers_attempts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    Switch.objects.create(name="flaky", on=True)
+    ensign_handlers.flaky_tries.clear()
+    attempt = dispatch.attempt
+    # More outages than Celery's default of three retries allows.
+    outages = [OperationalError("the database is down")] * 4
+
+    def attempt_after_an_outage(*args: Any, **kwargs: Any) -> list[dispatch.HandlerResult]:
+        if outages:
+            raise outages.pop()
+        return attempt(*args, **kwargs)
+
+    monkeypatch.setattr(dispatch, "attempt", attempt_after_an_outage)
+    tasks.handle_event.apply(args=[payload("sub-flaky")])
+
+    assert len(ensign_handlers.flaky_tries) == 3  # four retries for the outage, three tries
+    assert DeadLetter.objects.get().attempts == 3
+
+
 def test_the_task_dead_letters_an_unknown_type() -> None:
     tasks.handle_event.apply(args=[payload("sub-typed", type_name="Nope")])
     assert DeadLetter.objects.get().reason == DeadLetterReason.UNKNOWN_TYPE
