@@ -1,4 +1,5 @@
-"""Retry policy of the relay: which nacks are worth retrying, and how long to wait."""
+"""Retry policy: which nacks the relay retries, and how long the relay and the subscriber
+wait between tries."""
 
 from __future__ import annotations
 

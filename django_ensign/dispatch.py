@@ -27,7 +27,6 @@ import datetime as dt
 import enum
 import inspect
 import json
-import random
 import time
 import traceback as tb
 from collections.abc import Awaitable, Iterable, Sequence
@@ -40,6 +39,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model
 from django.utils import timezone
 
+from django_ensign import backoff as retry_policy
 from django_ensign import columns, databases, exceptions, models, servertime, txstate, workerdb
 from django_ensign.conf import settings
 from django_ensign.handlers import Handler, InboundEvent, registry
@@ -97,13 +97,6 @@ def plan(event: InboundEvent) -> list[Handler]:
     return handlers
 
 
-#: What a handler may raise as its own failure. CancelledError is no Exception, but out of
-#: a handler it means work the handler awaited was cancelled: these functions run in a
-#: thread of their own, which nothing cancels. Uncaught, it ended the batch's task with no
-#: ack, nack or dead letter, and the redelivered events met it again, stalled for ever.
-_HANDLER_ERRORS = (Exception, asyncio.CancelledError)
-
-
 def run_handler(entry: Handler, event: InboundEvent) -> HandlerResult:
     """Try ``entry`` on ``event`` once, in one transaction with its inbox row."""
     alias = inbox_alias()
@@ -122,7 +115,7 @@ def run_handler(entry: Handler, event: InboundEvent) -> HandlerResult:
             recorded = True
             hooks = _HookGuard(connection)
             if entry.is_async:
-                async_to_sync(entry.func)(event)
+                async_to_sync(_finish)(entry.func(event))
             else:
                 _call_sync(entry, event)
             hooks.seal()
@@ -131,7 +124,7 @@ def run_handler(entry: Handler, event: InboundEvent) -> HandlerResult:
         if not recorded:
             return HandlerResult(entry, Outcome.DUPLICATE)
         return HandlerResult(entry, Outcome.FAILED, exc, tb.format_exc())
-    except _HANDLER_ERRORS as exc:
+    except Exception as exc:
         return HandlerResult(entry, Outcome.FAILED, exc, tb.format_exc())
     return HandlerResult(entry, Outcome.HANDLED)
 
@@ -155,8 +148,9 @@ def _fit(model: type[Model], name: str, value: str) -> str:
     return columns.cut(columns.storable(value), columns.limit(model, name))
 
 
-def _error_line(message: str) -> str:
-    """The first line of an error, as a dead letter stores it."""
+def _error_line(error: BaseException | str) -> str:
+    """The first line of an error (named by its type), as a dead letter stores it."""
+    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     return columns.storable(message.splitlines()[0][:2000]) if message else ""
 
 
@@ -183,7 +177,20 @@ def _call_sync(entry: Handler, event: InboundEvent) -> None:
 
 
 async def _finish(pending: Awaitable[Any]) -> None:
-    await pending
+    """Await a handler's coroutine; a CancelledError of its own becomes its failure.
+
+    A handler that awaits work someone cancelled raises CancelledError, which is no
+    Exception: uncaught, it ended the batch's task with no ack, nack or dead letter, and
+    each redelivery of the batch met it again. Only while this task is itself being
+    cancelled (a subscriber's task cancelled, asyncio.run ending) is it a cancellation.
+    """
+    try:
+        await pending
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        raise RuntimeError("CancelledError: work the handler awaited was cancelled") from exc
 
 
 class _HookGuard:
@@ -241,7 +248,7 @@ def attempt_batch(work: Work) -> list[list[HandlerResult]] | None:
                 _HookGuard(connection),
             )
             _ensure_committable(connection)
-    except _HANDLER_ERRORS:
+    except Exception:
         return None
     finally:
         workerdb.refresh_connections()
@@ -368,7 +375,7 @@ def _run_all(calls: Sequence[tuple[Handler, InboundEvent]], hooks: _HookGuard) -
 
 async def _await_each(calls: Sequence[tuple[Handler, InboundEvent]], hooks: _HookGuard) -> None:
     for entry, event in calls:
-        await entry.func(event)
+        await _finish(entry.func(event))
         # The transaction's thread is parked until this coroutine ends, so the loop's
         # thread may touch its hook list (no query runs here).
         hooks.seal()
@@ -384,12 +391,11 @@ def attempt(event: InboundEvent, handlers: Iterable[Handler]) -> list[HandlerRes
 
 
 def backoff(attempt_number: int) -> float:
-    """Seconds to wait before retry ``attempt_number + 1``: exponential, full jitter."""
-    ceiling = min(
-        settings.SUBSCRIBER_BACKOFF_MAX,
-        settings.SUBSCRIBER_BACKOFF_BASE * 2 ** max(attempt_number - 1, 0),
+    """Seconds to wait before retry ``attempt_number + 1``: exponential, full jitter (the
+    relay's :func:`django_ensign.backoff.delay`, with the subscriber's settings)."""
+    return retry_policy.delay(
+        attempt_number, base=settings.SUBSCRIBER_BACKOFF_BASE, cap=settings.SUBSCRIBER_BACKOFF_MAX
     )
-    return random.uniform(0, ceiling)
 
 
 def dead_letter(
@@ -402,7 +408,7 @@ def dead_letter(
     attempts: int = 1,
 ) -> models.DeadLetter:
     """Record ``event`` as dead for ``handler`` (blank: for every handler); idempotent."""
-    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    line, trace = _error_line(error), columns.storable(traceback)
     now = timezone.now()
     dead = models.DeadLetter
     workerdb.refresh_connections()
@@ -423,8 +429,8 @@ def dead_letter(
                     "server_id": _fit(dead, "server_id", event.server_id),
                     "committed_at": servertime.stored(event.committed_at),
                     "reason": reason,
-                    "error": _error_line(message),
-                    "traceback": columns.storable(traceback),
+                    "error": line,
+                    "traceback": trace,
                     "attempts": attempts,
                     "created": now,
                     "last_failed_at": now,
@@ -433,8 +439,8 @@ def dead_letter(
             if not created:
                 row.reason = reason
                 row.status = models.DeadLetterStatus.DEAD
-                row.error = _error_line(message)
-                row.traceback = columns.storable(traceback)
+                row.error = line
+                row.traceback = trace
                 row.attempts += attempts
                 row.last_failed_at = now
                 row.save()
@@ -519,27 +525,20 @@ def handle_now(event: InboundEvent, *, max_attempts: int | None = None) -> list[
 def replay(row: models.DeadLetter) -> bool:
     """Run a dead letter's event again; True (and the row marked replayed) if it was applied.
 
-    An ``UNDECODABLE`` row stays dead, untouched: data that did not parse will not now, and
-    where the event itself did not decode the row holds its raw bytes, no event's data.
+    An ``UNDECODABLE`` row of no handler (the subscriber's verdict) stays dead, untouched:
+    data that did not parse will not now, and where the event itself did not decode the
+    row holds its raw bytes, no event's data. A handler's own ``UndecodableEvent`` replays.
     Raises :class:`~django_ensign.exceptions.UnsupportedDatabase`, the row untouched, when
     the inbox's database is neither PostgreSQL nor SQLite.
     """
     databases.require_supported(inbox_alias())
-    if row.reason == models.DeadLetterReason.UNDECODABLE:
+    if row.reason == models.DeadLetterReason.UNDECODABLE and not row.handler:
         return False
     event = event_of(row)
     error: BaseException | str = ""
     trace = ""
     try:
-        if row.handler:
-            entry = registry.get(row.handler)
-            if entry is None:
-                raise exceptions.HandlerNotRegistered(
-                    f"no handler is registered as {row.handler!r}"
-                )
-            handlers = [entry]
-        else:
-            handlers = plan(event)
+        handlers = [registry.require(row.handler)] if row.handler else plan(event)
     except exceptions.EnsignError as exc:
         error = exc
     else:
@@ -548,9 +547,8 @@ def replay(row: models.DeadLetter) -> bool:
             error, trace = failures[0].error or "failed", failures[0].traceback
     workerdb.refresh_connections()
     if error:
-        message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         models.DeadLetter.objects.filter(pk=row.pk).update(
-            error=_error_line(message),
+            error=_error_line(error),
             traceback=columns.storable(trace),
             attempts=row.attempts + 1,
             last_failed_at=timezone.now(),

@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 from asgiref.sync import iscoroutinefunction
 from django.core.exceptions import ImproperlyConfigured
 
+from django_ensign import exceptions
+
 HandlerFunc = Callable[["InboundEvent"], Awaitable[None] | None]
 """What a handler is: a plain or ``async`` function of one event."""
 F = TypeVar("F", bound=Callable[..., Any])
@@ -176,6 +178,13 @@ class Registry:
     def get(self, name: str) -> Handler | None:
         """The handler registered as ``name``, if any."""
         return self._handlers.get(name)
+
+    def require(self, name: str) -> Handler:
+        """The handler registered as ``name``; raises :class:`HandlerNotRegistered` if none."""
+        entry = self._handlers.get(name)
+        if entry is None:
+            raise exceptions.HandlerNotRegistered(f"no handler is registered as {name!r}")
+        return entry
 
     def for_topic(self, topic: str) -> list[Handler]:
         """Handlers registered for ``topic``, whatever their type filters."""

@@ -77,20 +77,15 @@ def publish_outbox(
     reject_on_worker_lost=True,
     ignore_result=True,
     # No limit from Celery (its default is 3 retries): outages retry for as long as they
-    # last, and the handlers' attempts are counted in the task's arguments.
+    # last, and the handlers' attempts are counted in the payload.
     max_retries=None,
 )
-def handle_event(
-    self: _Any,
-    payload: dict[str, _Any],
-    handlers: list[str] | None = None,
-    attempt: int | None = None,
-) -> None:
+def handle_event(self: _Any, payload: dict[str, _Any], handlers: list[str] | None = None) -> None:
     """Run the handlers of one event (``ensign_subscribe --celery``), retrying with backoff.
 
-    ``handlers`` names the ones still to run on a retry, ``attempt`` which try of theirs
-    it is (Celery's own count also counts the retries of database outages; a message
-    queued without it falls back to that). The inbox makes a task that
+    ``handlers`` names the ones still to run on a retry, and the payload's ``attempt``
+    which try of theirs it is: Celery's own count also counts the retries of database
+    outages, and is only the fallback for a message without it. The inbox makes a task that
     runs twice (a worker lost after the commit, a redelivered event) a no-op. A
     database error outside the handlers (the database down while recording the
     outcome) is retried without limit: the broker's message is the event's only copy.
@@ -104,7 +99,7 @@ def handle_event(
 
     try:
         try:
-            _handle_event(self, payload, handlers, attempt)
+            _handle_event(self, payload, handlers)
         except (Retry, Reject, DatabaseError):
             raise
         except Exception as exc:
@@ -112,14 +107,16 @@ def handle_event(
     except (Retry, Reject):
         raise
     except DatabaseError as exc:  # also one met while dead-lettering
-        number = int(self.request.retries) + 1
+        # The same try again: an outage uses none of the handlers' attempts.
+        again = {**payload, "attempt": _attempt(self, payload)}
         raise _retry_or_requeue(
-            self,
-            exc,
-            # The same try again: an outage uses none of the handlers' attempts.
-            args=[payload, handlers, attempt or number],
-            countdown=dispatch.backoff(number),
+            self, exc, args=[again, handlers], countdown=dispatch.backoff(self.request.retries + 1)
         ) from exc
+
+
+def _attempt(task: _Any, payload: dict[str, _Any]) -> int:
+    """Which try of the handlers this run is (1 for the first)."""
+    return int(payload.get("attempt") or 0) or int(task.request.retries) + 1
 
 
 def _dead_letter_payload(payload: dict[str, _Any], error: Exception) -> None:
@@ -137,16 +134,13 @@ def _dead_letter_payload(payload: dict[str, _Any], error: Exception) -> None:
     )
 
 
-def _handle_event(
-    task: _Any, payload: dict[str, _Any], handlers: list[str] | None, attempt: int | None
-) -> None:
+def _handle_event(task: _Any, payload: dict[str, _Any], handlers: list[str] | None) -> None:
     from django_ensign import dispatch, exceptions
     from django_ensign.conf import settings
     from django_ensign.handlers import InboundEvent, registry
-    from django_ensign.models import DeadLetterReason
 
     event = InboundEvent.from_payload(payload)
-    number = attempt or int(task.request.retries) + 1
+    number = _attempt(task, payload)
     if handlers is None:
         try:
             entries = dispatch.plan(event)
@@ -156,16 +150,10 @@ def _handle_event(
     else:
         entries = []
         for name in handlers:
-            entry = registry.get(name)
-            if entry is not None:
-                entries.append(entry)
-                continue
-            # A retry queued before a deploy renamed or removed the handler: its work
-            # waits for a person (a replay once the name is back) instead of vanishing.
-            missing = exceptions.HandlerNotRegistered(f"no handler is registered as {name!r}")
-            dispatch.dead_letter(
-                event, reason=DeadLetterReason.FAILED, error=missing, handler=name, attempts=number
-            )
+            try:
+                entries.append(registry.require(name))
+            except exceptions.HandlerNotRegistered as missing:
+                _dead_letter_missing(event, name, missing, tried=number - 1)
     limit = max(1, settings.SUBSCRIBER_MAX_ATTEMPTS)
     results = dispatch.attempt(event, entries)
     retry = dispatch.settle(event, results, attempt_number=number, final=number >= limit)
@@ -173,8 +161,24 @@ def _handle_event(
         raise _retry_or_requeue(
             task,
             None,
-            args=[payload, [entry.name for entry in retry], number + 1],
+            args=[{**payload, "attempt": number + 1}, [entry.name for entry in retry]],
             countdown=dispatch.backoff(number),
+        )
+
+
+def _dead_letter_missing(event: _Any, name: str, missing: Exception, *, tried: int) -> None:
+    """Dead-letter a handler's work that a retry names after a deploy renamed or removed
+    the handler: it waits for a person (a replay once the name is back), not vanishing."""
+    from django_ensign import dispatch
+    from django_ensign.models import DeadLetter, DeadLetterReason, DeadLetterStatus
+
+    # Once: this run may be an outage's retry of one that got this far.
+    key = dispatch.storable_id(event.event_id)
+    if not DeadLetter.objects.filter(
+        handler=name, event_id=key, status=DeadLetterStatus.DEAD
+    ).exists():
+        dispatch.dead_letter(
+            event, reason=DeadLetterReason.FAILED, error=missing, handler=name, attempts=tried
         )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 
 from django_ensign import handler, outbox
+from django_ensign.exceptions import UndecodableEvent
 from django_ensign.handlers import InboundEvent
 from tests.handlerapp.models import Applied, Switch
 
@@ -82,6 +83,26 @@ async def async_fail(event: InboundEvent) -> None:
 @handler("sub-bulk")
 def bulk(event: InboundEvent) -> None:
     _apply("bulk", event)
+
+
+#: Set when the hanging handler is waiting (tests cancel the subscriber then).
+hanging = threading.Event()
+
+
+@handler("sub-hangs")
+async def hangs(event: InboundEvent) -> None:
+    """Writes, then waits for ever: only cancelling the subscriber ends it."""
+    await Applied.objects.acreate(handler="hangs", event_id=event.event_id, topic=event.topic)
+    hanging.set()
+    await asyncio.sleep(3600)
+
+
+@handler("sub-rejects")
+def rejects(event: InboundEvent) -> None:
+    """Refuses the event as undecodable while the ``rejects`` switch is on."""
+    if Switch.is_on("rejects"):
+        raise UndecodableEvent("this handler cannot read the event yet")
+    _apply("rejects", event)
 
 
 @handler("sub-cancelled")

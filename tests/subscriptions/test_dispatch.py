@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
-from django.db import connection, router
+from django.db import connection, connections, router
 from django.db.models import Model
 from django.test import override_settings
 
@@ -340,3 +343,33 @@ def test_a_project_without_time_zones_stores_commit_times_in_its_local_time() ->
     stored = {row.event_id: row.committed_at for row in InboxEvent.objects.all()}
     assert set(stored.values()) == {local}
     assert DeadLetter.objects.get(event_id=dead.event_id).committed_at == local
+
+
+@override_settings(ENSIGN_SUBSCRIBER_BACKOFF_BASE=0.5, ENSIGN_SUBSCRIBER_BACKOFF_MAX=5.0)
+def test_the_backoff_stays_within_its_cap_however_many_tries_came_before() -> None:
+    # A Celery task retrying through a long database outage counts past 1,024 tries.
+    assert [0 <= dispatch.backoff(n) <= 5.0 for n in (1, 10, 1025, 10**6)] == [True] * 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancelling_the_call_that_runs_a_handler_cancels_it_unrecorded() -> None:
+    # As the subscriber runs a try: attempt and settle in one thread, awaited by its task.
+    ensign_handlers.hanging.clear()
+    event = make_event("sub-hangs")
+    pool = ThreadPoolExecutor(max_workers=1)
+
+    async def main() -> None:
+        call = sync_to_async(dispatch.attempt_and_settle, thread_sensitive=False, executor=pool)
+        work = asyncio.create_task(call(event, dispatch.plan(event), attempt_number=1, final=True))
+        await asyncio.wait_for(asyncio.to_thread(ensign_handlers.hanging.wait), 30)
+        work.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await work
+
+    asyncio.run(main())
+    pool.submit(connections.close_all).result()  # once the handler's thread is done
+    pool.shutdown()
+
+    assert not DeadLetter.objects.exists()  # an interrupted handler has not failed
+    assert not Applied.objects.exists()
+    assert not InboxEvent.objects.exists()

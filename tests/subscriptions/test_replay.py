@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from django_ensign import dispatch
 from django_ensign.handlers import InboundEvent
-from django_ensign.models import DeadLetter, DeadLetterStatus, InboxEvent
+from django_ensign.models import DeadLetter, DeadLetterReason, DeadLetterStatus, InboxEvent
 from tests.handlerapp.models import Applied, Switch
 
 pytestmark = pytest.mark.django_db
@@ -144,3 +144,20 @@ def test_an_event_that_did_not_decode_stays_dead_on_replay() -> None:
     assert row.status == DeadLetterStatus.DEAD
     assert "does not decode: Error parsing message" in row.error
     assert not Applied.objects.exists()
+
+
+def test_an_event_a_handler_found_undecodable_replays_once_the_handler_can_read_it() -> None:
+    Switch.objects.create(name="rejects", on=True)
+    event = InboundEvent(
+        topic="sub-rejects",
+        event_id="01J00000000000000000000REJ",
+        data=json.dumps({"n": 1}).encode(),
+    )
+    dispatch.handle_now(event)
+    row = DeadLetter.objects.get()
+    assert row.reason == DeadLetterReason.UNDECODABLE
+    assert row.handler  # the handler's verdict, not the subscriber's
+
+    Switch.objects.filter(name="rejects").update(on=False)
+    assert dispatch.replay(row) is True
+    assert Applied.objects.filter(handler="rejects").count() == 1

@@ -53,13 +53,14 @@ def test_the_task_retries_then_dead_letters() -> None:
 
 def test_a_retry_naming_a_handler_since_unregistered_dead_letters_its_work() -> None:
     # A retry queued before a deploy renamed the handler: the others it names still run.
-    kept = registry.get(f"{ensign_handlers.__name__}.multi_sync")
-    assert kept is not None
-    tasks.handle_event.apply(args=[payload("sub-multi"), [kept.name, "gone"]])
+    kept = registry.require(f"{ensign_handlers.__name__}.multi_sync")
+    second_try = {**payload("sub-multi"), "attempt": 2}
+    tasks.handle_event.apply(args=[second_try, [kept.name, "gone"]])
+    tasks.handle_event.apply(args=[second_try, [kept.name, "gone"]])  # run again (an outage)
 
     assert list(Applied.objects.values_list("handler", flat=True)) == ["sync"]
     dead = DeadLetter.objects.get()
-    assert (dead.handler, dead.reason) == ("gone", DeadLetterReason.FAILED)
+    assert (dead.handler, dead.reason, dead.attempts) == ("gone", DeadLetterReason.FAILED, 1)
     assert dead.error == "HandlerNotRegistered: no handler is registered as 'gone'"
 
 
