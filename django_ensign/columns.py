@@ -33,6 +33,14 @@ def storable(value: str) -> str:
     return value.replace("\x00", "\ufffd")
 
 
+def storable_key(value: str) -> str:
+    """A key made :func:`storable`, kept apart by a digest of the original from another
+    key that had U+FFFD where this one had NUL."""
+    if "\x00" not in value:
+        return value
+    return f"{storable(value)}#{hashlib.sha256(value.encode()).hexdigest()[:16]}"
+
+
 def cut(value: str, size: int) -> str:
     """``value`` cut to ``size`` characters: for labels, where a shorter one will do."""
     return value[:size]

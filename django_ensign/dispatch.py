@@ -139,7 +139,9 @@ def storable_id(event_id: str) -> str:
 
     The hash is stable, so every delivery of an over-long stable id gets the same key.
     """
-    return columns.hashed(columns.storable(event_id), columns.limit(models.InboxEvent, "event_id"))
+    return columns.hashed(
+        columns.storable_key(event_id), columns.limit(models.InboxEvent, "event_id")
+    )
 
 
 def _fit(model: type[Model], name: str, value: str) -> str:

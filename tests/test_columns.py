@@ -26,3 +26,10 @@ def test_a_key_keeps_a_readable_head_where_the_column_has_room() -> None:
 def test_limits_are_the_columns_max_length() -> None:
     assert columns.limit(OutboxEvent, "ordering_key") == 255
     assert columns.limit(InboxEvent, "event_id") == 64
+
+
+def test_a_key_with_nul_is_stored_without_it_and_apart_from_one_with_u_fffd() -> None:
+    stored = columns.storable_key("id\x00one")
+    assert "\x00" not in stored
+    assert stored != columns.storable_key("id\ufffdone") == "id\ufffdone"
+    assert columns.storable_key("id\x00one") == stored  # every delivery keys alike

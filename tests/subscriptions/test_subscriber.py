@@ -194,13 +194,12 @@ def test_nul_characters_from_another_publisher_do_not_stall_the_subscriber(
     stats = run_until(fresh_server, ("sub-multi", "sub-flaky"), 2, max_attempts=2)
 
     assert (stats.handled, stats.dead) == (2, 1)  # sub-multi has two handlers
-    assert sorted(InboxEvent.objects.values_list("event_id", "type_name")) == [
-        ("id\ufffdone", "Read\ufffding"),
-        ("id\ufffdone", "Read\ufffding"),
-    ]
+    # The ids keep a digest of the original: "id\ufffdone" from elsewhere stays another event.
+    [(one, type_name)] = set(InboxEvent.objects.values_list("event_id", "type_name"))
+    assert (one.startswith("id\ufffdone#"), type_name) == (True, "Read\ufffding")
     dead = DeadLetter.objects.get()
-    assert (dead.event_id, dead.type_name) == ("id\ufffdtwo", "Read\ufffding")
-    assert dead.metadata["note"] == "a\ufffdb"
+    assert dead.event_id.startswith("id\ufffdtwo#")
+    assert (dead.type_name, dead.metadata["note"]) == ("Read\ufffding", "a\ufffdb")
 
 
 def test_events_of_one_ordering_key_are_applied_in_the_order_published(
