@@ -115,7 +115,7 @@ def run_handler(entry: Handler, event: InboundEvent) -> HandlerResult:
             recorded = True
             hooks = _HookGuard(connection)
             if entry.is_async:
-                async_to_sync(_finish)(entry.func(event))
+                async_to_sync(_run_async)(entry, event)
             else:
                 _call_sync(entry, event)
             hooks.seal()
@@ -171,11 +171,23 @@ def _ensure_committable(connection: BaseDatabaseWrapper) -> None:
 
 def _call_sync(entry: Handler, event: InboundEvent) -> None:
     """Call a plain handler; an awaitable it returns is run to its end here."""
-    result = entry.func(event)
+    try:
+        result = entry.func(event)
+    except asyncio.CancelledError as exc:  # its own, out of asyncio.run or async_to_sync
+        raise RuntimeError(_CANCELLED) from exc
     if inspect.isawaitable(result):
         # A plain decorator around an async handler: run its coroutine as an async
         # handler's, so its ORM calls come back to this thread and its transaction.
         async_to_sync(_finish)(result)
+
+
+#: What a handler's own CancelledError becomes: its failure, like any error.
+_CANCELLED = "CancelledError: work the handler awaited was cancelled"
+
+
+async def _run_async(entry: Handler, event: InboundEvent) -> None:
+    # The coroutine is made here, on the loop, so none is left unawaited if this never runs.
+    await _finish(entry.func(event))
 
 
 async def _finish(pending: Awaitable[Any]) -> None:
@@ -192,7 +204,7 @@ async def _finish(pending: Awaitable[Any]) -> None:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise
-        raise RuntimeError("CancelledError: work the handler awaited was cancelled") from exc
+        raise RuntimeError(_CANCELLED) from exc
 
 
 class _HookGuard:

@@ -105,6 +105,19 @@ def rejects(event: InboundEvent) -> None:
     _apply("rejects", event)
 
 
+@handler("sub-cancelled-sync")
+def runs_cancelled_work(event: InboundEvent) -> None:
+    """A plain handler running async work of its own that gets cancelled."""
+    _apply("cancelled-sync", event)
+
+    async def cancelled() -> None:
+        work = asyncio.ensure_future(asyncio.sleep(3600))
+        work.cancel()
+        await work
+
+    asyncio.run(cancelled())
+
+
 @handler("sub-cancelled")
 async def awaits_cancelled_work(event: InboundEvent) -> None:
     """Writes, then awaits work that was cancelled: CancelledError (a BaseException) comes out."""

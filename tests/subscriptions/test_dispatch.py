@@ -117,9 +117,9 @@ def test_a_failing_handler_is_retried_rolled_back_dead_lettered_then_replayed() 
     assert InboxEvent.objects.filter(handler=dead.handler, event_id=event.event_id).exists()
 
 
-# sub-cancelled awaits cancelled work: asyncio.CancelledError is no Exception.
-@pytest.mark.parametrize("topic", ["sub-async-fail", "sub-cancelled"])
-def test_an_async_handler_failure_rolls_back_its_writes(topic: str) -> None:
+# sub-cancelled(-sync) meet cancelled work: asyncio.CancelledError is no Exception.
+@pytest.mark.parametrize("topic", ["sub-async-fail", "sub-cancelled", "sub-cancelled-sync"])
+def test_a_handler_failure_rolls_back_its_writes(topic: str) -> None:
     results = dispatch.attempt(make_event(topic), dispatch.plan(make_event(topic)))
     assert [r.outcome for r in results] == [dispatch.Outcome.FAILED]
     assert not Applied.objects.exists()
@@ -171,7 +171,9 @@ def test_a_batch_applies_each_event_once_and_skips_what_was_applied_before() -> 
     assert InboxEvent.objects.count() == 6
 
 
-@pytest.mark.parametrize("failing_topic", ["sub-flaky", "sub-async-fail", "sub-cancelled"])
+@pytest.mark.parametrize(
+    "failing_topic", ["sub-flaky", "sub-async-fail", "sub-cancelled", "sub-cancelled-sync"]
+)
 def test_a_handler_failing_in_a_batch_rolls_back_every_event_of_it(failing_topic: str) -> None:
     Switch.objects.create(name="flaky", on=True)
     ok = make_event("sub-multi", "01J0000000000000000000000G")
