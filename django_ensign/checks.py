@@ -411,15 +411,14 @@ def _connection(alias: str) -> _Any:
 # === subscriber checks ======================================================
 # Imports sit in each owner's section of this shared file.
 import math as _sub_math  # noqa: E402
-import re as _re  # noqa: E402
 from typing import Any as _SubAny  # noqa: E402
 
 from django.conf import settings as _django_settings  # noqa: E402
 from django.core import checks as _sub_checks  # noqa: E402
 
 from django_ensign.conf import settings as _sub_settings  # noqa: E402
+from django_ensign.wire import topicnames as _topicnames  # noqa: E402
 
-_TOPIC_NAME = _re.compile(r"^[a-zA-Z][a-zA-Z0-9.\-_]*$")
 #: The embedded server's default delivery timeout (PROTOCOL.md §4).
 _DELIVERY_TIMEOUT = 30.0
 
@@ -439,7 +438,7 @@ def check_handlers(
             id="django_ensign.E020",
         )
         for entry in registry.all()
-        if not _TOPIC_NAME.match(entry.topic) or len(entry.topic.encode()) > 512
+        if not _topicnames.is_valid(entry.topic)
     ]
 
 

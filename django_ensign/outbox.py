@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -26,24 +25,21 @@ from django.utils.connection import ConnectionDoesNotExist
 from django_ensign import columns, databases, exceptions, models, rowwrite
 from django_ensign.client import events
 from django_ensign.conf import settings
-from django_ensign.wire import ids, mimetypes
+from django_ensign.wire import ids, mimetypes, topicnames
 
 if TYPE_CHECKING:
     from django_ensign.heldrows import HeldRows
 
-TOPIC_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9.\-_]*$")
-TOPIC_MAX_BYTES = 512
-
 
 def validate_topic(topic: str) -> str:
     """Return ``topic`` if Ensign accepts it as a name, else raise :class:`InvalidTopicName`."""
-    if not isinstance(topic, str) or not TOPIC_NAME.match(topic):
+    if not isinstance(topic, str) or not topicnames.NAME.fullmatch(topic):
         raise exceptions.InvalidTopicName(
             f"invalid topic name {topic!r}: a letter, then letters, digits, '.', '-' or '_'"
         )
-    if len(topic.encode()) > TOPIC_MAX_BYTES:
+    if len(topic.encode()) > topicnames.MAX_BYTES:
         raise exceptions.InvalidTopicName(
-            f"topic name {topic[:40]!r}… is longer than {TOPIC_MAX_BYTES} bytes"
+            f"topic name {topic[:40]!r}… is longer than {topicnames.MAX_BYTES} bytes"
         )
     return topic
 

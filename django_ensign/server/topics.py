@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 from django_ensign.server.storage import TopicRecord
-from django_ensign.wire import ids, topichash
+from django_ensign.wire import ids, topichash, topicnames
 
 #: TopicState values (topic_pb2.TopicState).
 READY = 1
 READONLY = 2
 DELETING = 3
-
-NAME_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9.\-_]*")
-MAX_NAME_BYTES = 512
 
 
 class TopicRegistry:
@@ -73,8 +68,8 @@ def name_error(name: str) -> str | None:
     """Why ``name`` is not a valid topic name, or None if it is."""
     if not name:
         return "missing name field"
-    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+    if len(name.encode("utf-8")) > topicnames.MAX_BYTES:
         return "topic name is too long"
-    if not NAME_RE.fullmatch(name):
+    if not topicnames.NAME.fullmatch(name):
         return "topic name is invalid"
     return None

@@ -314,7 +314,9 @@ def test_explicit_publish_takes_an_sdk_event() -> None:
     assert row.ordering_key == "station-x"
 
 
-@pytest.mark.parametrize("topic", ["", "1abc", "has space", "émoji", "a" * 513])
+@pytest.mark.parametrize(
+    "topic", ["", "1abc", "has space", "émoji", "a" * 513, "orders\n", "orders\r\n"]
+)
 def test_invalid_topic_names_are_refused_before_a_row_exists(topic: str) -> None:
     with pytest.raises(exceptions.InvalidTopicName):
         outbox.publish(topic, {"a": 1})

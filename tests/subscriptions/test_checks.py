@@ -16,9 +16,9 @@ def ids() -> list[str]:
     return [message.id or "" for message in checks.run_checks(tags=["django_ensign"])]
 
 
-@pytest.fixture
-def bad_topic_handler() -> Iterator[None]:
-    @django_ensign.handler("9 not a topic", name="checks.bad")
+@pytest.fixture(params=["9 not a topic", "weather\n"])
+def bad_topic_handler(request: pytest.FixtureRequest) -> Iterator[None]:
+    @django_ensign.handler(request.param, name="checks.bad")
     def bad(event: InboundEvent) -> None:
         pass
 
