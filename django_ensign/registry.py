@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from django.apps import apps
 from django.db import models, transaction
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import ModelSignal, post_delete, post_save
 from django.utils.module_loading import import_string
 
 from django_ensign import atomicsave, exceptions, outbox, rowwrite
@@ -359,7 +359,27 @@ def _sync_receivers() -> None:
         post_save.disconnect(sender=model, dispatch_uid=_SAVE_UID)
         post_delete.disconnect(sender=model, dispatch_uid=_DELETE_UID)
     for model in wanted - _connected:
-        post_save.connect(_on_save, sender=model, dispatch_uid=_SAVE_UID)
-        post_delete.connect(_on_delete, sender=model, dispatch_uid=_DELETE_UID)
+        _connect_first(post_save, _on_save, model, _SAVE_UID)
+        _connect_first(post_delete, _on_delete, model, _DELETE_UID)
     _connected.clear()
     _connected.update(wanted)
+
+
+def _connect_first(
+    signal: ModelSignal, receiver: Callable[..., None], model: type[models.Model], uid: str
+) -> None:
+    """Connect ``receiver`` for ``model`` ahead of the receivers already connected.
+
+    Receivers in the project's ``models.py`` connect before any ``ready()``. Run after
+    them, the outbox would miss the change when one raises and the caller catches it
+    inside ``atomic()``, and a receiver saving the instance again would put its update
+    event ahead of the creation.
+    """
+    signal.connect(receiver, sender=model, dispatch_uid=uid)
+    # Django's lookup key for a dispatch_uid and a class sender; the entries' other
+    # fields differ between Django versions, the key comes first in all of them.
+    key = (uid, id(model))
+    with signal.lock:
+        ours = [entry for entry in signal.receivers if entry[0] == key]
+        signal.receivers[:] = ours + [entry for entry in signal.receivers if entry[0] != key]
+        signal.sender_receivers_cache.clear()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from django.db import connection, transaction
 from django.db.models import F
+from django.db.models.signals import post_save
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
@@ -83,6 +84,58 @@ def test_model_options_choose_events_serializer_and_key() -> None:
     assert captured.json() == [{"name": "ada"}]
     assert captured.events[0].ordering_key == "ada"
     assert captured.events[0].topic == "customers"
+
+
+NoteReceiver = Callable[[Note, bool], None]
+
+
+@pytest.fixture
+def receiver_before_the_outbox() -> Iterator[list[NoteReceiver]]:
+    """Note's post_save receiver, connected before the outbox's (as one in a project's
+    models.py is); it runs the callables appended to the list."""
+    runs: list[NoteReceiver] = []
+
+    def receiver(sender: type[Note], instance: Note, created: bool = False, **kw: Any) -> None:
+        for run in runs:
+            run(instance, created)
+
+    post_save.connect(receiver, sender=Note, dispatch_uid="receiver_before_the_outbox")
+    registry.register(Note, topic="notes")
+    try:
+        yield runs
+    finally:
+        registry.unregister(Note)
+        post_save.disconnect(sender=Note, dispatch_uid="receiver_before_the_outbox")
+
+
+def test_a_change_kept_past_a_failing_receiver_keeps_its_event(
+    receiver_before_the_outbox: list[NoteReceiver],
+) -> None:
+    def search_index_down(note: Note, created: bool) -> None:
+        raise ConnectionError("search index down")
+
+    receiver_before_the_outbox.append(search_index_down)
+    with transaction.atomic(), pytest.raises(ConnectionError):
+        Note.objects.create(text="kept")  # the caller logs the failure and goes on
+    assert Note.objects.filter(text="kept").exists()
+    assert list(OutboxEvent.objects.values_list("type_name", flat=True)) == ["NoteCreated"]
+
+
+def test_a_receiver_saving_again_publishes_its_update_after_the_creation(
+    receiver_before_the_outbox: list[NoteReceiver],
+) -> None:
+    def number(note: Note, created: bool) -> None:
+        if created:
+            note.text = f"N-{note.pk}"
+            note.save(update_fields=["text"])
+
+    receiver_before_the_outbox.append(number)
+    note = Note.objects.create(text="draft")
+    rows = OutboxEvent.objects.order_by("id")
+    assert [(row.type_name, json.loads(bytes(row.data))["text"]) for row in rows] == [
+        ("NoteCreated", "draft"),
+        ("NoteUpdated", f"N-{note.pk}"),
+    ]
 
 
 def test_a_key_function_returning_none_leaves_the_events_unordered() -> None:
