@@ -24,6 +24,7 @@ from django.db.models import (
     ExpressionWrapper,
     F,
     Field,
+    Max,
     Q,
     QuerySet,
     SmallIntegerField,
@@ -139,6 +140,12 @@ def claim(
         limit=limit, lease_seconds=lease_seconds, topics=topics, using=using
     )
     return [from_row(row) for row in rows]
+
+
+def newest_id(*, using: str = "default") -> int | None:
+    """The highest outbox row id written so far (None for an empty table)."""
+    newest: int | None = OutboxEvent.objects.using(using).aggregate(newest=Max("id"))["newest"]
+    return newest
 
 
 def from_row(row: tuple[Any, ...]) -> Claimed:

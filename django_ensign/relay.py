@@ -112,7 +112,8 @@ class _DatabaseThread:
 
 
 class Relay:
-    """Publishes outbox rows until stopped (or, with ``once``, until none is due)."""
+    """Publishes outbox rows until stopped (or, with ``once``, until none written before
+    it began is due)."""
 
     def __init__(self, options: RelayOptions | None = None, *, client: Any = None) -> None:
         self.options = options or RelayOptions()
@@ -149,6 +150,13 @@ class Relay:
         self._records = _DatabaseThread("ensign-record", self.options.using)
         #: PostgreSQL: claims and acks on the event loop's own connections.
         self._pg: AsyncStatements | None = None
+        #: A ``once`` drain's backlog: rows up to this id (None: the table was empty); set
+        #: by its first claim. Rows written after it are left to the next run.
+        self._backlog_end: int | None = None
+        self._backlog_known = False
+        #: A ``once`` drain has had a claim with nothing of its backlog: from then on it
+        #: claims only with nothing in flight, so it ends however fast rows are written.
+        self._past_backlog = False
 
     # -- control -----------------------------------------------------------------
 
@@ -229,6 +237,10 @@ class Relay:
                     claim, limit, ahead = ahead, opts.batch_size, None
                     settled_before = False  # its start came before a claim was published
                 else:
+                    if self._past_backlog and not self._settled():
+                        self._wake.clear()
+                        await self._sleep(opts.poll_seconds)
+                        continue
                     room = opts.max_in_flight - self._in_flight
                     # A claim of a few rows costs the database nearly what a batch does:
                     # while replies come one at a time (plain framing, a slow server), a
@@ -243,7 +255,7 @@ class Relay:
                     # With ``once``, an empty claim means "drained" only if no outcome was
                     # still unrecorded when it started: those unblock the next rows of
                     # their keys.
-                    settled_before = self._in_flight == 0 and self._unrecorded == 0
+                    settled_before = self._settled()
                     limit = min(opts.batch_size, room)
                     claim = self._claim(limit)
                 try:
@@ -259,6 +271,8 @@ class Relay:
                 self._claims_failing_since = None
                 if rows:
                     self.stats.claimed += len(rows)
+                    beyond = opts.once and not self._holds_backlog(rows)
+                    self._past_backlog = self._past_backlog or beyond
                     if len(rows) == limit:
                         ahead = self._claim_ahead(len(rows))
                         if ahead is not None:
@@ -266,6 +280,8 @@ class Relay:
                             # events does not yield, and a task only runs when we do.
                             await asyncio.sleep(0)
                     await self._publish(rows)
+                    if beyond and settled_before:
+                        return  # rows written since the drain began are the next run's
                     if len(rows) < limit and not opts.once:
                         # Every due row was taken: the next claim waits for a commit's
                         # NOTIFY, an outcome (the next rows of its keys) or the poll,
@@ -290,6 +306,8 @@ class Relay:
         room = opts.max_in_flight - self._in_flight - claimed
         if self._stopping or room < opts.batch_size or self._unrecorded >= opts.max_in_flight:
             return None
+        if self._past_backlog:
+            return None
         return asyncio.ensure_future(self._claim(opts.batch_size))
 
     async def _give_back(self, claim: asyncio.Future[list[claims.Claimed]]) -> None:
@@ -304,9 +322,22 @@ class Relay:
             self._in_flight += len(rows)  # settled at once, as released
             self._release(rows)
 
+    def _settled(self) -> bool:
+        """Whether every row this relay claimed has its outcome written back."""
+        return self._in_flight == 0 and self._unrecorded == 0
+
+    def _holds_backlog(self, rows: list[claims.Claimed]) -> bool:
+        """Whether any of a ``once`` drain's claimed ``rows`` was written before it began."""
+        end = self._backlog_end
+        return end is not None and any(row.id <= end for row in rows)
+
     async def _claim(self, limit: int) -> list[claims.Claimed]:
         """Claim up to ``limit`` rows; their leases are renewed from now until recorded."""
         opts = self.options
+        if opts.once and not self._backlog_known:
+            # Before the first claim, so each row it can take counts as backlog.
+            self._backlog_end = await self._claims.run(claims.newest_id)
+            self._backlog_known = True
         if self._pg is None:
             rows = await self._claims.run(
                 claims.claim, limit=limit, lease_seconds=opts.lease_seconds, topics=opts.topics
@@ -567,7 +598,7 @@ class Relay:
         self._forget_leases(outcome.row for outcome in batch)
         # Room again, the next rows of these keys are claimable now, or (``once``) the last
         # outcome is written and the next claim can tell that the drain is done.
-        settled = self.options.once and self._in_flight == 0 and self._unrecorded == 0
+        settled = self.options.once and self._settled()
         if self._starved or settled or any(outcome.row.ordering_key for outcome in batch):
             self._wake.set()
 

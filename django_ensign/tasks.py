@@ -29,8 +29,8 @@ OUTBOX_BEAT_SCHEDULE: dict[str, dict[str, _Any]] = {
 def publish_outbox(
     batch_size: int | None = None, topics: list[str] | None = None, using: str | None = None
 ) -> dict[str, int]:
-    """Publish every due outbox row, then return; skips while a relay of every topic or
-    another drain runs.
+    """Publish the outbox rows due when it starts, then return; skips while a relay of
+    every topic or another drain runs. Rows written meanwhile wait for the next drain.
 
     Relays started with ``--topic`` take no lock, so drains run beside them; a drain given
     ``topics`` takes the lock as any drain does.

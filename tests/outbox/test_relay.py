@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import DatabaseError, OperationalError, transaction
+from django.db import DatabaseError, OperationalError, connection, transaction
 from django.db.models import QuerySet
 from django.test import override_settings
 from django.utils import timezone
@@ -104,6 +104,37 @@ def test_once_ends_when_its_last_outcome_is_recorded_not_after_a_poll(
         stats = drain(poll_seconds=60.0)
     assert stats.acked == 5
     assert time.monotonic() - started < 30, "the drain waited out its poll interval"
+
+
+def test_a_once_drain_ends_though_rows_keep_coming_and_leaves_them_to_the_next_run(
+    ensign_server: EmbeddedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = unique_topic("steady")
+    backlog = {outbox.publish(topic, {"n": n}, key=f"k{n % 2}").id for n in range(10)}
+    written: list[int] = []
+    claim = relay.Relay._claim
+
+    def write_one() -> None:
+        try:
+            written.append(outbox.publish(topic, {"late": len(written)}).id)
+        finally:
+            connection.close()
+
+    async def claim_with_a_new_row_committed_first(self: relay.Relay, limit: int) -> Any:
+        # A writer as fast as the claims; the cap only ends a drain that would follow it.
+        if len(written) < 200:
+            await asyncio.to_thread(write_one)
+        return await claim(self, limit)
+
+    monkeypatch.setattr(relay.Relay, "_claim", claim_with_a_new_row_committed_first)
+    with ensign_settings(ensign_server):
+        drain(batch_size=4)
+    acked = set(OutboxEvent.objects.filter(status=OutboxStatus.ACKED).values_list("id", flat=True))
+    assert backlog <= acked
+    assert len(written) < 50, "the drain kept claiming the rows written while it ran"
+    assert set(
+        OutboxEvent.objects.exclude(status=OutboxStatus.ACKED).values_list("id", flat=True)
+    ) <= set(written)
 
 
 def test_topics_are_created_on_first_use_unless_turned_off(ensign_server: EmbeddedServer) -> None:

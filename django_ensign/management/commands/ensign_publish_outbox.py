@@ -25,7 +25,7 @@ class Command(EnsignCommand):
             "--once",
             action="store_true",
             help="Publish what is due now, wait for the acks, exit (non-zero if Ensign could not "
-            "be reached or refused the relay).",
+            "be reached or refused the relay); rows written meanwhile are left to the next run.",
         )
         parser.add_argument(
             "--batch-size",
