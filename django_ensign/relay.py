@@ -48,8 +48,8 @@ OUTAGE_PAUSE_FIRST = 0.5
 OUTAGE_PAUSE_MAX = 5.0
 #: Seconds past ``publish_timeout`` before the relay itself gives up on an event's reply.
 EXPIRY_GRACE = 2.0
-#: Seconds a ``once`` drain keeps retrying a database that fails it before it gives up
-#: (a relay that runs on keeps retrying: it has nothing else to do).
+#: Seconds a ``once`` drain, or a relay told to stop, keeps retrying a database that fails
+#: it before it gives up (a relay that runs on keeps retrying: it has nothing else to do).
 ONCE_DATABASE_PATIENCE = 30.0
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -580,7 +580,10 @@ class Relay:
             except Exception as err:  # keep the outcomes; the leases are renewed meanwhile
                 failing_since = failing_since or time.monotonic()
                 patience_gone = time.monotonic() - failing_since >= ONCE_DATABASE_PATIENCE
-                if opts.once and (patience_gone or self._unwritten is not None):
+                # A stopping relay gives up too: SIGTERM must end it while the database
+                # is out, and its rows come back when their leases lapse.
+                ending = opts.once or self._stopping
+                if ending and (patience_gone or self._unwritten is not None):
                     self._give_up_recording(batch, err)
                     return
                 logger.warning(
@@ -603,7 +606,7 @@ class Relay:
             self._wake.set()
 
     def _give_up_recording(self, batch: list[claims.Outcome], err: BaseException) -> None:
-        """A ``once`` drain's last resort: leave ``batch`` unwritten, and fail the drain."""
+        """A drain's or a stopping relay's last resort: leave ``batch`` unwritten, and fail."""
         logger.error(
             "recording %d outbox outcomes keeps failing (%s); the drain gives up: their rows "
             "are claimed again once their leases lapse, and events already sent go out again",

@@ -596,6 +596,33 @@ def test_a_once_drain_that_cannot_record_its_acks_ends_with_the_error(
     assert rows.filter(status=OutboxStatus.PENDING, attempts=0).count() == 40 - len(leased)
 
 
+def test_a_relay_stopped_while_its_outcomes_cannot_be_written_gives_up_and_exits(
+    ensign_server: EmbeddedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = unique_topic()
+    for n in range(10):
+        outbox.publish(topic, {"n": n})
+    monkeypatch.setattr(relay, "ONCE_DATABASE_PATIENCE", 0.3)
+
+    async def failing_record(self: relay.Relay, batch: list[claims.Outcome]) -> claims.Recorded:
+        self.stop()  # SIGTERM, come while the database is out
+        raise OperationalError("the database is gone")
+
+    monkeypatch.setattr(relay.Relay, "_record", failing_record)
+
+    async def run() -> relay.RelayStats:
+        running = relay.Relay(relay.RelayOptions(poll_seconds=0.05, topics=[topic]))
+        return await asyncio.wait_for(running.run(), 10)
+
+    with ensign_settings(ensign_server), pytest.raises(OperationalError, match="gone"):
+        asyncio.run(run())
+    # What it sent stays leased, to go out again once the leases lapse.
+    sent = set(stable_ids(server_events(ensign_server, topic)))
+    leased = OutboxEvent.objects.filter(topic=topic, status=OutboxStatus.IN_FLIGHT)
+    assert sent
+    assert sent <= set(leased.values_list("event_id", flat=True))
+
+
 def test_leases_are_renewed_while_a_write_of_outcomes_is_stuck(
     ensign_server: EmbeddedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
