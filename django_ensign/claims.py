@@ -12,9 +12,9 @@ import datetime as dt
 import json
 import random
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from django.db import connections, transaction
 from django.db.models import (
@@ -196,15 +196,17 @@ def record(
         ]
         dead_rows = {o.row.id for o in dead}
         retry = [o for o in failures if o.row.id not in dead_rows]
-        if dead:
-            result.dead_ids = list(_held([o.row for o in dead], using).values_list("id", flat=True))
-            result.dead = _held([o.row for o in dead], using).update(
+        size = _rows_per_statement(using)
+        for part in _parts(dead, size):
+            held = _held([o.row for o in part], using)
+            result.dead_ids += held.values_list("id", flat=True)
+            result.dead += held.update(
                 status=OutboxStatus.DEAD,
                 lease_token=None,
                 lease_expires_at=None,
-                **_failure_fields(dead),
+                **_failure_fields(part),
             )
-        if retry:
+        for part in _parts(retry, size):
             next_at = Case(
                 *[
                     When(
@@ -215,19 +217,42 @@ def record(
                             )
                         ),
                     )
-                    for o in retry
+                    for o in part
                 ],
                 output_field=DateTimeField(),
             )
-            result.retrying = _held([o.row for o in retry], using).update(
+            result.retrying += _held([o.row for o in part], using).update(
                 status=OutboxStatus.RETRYING,
                 next_attempt_at=next_at,
                 lease_token=None,
                 lease_expires_at=None,
-                **_failure_fields(retry),
+                **_failure_fields(part),
             )
     result.stale = len(outcomes) - result.acked - result.dead - result.retrying - result.released
     return result
+
+
+#: Bound parameters a failed row adds to its UPDATE: an id and a value per column set
+#: row by row (next attempt, nack code, nack error, last error), and its id in the filter.
+_PARAMS_PER_FAILED_ROW = 10
+
+
+def _rows_per_statement(using: str) -> int:
+    """How many rows one UPDATE of failures may hold within the database's parameter limit.
+
+    A window of nacks past the limit ("too many SQL variables") would fail every retry of
+    the write, and hold the relay's recorder for good.
+    """
+    limit = connections[using].features.max_query_params or 65_535
+    return max(1, (limit - 50) // _PARAMS_PER_FAILED_ROW)
+
+
+T = TypeVar("T")
+
+
+def _parts(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _record_acks_portable(acks: Sequence[Acked], using: str) -> int:
@@ -309,11 +334,12 @@ def renew(tokens: Iterable[uuid.UUID], *, lease_seconds: float, using: str = "de
 
 def release(rows: Sequence[Claimed], *, using: str = "default") -> int:
     """Give back rows claimed but not published: waiting again, attempt not counted."""
-    if not rows:
-        return 0
-    return _held(rows, using).update(
-        status=OutboxStatus.PENDING,
-        lease_token=None,
-        lease_expires_at=None,
-        attempts=F("attempts") - 1,
+    return sum(
+        _held(part, using).update(
+            status=OutboxStatus.PENDING,
+            lease_token=None,
+            lease_expires_at=None,
+            attempts=F("attempts") - 1,
+        )
+        for part in _parts(rows, _rows_per_statement(using))
     )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import sqlite3
 import threading
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from django.db import connections
@@ -215,6 +217,36 @@ def test_rows_past_max_attempts_are_dead() -> None:
     db = OutboxEvent.objects.get(id=claimed.id)
     assert (db.status, db.attempts, db.nack_code) == (OutboxStatus.DEAD, 3, 9)
     assert claim() == []
+
+
+@pytest.fixture
+def sqlite_of_999_parameters() -> Iterator[None]:
+    """SQLite built with its old default limit of 999 bound parameters per statement."""
+    connection = connections["default"]
+    if connection.vendor != "sqlite":
+        pytest.skip("sets SQLite's own parameter limit")
+    connection.ensure_connection()
+    raw = connection.connection
+    old = raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    try:
+        yield
+    finally:
+        raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, old)
+
+
+@pytest.mark.usefixtures("sqlite_of_999_parameters")
+def test_a_window_of_failures_past_the_parameter_limit_is_recorded() -> None:
+    for n in range(600):
+        outbox.publish("t", {"n": n})
+    rows = claim(limit=600)
+    result = record(
+        *[claims.Failed(row, "internal", code=9) for row in rows[:300]],
+        *[claims.Failed(row, "refused", code=1) for row in rows[300:500]],
+    )
+    assert (result.retrying, result.dead, len(result.dead_ids)) == (300, 200, 200)
+    assert claims.release(rows[500:]) == 100
+    counts = {s: OutboxEvent.objects.filter(status=s).count() for s in OutboxStatus.values}
+    assert (counts["retrying"], counts["dead"], counts["pending"]) == (300, 200, 100)
 
 
 def test_final_failures_of_the_sdk_are_dead_at_once() -> None:
