@@ -51,7 +51,6 @@ EXPIRY_GRACE = 2.0
 #: Seconds a ``once`` drain, or a relay told to stop, keeps retrying a database that fails
 #: it before it gives up (a relay that runs on keeps retrying: it has nothing else to do).
 ONCE_DATABASE_PATIENCE = 30.0
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass
@@ -132,7 +131,7 @@ class Relay:
         self._leases: Counter[uuid.UUID] = Counter()
         #: local id → (row, monotonic deadline) of each event sent and not yet answered.
         self._pending: dict[bytes, tuple[claims.Claimed, float]] = {}
-        self._last_commit: tuple[tuple[int, int], dt.datetime] = ((-1, -1), _EPOCH)
+        self._last_commit: tuple[tuple[int, int], dt.datetime | None] = ((-1, -1), None)
         self._all_replied = asyncio.Event()
         self._refill_at = max(1, min(self.options.batch_size, self.options.max_in_flight // 2))
         #: The claim loop waits for replies or records to free room (not for new rows).
@@ -482,13 +481,22 @@ class Relay:
             self._settle(claims.Acked(found[0], self._committed_at(ack.committed)))
             self._outage_pause = OUTAGE_PAUSE_FIRST
 
-    def _committed_at(self, stamp: Any) -> dt.datetime:
-        """The datetime of an Ack's commit time; the events of one commit share it."""
+    def _committed_at(self, stamp: Any) -> dt.datetime | None:
+        """The datetime of an Ack's commit time; the events of one commit share it.
+
+        None, so the database's clock stands in, for an Ack without one (protobuf reads an
+        unset time as the epoch, which would make the row prunable at once) or with one a
+        datetime cannot hold (raising here would leave the row in flight for good).
+        """
         key = (stamp.seconds, stamp.nanos)
         if key != self._last_commit[0]:
             from django_ensign.client.events import timestamp_to_datetime
 
-            self._last_commit = (key, timestamp_to_datetime(stamp))
+            when: dt.datetime | None = None
+            if key != (0, 0):
+                with contextlib.suppress(OverflowError, ValueError, OSError):
+                    when = timestamp_to_datetime(stamp)
+            self._last_commit = (key, when)
         return self._last_commit[1]
 
     def _on_nack(self, nack: Any) -> None:

@@ -460,6 +460,49 @@ def test_an_event_the_client_gave_up_on_records_its_error_and_no_server_nack_cod
     assert row.last_error.startswith("PublishTimeout")
 
 
+class _AcksWithCommitTime(ensign_pb2_grpc.EnsignServicer):
+    """Acks every event with the commit time it is given (a server with a broken clock)."""
+
+    def __init__(self, topic: str, seconds: int) -> None:
+        self.topic = topic
+        self.seconds = seconds
+
+    async def Publish(
+        self, request_iterator: AsyncIterator[ensign_pb2.PublisherRequest], context: object
+    ) -> AsyncIterator[ensign_pb2.PublisherReply]:
+        await anext(request_iterator)
+        yield ensign_pb2.PublisherReply(
+            ready=ensign_pb2.StreamReady(topics={self.topic: b"\x01" * 16})
+        )
+        async for request in request_iterator:
+            ack = ensign_pb2.Ack(id=request.event.local_id)
+            if self.seconds:
+                ack.committed.seconds = self.seconds
+            yield ensign_pb2.PublisherReply(ack=ack)
+
+
+@pytest.mark.parametrize("seconds", [0, 2**62], ids=["unset", "past-datetime"])
+def test_an_ack_without_a_usable_commit_time_is_recorded_at_the_database_s(seconds: int) -> None:
+    topic = unique_topic()
+    row = outbox.publish(topic, {"n": 1})
+
+    async def publish() -> relay.RelayStats:
+        async with serving(_AcksWithCommitTime(topic, seconds)) as port:  # type: ignore[abstract]
+            client = client_of(port, {topic: b"\x01" * 16}, ack_timeout=5)
+            options = relay.RelayOptions(once=True, create_topics=False, publish_timeout=5)
+            try:
+                return await asyncio.wait_for(relay.Relay(options, client=client).run(), 10)
+            finally:
+                await client.close()
+
+    before = timezone.now()
+    assert asyncio.run(publish()).acked == 1
+    row.refresh_from_db()
+    assert row.status == OutboxStatus.ACKED
+    assert row.acked_at is not None
+    assert row.acked_at >= before - dt.timedelta(seconds=5)
+
+
 def test_a_row_whose_relays_keep_dying_goes_dead_past_the_attempt_limit(
     ensign_server: EmbeddedServer,
 ) -> None:
