@@ -341,6 +341,13 @@ class Publisher:
         deadlines = self._deadlines
         while deadlines and deadlines[0].done:
             deadlines.popleft()
+        if len(deadlines) > 2 * self._options.max_in_flight:
+            # One event left unanswered (a server that dropped its reply) would otherwise
+            # pin every unit behind it, frames and all, until its deadline. In place: the
+            # expiry task holds this deque.
+            live = [pending for pending in deadlines if not pending.done]
+            deadlines.clear()
+            deadlines.extend(live)
         deadlines.append(unit)
         if len(self._queue) >= self._chunk:
             # A long publish loop that never yields would otherwise hold every event

@@ -1,11 +1,15 @@
-"""A server that accepts publish streams and breaks each one at its first event.
+"""Servers that misbehave: one breaks each publish stream at its first event, one never
+answers an event.
 
-No real component behaves like this, so a minimal in-process gRPC servicer plays it.
+No real component behaves like these, so minimal in-process gRPC servicers play them.
 """
 
 from __future__ import annotations
 
+import gc
+import os
 import time
+import tracemalloc
 from collections.abc import AsyncIterator
 
 import pytest
@@ -52,3 +56,55 @@ async def test_events_time_out_and_reopening_backs_off() -> None:
         slept += delay
         allowed += 1
     assert 1 <= servicer.opens <= allowed + 1
+
+
+def _ack(local_id: bytes) -> ensign_pb2.PublisherReply:
+    ack = ensign_pb2.Ack(id=local_id)
+    ack.committed.GetCurrentTime()
+    return ensign_pb2.PublisherReply(ack=ack)
+
+
+class LeavesTheFirstEventUnanswered(ensign_pb2_grpc.EnsignServicer):
+    """Acks every event but the first (as Ensign drops a reply when its queue is full),
+    until ``answer_first`` is set: then it answers it with the next event's ack."""
+
+    def __init__(self) -> None:
+        self.answer_first = False
+
+    async def Publish(
+        self, request_iterator: AsyncIterator[ensign_pb2.PublisherRequest], context: object
+    ) -> AsyncIterator[ensign_pb2.PublisherReply]:
+        await anext(request_iterator)
+        yield ensign_pb2.PublisherReply(ready=ensign_pb2.StreamReady(topics={"t": TOPIC_ID}))
+        first: bytes | None = (await anext(request_iterator)).event.local_id
+        async for request in request_iterator:
+            if self.answer_first and first is not None:
+                yield _ack(first)
+                first = None
+            yield _ack(request.event.local_id)
+
+
+async def test_an_unanswered_event_does_not_pin_the_events_published_after_it() -> None:
+    servicer = LeavesTheFirstEventUnanswered()  # type: ignore[abstract]
+    async with serving(servicer) as port:
+        client = client_of(port, {"t": TOPIC_ID}, ack_timeout=60.0, max_in_flight=100)
+        await client.publish("t", Event(b"never answered"))
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(50):
+                events = [Event(os.urandom(2048)) for _ in range(50)]
+                await client.publish("t", *events)
+                for event in events:
+                    await event.wait_for_ack()
+            del events
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+            servicer.answer_first = True  # so closing need not wait out its deadline
+            await client.publish("t", Event(b"last"))
+            await client.close()
+    # 2,500 events of 2 KiB, answered: held until the first one's deadline, they would
+    # take 10 MB (data and frame); a window of 100 holds a few hundred KB at most.
+    assert held < 3_000_000

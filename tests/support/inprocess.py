@@ -25,9 +25,17 @@ async def serving(servicer: ensign_pb2_grpc.EnsignServicer) -> AsyncIterator[int
         await server.stop(None)
 
 
-def client_of(port: int, topics: dict[str, bytes], *, ack_timeout: float) -> Ensign:
+def client_of(
+    port: int, topics: dict[str, bytes], *, ack_timeout: float, max_in_flight: int = 5000
+) -> Ensign:
     """A client of the servicer on ``port`` that knows ``topics`` and asks no auth service."""
-    client = Ensign("a" * 32, "b" * 64, endpoint=f"127.0.0.1:{port}", ack_timeout=ack_timeout)
+    client = Ensign(
+        "a" * 32,
+        "b" * 64,
+        endpoint=f"127.0.0.1:{port}",
+        ack_timeout=ack_timeout,
+        max_in_flight=max_in_flight,
+    )
 
     async def no_auth_service() -> str:
         return "token"
