@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -69,7 +70,33 @@ class PayloadEncoder(DjangoJSONEncoder):
 
 
 #: One encoder for every payload (``json.dumps(cls=...)`` would build one per call).
-_JSON = PayloadEncoder(separators=(",", ":"))
+_JSON = PayloadEncoder(separators=(",", ":"), allow_nan=False)
+
+
+def _json(data: Any) -> str:
+    try:
+        return _JSON.encode(data)
+    except ValueError as err:
+        if not str(err).startswith("Out of range float"):
+            raise
+    # JSON has no NaN or Infinity (Python would write them anyway, and strict parsers
+    # refuse the result): they go as strings, as protobuf's JSON mapping and a Decimal do.
+    return _JSON.encode(_finite(data))
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with each NaN or infinite float, however nested, as its string."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return value
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def encode(data: Any, mimetype: str | None) -> tuple[bytes, str]:
@@ -80,7 +107,7 @@ def encode(data: Any, mimetype: str | None) -> tuple[bytes, str]:
         return bytes(data), mimetype or "application/octet-stream"
     if isinstance(data, str):
         return data.encode(), mimetype or "text/plain"
-    return _JSON.encode(data).encode(), mimetype or "application/json"
+    return _json(data).encode(), mimetype or "application/json"
 
 
 def _non_empty(data: bytes) -> bytes:

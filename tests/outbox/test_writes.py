@@ -376,6 +376,17 @@ def test_invalid_topic_names_are_refused_before_a_row_exists(topic: str) -> None
     assert not OutboxEvent.objects.exists()
 
 
+def test_nan_and_infinity_are_published_as_strings_strict_json_parsers_take() -> None:
+    def strict(constant: str) -> object:
+        raise ValueError(f"{constant} is not JSON")
+
+    row = outbox.publish("t", {"temp": float("nan"), "range": (float("inf"), -float("inf"), 1.5)})
+    assert json.loads(bytes(row.data), parse_constant=strict) == {
+        "temp": "NaN",
+        "range": ["Infinity", "-Infinity", 1.5],
+    }
+
+
 def test_events_the_server_would_refuse_are_refused_at_write_time() -> None:
     with pytest.raises(exceptions.InvalidEvent):
         outbox.publish("things", b"")
