@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.connection import ConnectionDoesNotExist
 
 
 def positive_int(text: str) -> int:
@@ -20,11 +21,19 @@ def positive_int(text: str) -> int:
 
 
 class EnsignCommand(BaseCommand):
-    """A command whose options must be spelled out.
+    """A command whose options must be spelled out, and whose unknown aliases are named.
 
     argparse takes a prefix of any option by default, so ``--force`` on a command without
     it silently meant Django's ``--force-color``: here it is an error naming the option.
+    A ``--database`` (or a router's answer) naming no configured alias is a one-line
+    error, not a traceback.
     """
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        try:
+            return super().execute(*args, **options)
+        except ConnectionDoesNotExist as err:
+            raise CommandError(str(err)) from err
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
         parser = super().create_parser(prog_name, subcommand, **kwargs)

@@ -82,6 +82,11 @@ def test_prune_refuses_an_age_or_batch_it_cannot_use(option: str, value: str, me
         call_command("ensign_prune_outbox", option, value)
 
 
+def test_prune_names_a_database_alias_that_is_not_configured() -> None:
+    with pytest.raises(CommandError, match="The connection 'nowhere' doesn't exist"):
+        call_command("ensign_prune_outbox", "--database", "nowhere")
+
+
 def test_a_batch_larger_than_a_statement_takes_is_deleted_in_parts() -> None:
     rows = outbox.publish_many([outbox.Message("t", {"n": n}) for n in range(1200)])
     OutboxEvent.objects.filter(id__in=[r.id for r in rows]).update(

@@ -7,7 +7,6 @@ import logging
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
-from django.utils.connection import ConnectionDoesNotExist
 
 from django_ensign import databases, exceptions, locks, relay
 from django_ensign.conf import settings
@@ -66,7 +65,7 @@ class Command(EnsignCommand):
         database = database or outbox_alias()
         try:  # before the lock and the greeting: neither helps a database it cannot use
             databases.require_supported(database)
-        except (exceptions.UnsupportedDatabase, ConnectionDoesNotExist) as err:
+        except exceptions.UnsupportedDatabase as err:
             raise CommandError(str(err)) from err
         opts = relay.RelayOptions(
             batch_size=batch_size or settings.OUTBOX_BATCH_SIZE,
