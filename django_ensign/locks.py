@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import tempfile
 import time
@@ -23,6 +24,8 @@ from typing import Any
 from django.db import connections
 
 from django_ensign.conf import settings
+
+logger = logging.getLogger(__name__)
 
 # An arbitrary 64-bit advisory-lock key: "ensign" in ASCII.
 ADVISORY_KEY = 0x656E7369676E
@@ -52,8 +55,11 @@ def _advisory(using: str, shared: bool) -> Iterator[bool]:
     params: dict[str, Any] = conninfo(using)
     try:
         conn = psycopg.connect(autocommit=True, **params)
-    except psycopg.OperationalError:
-        yield False  # the database is down: the caller's own retries deal with it
+    except psycopg.OperationalError as err:
+        # The caller's own retries deal with a database that is down; said here, as a
+        # drain that skips for it would otherwise look like one that found a relay.
+        logger.warning("the outbox drain lock could not connect to PostgreSQL: %s", err)
+        yield False
         return
     with conn:
         row = conn.execute(f"SELECT {function}(%s)", [ADVISORY_KEY]).fetchone()

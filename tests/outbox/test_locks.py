@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from django_ensign import locks
+from django_ensign import locks, notify
+from tests.support.server import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,3 +56,14 @@ def test_a_starting_relay_waits_for_a_running_drain_then_holds_the_lock(
 def test_a_relay_goes_on_without_the_lock_once_its_wait_is_over() -> None:
     with locks.drain_lock() as draining, locks.relay_lock(wait=0) as taken:
         assert (draining, taken) == (True, False)
+
+
+@pytest.mark.usefixtures("postgres_only")
+def test_a_drain_that_cannot_reach_postgresql_skips_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    unreachable = {**notify.conninfo("default"), "host": "127.0.0.1", "port": free_port()}
+    monkeypatch.setattr(notify, "conninfo", lambda using: unreachable)
+    with caplog.at_level("WARNING", logger="django_ensign.locks"), locks.drain_lock() as taken:
+        assert not taken
+    assert "could not connect to PostgreSQL" in caplog.text
