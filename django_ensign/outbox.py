@@ -363,7 +363,12 @@ class _Wake:
     def __call__(self) -> None:
         from django_ensign import tasks
 
-        tasks.publish_outbox.delay(using=self.using)
+        # A drain that has not started by then is stale: a later one (the next commit's
+        # or beat's) takes the rows. Without it, a worker outage would pile up one drain
+        # per commit, each connecting to the database only to skip.
+        tasks.publish_outbox.apply_async(
+            kwargs={"using": self.using}, expires=tasks.TRIGGERED_DRAIN_EXPIRES
+        )
 
 
 def _drain_on_commit(using: str) -> None:

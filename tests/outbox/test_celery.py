@@ -98,10 +98,12 @@ def test_on_commit_trigger_queues_a_drain_per_transaction(
     from tests.outbox.support import wait_until
 
     queued: list[str] = []
+    expires: list[object] = []
 
-    def count(sender: str | None = None, **kwargs: Any) -> None:
+    def count(sender: str | None = None, headers: Any = None, **kwargs: Any) -> None:
         if sender == "django_ensign.tasks.publish_outbox":
             queued.append(sender)
+            expires.append((headers or {}).get("expires"))
 
     topic = unique_topic("oncommit")
     before_task_publish.connect(count)
@@ -111,6 +113,7 @@ def test_on_commit_trigger_queues_a_drain_per_transaction(
                 rows = [outbox.publish(topic, {"n": n}) for n in range(3)]
                 assert queued == []  # not before the commit
             assert len(queued) == 1  # one drain for the three rows
+            assert expires[0] is not None  # stale once a later drain would have run
             with transaction.atomic():
                 outbox.publish(topic, {"n": "rolled back"})
                 transaction.set_rollback(True)
