@@ -58,13 +58,27 @@ def _advisory(using: str, shared: bool) -> Iterator[bool]:
     except psycopg.OperationalError as err:
         # The caller's own retries deal with a database that is down; said here, as a
         # drain that skips for it would otherwise look like one that found a relay.
-        logger.warning("the outbox drain lock could not connect to PostgreSQL: %s", err)
+        _warn_unreachable(err)
         yield False
         return
     with conn:
         row = conn.execute(f"SELECT {function}(%s)", [ADVISORY_KEY]).fetchone()
         yield bool(row and row[0])
     # Closing the session releases the lock.
+
+
+#: Seconds between two warnings that the lock's database is unreachable: a starting relay
+#: tries four times a second for up to 30 s.
+_WARN_EVERY = 10.0
+_warned_at = -_WARN_EVERY
+
+
+def _warn_unreachable(err: Exception) -> None:
+    global _warned_at
+    now = time.monotonic()
+    if now - _warned_at >= _WARN_EVERY:
+        _warned_at = now
+        logger.warning("the outbox drain lock could not connect to PostgreSQL: %s", err)
 
 
 @contextlib.contextmanager

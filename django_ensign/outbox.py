@@ -85,7 +85,7 @@ def _json(data: Any) -> str:
 
 
 def _finite(value: Any) -> Any:
-    """``value`` with each NaN or infinite float, however nested, as its string."""
+    """``value`` with each NaN or infinite float, however nested (keys too), as its string."""
     if isinstance(value, float):
         if math.isnan(value):
             return "NaN"
@@ -93,7 +93,10 @@ def _finite(value: Any) -> Any:
             return "Infinity" if value > 0 else "-Infinity"
         return value
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {
+            (_finite(key) if isinstance(key, float) else key): _finite(item)
+            for key, item in value.items()
+        }
     if isinstance(value, list | tuple):
         return [_finite(item) for item in value]
     return value

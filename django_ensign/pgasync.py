@@ -68,6 +68,17 @@ class AsyncStatements:
             raise DatabaseError(f"outbox claim failed: {err}") from err
         return pgclaims.claimed_rows(params, rows)
 
+    async def newest_id(self) -> int | None:
+        """:func:`claims.newest_id` on the claim connection (a drain opens no other)."""
+        try:
+            conn = await self._claims.get()
+            cursor = await conn.execute(f"SELECT MAX(id) FROM {self._table}")
+            row = await cursor.fetchone()
+        except psycopg.Error as err:
+            await self._claims.drop()
+            raise DatabaseError(f"reading the newest outbox row failed: {err}") from err
+        return None if row is None or row[0] is None else int(row[0])
+
     async def record_acks(self, acks: Sequence[pgclaims.Ack]) -> int:
         """:func:`pgclaims.record_acks` in one autocommit statement."""
         if not acks:

@@ -335,7 +335,10 @@ class Relay:
         opts = self.options
         if opts.once and not self._backlog_known:
             # Before the first claim, so each row it can take counts as backlog.
-            self._backlog_end = await self._claims.run(claims.newest_id)
+            if self._pg is None:
+                self._backlog_end = await self._claims.run(claims.newest_id)
+            else:
+                self._backlog_end = await self._pg.newest_id()
             self._backlog_known = True
         if self._pg is None:
             rows = await self._claims.run(

@@ -15,10 +15,10 @@ from celery import shared_task as _shared_task
 
 _logger = _logging.getLogger(__name__)
 
-#: A beat schedule entry to copy into ``CELERY_BEAT_SCHEDULE``: drain every 5 seconds.
 #: Seconds a drain queued by ``ENSIGN_OUTBOX_CELERY_ON_COMMIT`` may wait for a worker.
 TRIGGERED_DRAIN_EXPIRES = 5.0
 
+#: A beat schedule entry to copy into ``CELERY_BEAT_SCHEDULE``: drain every 5 seconds.
 OUTBOX_BEAT_SCHEDULE: dict[str, dict[str, _Any]] = {
     "django-ensign-publish-outbox": {
         "task": "django_ensign.tasks.publish_outbox",

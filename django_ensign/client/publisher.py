@@ -165,6 +165,15 @@ class _Batch:
                 self.sent_on[i] = stream
         return frames
 
+    def finish(self) -> None:
+        """Mark the batch done and let its frames go: it may wait in the deadline queue
+        behind an unanswered event for as long as that event's deadline."""
+        self.done = True
+        self.frames = []
+        self.ids = []
+        self.sent_on = []
+        self.order = None
+
     def resend(self, stream: _Stream, inflight: dict[bytes, Any]) -> bool:
         """Put the unanswered events ``stream`` carried ahead of those not sent yet.
 
@@ -660,7 +669,7 @@ class Publisher:
         if isinstance(unit, _Batch):
             unit.open -= 1
             if not unit.open:
-                unit.done = True
+                unit.finish()
         else:
             unit.done = True
             unit.event._settle(outcome)
@@ -682,9 +691,12 @@ class Publisher:
             ids = [unit.local_id] if inflight.get(unit.local_id) is unit else []
             failed = [unit.local_id]  # its Event is failed either way, so its callback hears
             unit.event._settle(None, error)
-        unit.done = True
         for local_id in ids:
             del inflight[local_id]
+        if isinstance(unit, _Batch):
+            unit.finish()
+        else:
+            unit.done = True
         if unit.on_nack is not None:
             # Callback-only callers must hear of it too: a client-made Nack stands in.
             code = NackCode.TIMEOUT if isinstance(error, exceptions.PublishTimeout) else 0

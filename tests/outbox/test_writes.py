@@ -380,10 +380,12 @@ def test_nan_and_infinity_are_published_as_strings_strict_json_parsers_take() ->
     def strict(constant: str) -> object:
         raise ValueError(f"{constant} is not JSON")
 
-    row = outbox.publish("t", {"temp": float("nan"), "range": (float("inf"), -float("inf"), 1.5)})
+    data = {"temp": float("nan"), "range": (float("inf"), -float("inf"), 1.5), float("nan"): 1}
+    row = outbox.publish("t", data)
     assert json.loads(bytes(row.data), parse_constant=strict) == {
         "temp": "NaN",
         "range": ["Infinity", "-Infinity", 1.5],
+        "NaN": 1,
     }
 
 
