@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
 
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connection
+from django.db.models import Case, Value, When
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from django_ensign import outbox
+from django_ensign import housekeeping, outbox
 from django_ensign.models import OutboxEvent, OutboxStatus
 
 pytestmark = pytest.mark.django_db
@@ -165,3 +167,32 @@ def test_an_event_whose_relay_died_in_flight_counts_as_waiting(staff: Client) ->
         lease_expires_at=timezone.now() + dt.timedelta(minutes=1)
     )
     assert staff.get(reverse(CHANGELIST)).context["ensign_oldest_pending_age"] is None
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("postgres_only")
+def test_the_counts_per_status_add_up_while_a_relay_moves_rows() -> None:
+    for n in range(20):
+        outbox.publish("t", {"n": n})
+    stop = threading.Event()
+
+    def flip_every_row() -> None:
+        # Each statement moves all 20 rows at once, as a relay's batched writes move many.
+        try:
+            while not stop.is_set():
+                OutboxEvent.objects.update(
+                    status=Case(
+                        When(status="pending", then=Value("acked")), default=Value("pending")
+                    )
+                )
+        finally:
+            connection.close()
+
+    mover = threading.Thread(target=flip_every_row)
+    mover.start()
+    try:
+        totals = {housekeeping.health().total for _ in range(200)}
+    finally:
+        stop.set()
+        mover.join()
+    assert totals == {20}
