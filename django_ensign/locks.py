@@ -58,7 +58,7 @@ def _advisory(using: str, shared: bool) -> Iterator[bool]:
     except psycopg.OperationalError as err:
         # The caller's own retries deal with a database that is down; said here, as a
         # drain that skips for it would otherwise look like one that found a relay.
-        _warn_unreachable(err)
+        _warn_unreachable(using, err)
         yield False
         return
     with conn:
@@ -70,15 +70,15 @@ def _advisory(using: str, shared: bool) -> Iterator[bool]:
 #: Seconds between two warnings that the lock's database is unreachable: a starting relay
 #: tries four times a second for up to 30 s.
 _WARN_EVERY = 10.0
-_warned_at = -_WARN_EVERY
+#: When each alias's unreachable database was last warned of (monotonic seconds).
+_warned_at: dict[str, float] = {}
 
 
-def _warn_unreachable(err: Exception) -> None:
-    global _warned_at
+def _warn_unreachable(using: str, err: Exception) -> None:
     now = time.monotonic()
-    if now - _warned_at >= _WARN_EVERY:
-        _warned_at = now
-        logger.warning("the outbox drain lock could not connect to PostgreSQL: %s", err)
+    if now - _warned_at.get(using, -_WARN_EVERY) >= _WARN_EVERY:
+        _warned_at[using] = now
+        logger.warning("the outbox drain lock could not connect to PostgreSQL (%s): %s", using, err)
 
 
 @contextlib.contextmanager

@@ -175,14 +175,17 @@ def test_the_counts_per_status_add_up_while_a_relay_moves_rows() -> None:
     for n in range(20):
         outbox.publish("t", {"n": n})
     stop = threading.Event()
+    flips: list[int] = []
 
     def flip_every_row() -> None:
         # Each statement moves all 20 rows at once, as a relay's batched writes move many.
         try:
             while not stop.is_set():
-                OutboxEvent.objects.update(
-                    status=Case(
-                        When(status="pending", then=Value("acked")), default=Value("pending")
+                flips.append(
+                    OutboxEvent.objects.update(
+                        status=Case(
+                            When(status="pending", then=Value("acked")), default=Value("pending")
+                        )
                     )
                 )
         finally:
@@ -196,3 +199,4 @@ def test_the_counts_per_status_add_up_while_a_relay_moves_rows() -> None:
         stop.set()
         mover.join()
     assert totals == {20}
+    assert set(flips) == {20}  # the rows did move while they were counted

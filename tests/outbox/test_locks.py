@@ -64,7 +64,7 @@ def test_a_drain_that_cannot_reach_postgresql_skips_and_says_why(
 ) -> None:
     unreachable = {**notify.conninfo("default"), "host": "127.0.0.1", "port": free_port()}
     monkeypatch.setattr(notify, "conninfo", lambda using: unreachable)
-    monkeypatch.setattr(locks, "_warned_at", -locks._WARN_EVERY)
+    monkeypatch.setattr(locks, "_warned_at", {})
     with caplog.at_level("WARNING", logger="django_ensign.locks"):
         with locks.drain_lock() as taken:
             assert not taken
