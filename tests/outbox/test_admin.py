@@ -87,6 +87,22 @@ def test_a_filtered_changelist_does_not_count_the_whole_table(
     assert whole_table_counts == []
 
 
+def test_the_unfiltered_changelist_counts_the_table_once(
+    staff: Client, rows: dict[str, OutboxEvent]
+) -> None:
+    table = OutboxEvent._meta.db_table
+    with CaptureQueriesContext(connection) as queries:
+        response = staff.get(reverse(CHANGELIST))
+    assert response.context["cl"].result_count == 5
+    assert "5 outbox events" in response.content.decode()
+    whole_table_counts = [
+        q["sql"]
+        for q in queries.captured_queries
+        if "COUNT(" in q["sql"] and table in q["sql"] and "WHERE" not in q["sql"]
+    ]
+    assert whole_table_counts == []  # the counts per status already add the table up
+
+
 def test_changelist_filters_by_status_and_searches_by_event_id_and_key(
     staff: Client, rows: dict[str, OutboxEvent]
 ) -> None:
