@@ -82,6 +82,11 @@ class _Pending:
         self.stream: _Stream | None = None
         self.done = False
 
+    def finish(self) -> None:
+        """Mark the event done and let its frame go (see :meth:`_Batch.finish`)."""
+        self.done = True
+        self.frame = b""
+
 
 class _Batch:
     """The events of one ``publish_encoded`` chunk: one entry in the queue and the deadlines.
@@ -671,7 +676,7 @@ class Publisher:
             if not unit.open:
                 unit.finish()
         else:
-            unit.done = True
+            unit.finish()
             unit.event._settle(outcome)
         if isinstance(outcome, Nack) and outcome.code == NackCode.TOPIC_UNKNOWN:
             # A destroyed (maybe recreated) topic: look the name up again next time.
@@ -693,10 +698,7 @@ class Publisher:
             unit.event._settle(None, error)
         for local_id in ids:
             del inflight[local_id]
-        if isinstance(unit, _Batch):
-            unit.finish()
-        else:
-            unit.done = True
+        unit.finish()
         if unit.on_nack is not None:
             # Callback-only callers must hear of it too: a client-made Nack stands in.
             code = NackCode.TIMEOUT if isinstance(error, exceptions.PublishTimeout) else 0

@@ -440,20 +440,29 @@ class _NeverAnswers(ensign_pb2_grpc.EnsignServicer):
             pass
 
 
+def drain_against(
+    servicer: ensign_pb2_grpc.EnsignServicer, topic: str, *, timeout: float
+) -> relay.RelayStats:
+    """A ``once`` drain of ``topic`` against an in-process ``servicer``, giving up on an
+    event's reply after ``timeout`` seconds."""
+
+    async def run() -> relay.RelayStats:
+        async with serving(servicer) as port:
+            client = client_of(port, {topic: b"\x01" * 16}, ack_timeout=timeout)
+            options = relay.RelayOptions(once=True, publish_timeout=timeout, create_topics=False)
+            try:
+                return await asyncio.wait_for(relay.Relay(options, client=client).run(), 30)
+            finally:
+                await client.close()
+
+    return asyncio.run(run())
+
+
 def test_an_event_the_client_gave_up_on_records_its_error_and_no_server_nack_code() -> None:
     topic = unique_topic()
     row = outbox.publish(topic, {"n": 1})
 
-    async def publish_to_a_stalled_server() -> relay.RelayStats:
-        async with serving(_NeverAnswers(topic)) as port:  # type: ignore[abstract]
-            client = client_of(port, {topic: b"\x01" * 16}, ack_timeout=0.5)
-            options = relay.RelayOptions(once=True, publish_timeout=0.5, create_topics=False)
-            try:
-                return await relay.Relay(options, client=client).run()
-            finally:
-                await client.close()
-
-    stats = asyncio.run(publish_to_a_stalled_server())
+    stats = drain_against(_NeverAnswers(topic), topic, timeout=0.5)  # type: ignore[abstract]
     assert (stats.acked, stats.retrying) == (0, 1)
     row.refresh_from_db()
     assert (row.status, row.attempts, row.nack_code) == (OutboxStatus.RETRYING, 1, None)
@@ -486,17 +495,9 @@ def test_an_ack_without_a_usable_commit_time_is_recorded_at_the_database_s(secon
     topic = unique_topic()
     row = outbox.publish(topic, {"n": 1})
 
-    async def publish() -> relay.RelayStats:
-        async with serving(_AcksWithCommitTime(topic, seconds)) as port:  # type: ignore[abstract]
-            client = client_of(port, {topic: b"\x01" * 16}, ack_timeout=5)
-            options = relay.RelayOptions(once=True, create_topics=False, publish_timeout=5)
-            try:
-                return await asyncio.wait_for(relay.Relay(options, client=client).run(), 10)
-            finally:
-                await client.close()
-
     before = timezone.now()
-    assert asyncio.run(publish()).acked == 1
+    servicer = _AcksWithCommitTime(topic, seconds)  # type: ignore[abstract]
+    assert drain_against(servicer, topic, timeout=5).acked == 1
     row.refresh_from_db()
     assert row.status == OutboxStatus.ACKED
     assert row.acked_at is not None
