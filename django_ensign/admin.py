@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
 from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList as _ChangeList
 from django.contrib.auth import get_permission_codename as _get_permission_codename
 from django.core.paginator import Paginator as _Paginator
 from django.db.models import QuerySet as _QuerySet
@@ -35,6 +36,24 @@ def holds_change_permission(model_admin: admin.ModelAdmin[_Any], request: _HttpR
     opts = model_admin.opts
     codename = _get_permission_codename("change", opts)
     return bool(request.user.has_perm(f"{opts.app_label}.{codename}"))
+
+
+class _ListWithoutBlobs(_ChangeList):
+    """A change list that leaves out the columns its page never shows.
+
+    A row's payload can run to megabytes, and the dead and failing rows a filter picks
+    are the large ones: a page of a hundred would read them all to show none.
+    """
+
+    unread: tuple[str, ...] = ()
+
+    def get_queryset(self, request: _HttpRequest, exclude_parameters: _Any = None) -> _Any:
+        return super().get_queryset(request, exclude_parameters).defer(*self.unread)
+
+
+def list_without(*unread: str) -> type[_ChangeList]:
+    """A :class:`~django.contrib.admin.views.main.ChangeList` that does not read ``unread``."""
+    return type("ListWithoutBlobs", (_ListWithoutBlobs,), {"unread": unread})
 
 
 if _TYPE_CHECKING:
@@ -97,6 +116,9 @@ class OutboxEventAdmin(_OutboxAdminBase):
 
     def has_delete_permission(self, request: _HttpRequest, obj: _Any = None) -> bool:
         return False
+
+    def get_changelist(self, request: _HttpRequest, **kwargs: _Any) -> type[_ChangeList]:
+        return list_without("data", "metadata", "last_error")
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: _OutboxEvent) -> str:
@@ -243,6 +265,9 @@ class DeadLetterAdmin(_ReadOnlyAdmin, _DeadLetterAdminBase):
     readonly_fields = ("data_preview",)
     exclude = ("data",)
 
+    def get_changelist(self, request: _HttpRequest, **kwargs: _Any) -> type[_ChangeList]:
+        return list_without("data", "metadata", "traceback")
+
     @admin.display(description="handler", ordering="handler")
     def handler_or_none(self, obj: _DeadLetter) -> str:
         return obj.handler or "(none wanted it)"
@@ -268,7 +293,8 @@ class DeadLetterAdmin(_ReadOnlyAdmin, _DeadLetterAdminBase):
 
     @admin.action(description="Replay the selected dead letters", permissions=["replay"])
     def replay_selected(self, request: _HttpRequest, queryset: _QuerySet[_DeadLetter]) -> None:
-        rows = queryset.filter(status=_DeadLetterStatus.DEAD).order_by("pk")
+        # Replaying reads each row's payload: the list's queryset left it out.
+        rows = queryset.filter(status=_DeadLetterStatus.DEAD).defer(None).order_by("pk")
         replayed, failed = _dispatch.replay_all(rows)
         if replayed:
             self.message_user(request, f"Replayed {replayed} dead letter(s).", _messages.SUCCESS)

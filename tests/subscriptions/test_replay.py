@@ -8,7 +8,9 @@ from io import StringIO
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client, override_settings
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from django_ensign import dispatch
@@ -90,6 +92,34 @@ def test_admin_lists_dead_letters_with_counts_and_replays_them(
     assert "Replayed 1 dead letter(s)." in response.content.decode()
     dead.refresh_from_db()
     assert dead.status == DeadLetterStatus.REPLAYED
+
+
+def test_the_dead_letter_list_does_not_read_payloads_or_tracebacks(
+    dead: DeadLetter, staff: Client
+) -> None:
+    url = reverse("admin:django_ensign_deadletter_changelist")
+    with CaptureQueriesContext(connection) as queries:
+        page = staff.get(url).content.decode()
+    assert "failing on purpose" in page
+    listed = [q["sql"] for q in queries.captured_queries if "ORDER BY" in q["sql"]]
+    assert listed, "the page's list query was not captured"
+    for name in ("data", "traceback"):
+        assert not [sql for sql in listed if connection.ops.quote_name(name) in sql]
+
+    Switch.objects.filter(name="flaky").update(on=False)
+    with CaptureQueriesContext(connection) as queries:
+        staff.post(url, {"action": "replay_selected", "_selected_action": [dead.pk]})
+    dead.refresh_from_db()
+    assert dead.status == DeadLetterStatus.REPLAYED
+    # The replay read the payload with its row, not in a query of its own.
+    payload_reads = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith("SELECT")
+        and connection.ops.quote_name("data") in q["sql"]
+        and connection.ops.quote_name("status") not in q["sql"]
+    ]
+    assert payload_reads == []
 
 
 def test_staff_who_may_only_view_dead_letters_cannot_replay_them(dead: DeadLetter) -> None:
