@@ -21,6 +21,11 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: 1 MiB is left for the event's other fields and the wrapper.
 MAX_EVENT_PAYLOAD_BYTES = MAX_MESSAGE_BYTES - 1024 * 1024
 
+#: The largest message a server without django-ensign's batch extension receives: gRPC's
+#: default, which Ensign's own server keeps (PROTOCOL.md §3). A bigger one ends the stream
+#: there, not with a nack, and ends it again each time it is resent.
+STOCK_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
 _WRAPPER_TOPIC_ID = b"\x12"  # EventWrapper.topic_id = 2
 _WRAPPER_EVENT = b"\x4a"  # EventWrapper.event = 9
 _WRAPPER_LOCAL_ID = b"\x82\x01"  # EventWrapper.local_id = 16

@@ -147,14 +147,30 @@ class _Batch:
         index = self.next if self.order is None else self.order[self.next]
         return len(self.frames[index])
 
-    def take(self, room: int, byte_room: int | None, stream: _Stream) -> list[bytes]:
-        """Up to ``room`` frames (and ``byte_room`` bytes, but at least one), sent on ``stream``."""
+    def skip(self) -> bytes:
+        """Pass over the next frame, unsent; its event's id."""
+        index = self.next if self.order is None else self.order[self.next]
+        self.next += 1
+        return self.ids[index]
+
+    def take(
+        self, room: int, byte_room: int | None, stream: _Stream, max_frame: int = 0
+    ) -> list[bytes]:
+        """Up to ``room`` frames (and ``byte_room`` bytes, but at least one), sent on ``stream``.
+
+        With ``max_frame``, the frames stop before the first one longer than that.
+        """
         start = self.next
         order = self.order
         if order is None:
             frames = self.frames[start : start + room]
         else:
             frames = [self.frames[i] for i in order[start : start + room]]
+        if max_frame:
+            for count, frame in enumerate(frames):
+                if len(frame) > max_frame:
+                    frames = frames[:count]
+                    break
         if byte_room is not None and sum(map(len, frames)) > byte_room:
             size = 0
             for count, frame in enumerate(frames):
@@ -208,6 +224,8 @@ class _Stream:
     batch: bool
     max_events: int
     max_bytes: int
+    #: The longest frame the server receives; 0 for one as long as the client sends.
+    max_frame: int = 0
     reader: asyncio.Task[None] | None = None
     error: BaseException | None = None
     replies: int = 0
@@ -480,7 +498,9 @@ class Publisher:
             if taken is None:
                 await self._rotate(stream)
                 continue
-            units, frames = taken
+            units, frames, too_long = taken
+            if too_long:
+                self._refuse_too_long(too_long, stream.max_frame)
             if not frames:
                 continue
             # Marked before the write: if the stream ends meanwhile, _ended requeues them.
@@ -499,14 +519,17 @@ class Publisher:
                 self._broken(stream, err)
                 continue
 
-    def _take(self, stream: _Stream) -> tuple[list[_Unit], list[bytes]] | None:
-        """The next request's events and frames; None when the stream lacks their topic."""
+    def _take(self, stream: _Stream) -> tuple[list[_Unit], list[bytes], list[bytes]] | None:
+        """The next request's events and frames, and the ids of events passed over as
+        longer than the server receives; None when the stream lacks their topic."""
         queue = self._queue
         limit = stream.max_events if stream.batch else 64
         max_bytes = stream.max_bytes
+        max_frame = stream.max_frame
         size = 0
         units: list[_Unit] = []
         frames: list[bytes] = []
+        too_long: list[bytes] = []
         while queue and len(frames) < limit:
             unit = queue[0]
             if unit.done:
@@ -519,11 +542,13 @@ class Publisher:
                     break
                 return None
             if isinstance(unit, _Batch):
+                while max_frame and unit.left and unit.next_size() > max_frame:
+                    too_long.append(unit.skip())
                 if unit.left:
                     byte_room = max_bytes - size if stream.batch else None
                     if frames and byte_room is not None and byte_room < unit.next_size():
                         break
-                    chunk = unit.take(limit - len(frames), byte_room, stream)
+                    chunk = unit.take(limit - len(frames), byte_room, stream, max_frame)
                     size += sum(map(len, chunk)) if stream.batch else 0
                     frames += chunk
                     units.append(unit)
@@ -531,6 +556,10 @@ class Publisher:
                         break  # the request is full; the rest of the batch waits at the head
                 queue.popleft()
                 unit.queued = False
+                continue
+            if max_frame and len(unit.frame) > max_frame:
+                queue.popleft()
+                too_long.append(unit.local_id)
                 continue
             if stream.batch:
                 item = len(unit.frame)
@@ -540,7 +569,18 @@ class Publisher:
             queue.popleft()
             units.append(unit)
             frames.append(unit.frame)
-        return units, frames
+        return units, frames, too_long
+
+    def _refuse_too_long(self, local_ids: list[bytes], max_frame: int) -> None:
+        """Nack events whose message the server would not receive, as the server would nack
+        an event over its size limit: sent, it would end the stream at every resend."""
+        error = (
+            f"maximum event size has been exceeded: the server receives messages of at most "
+            f"{max_frame:,} bytes (not sent)"
+        )
+        for local_id in local_ids:
+            self._settle(local_id, Nack(local_id, NackCode.MAX_EVENT_SIZE_EXCEEDED, error))
+        self._after_settle()
 
     def _requeue(self, units: list[_Unit], stream: _Stream) -> None:
         """Send again, first and in order, what ``units`` sent on ``stream`` and is unanswered."""
@@ -597,6 +637,8 @@ class Publisher:
             batch=use_batch,
             max_events=(ready.batch.max_events or DEFAULT_BATCH_EVENTS) if use_batch else 1,
             max_bytes=(ready.batch.max_bytes or DEFAULT_BATCH_BYTES) if use_batch else 0,
+            # The extension comes with django-ensign's server, whose limit is the client's.
+            max_frame=0 if ready.HasField("batch") else framing.STOCK_MAX_MESSAGE_BYTES,
         )
         stream.reader = asyncio.get_running_loop().create_task(self._read_loop(stream))
         self._readers.add(stream.reader)

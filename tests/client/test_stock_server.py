@@ -1,0 +1,89 @@
+"""A server without django-ensign's extension, as Ensign's own: it receives gRPC's default
+4 MiB per message, and a longer one ends the stream instead of drawing a nack.
+
+Ensign's server is not on this machine, so a minimal in-process servicer with gRPC's
+default limits plays it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from django_ensign.client import Ack, Event, Nack
+from django_ensign.client.events import NackCode, encode_event, new_local_id
+from django_ensign.client.framing import STOCK_MAX_MESSAGE_BYTES
+from django_ensign.proto.api.v1beta1 import ensign_pb2, ensign_pb2_grpc
+from tests.support.inprocess import client_of, serving
+
+TOPIC_ID = b"\x02" * 16
+#: Under the 5,243,000 bytes Ensign nacks, over the message gRPC lets it receive.
+LONG = STOCK_MAX_MESSAGE_BYTES + 100_000
+
+
+class StockServer(ensign_pb2_grpc.EnsignServicer):
+    """Acks every event it receives, on streams that offer no batch extension."""
+
+    def __init__(self) -> None:
+        self.opens = 0
+        self.received: list[bytes] = []
+
+    async def Publish(
+        self, request_iterator: AsyncIterator[ensign_pb2.PublisherRequest], context: object
+    ) -> AsyncIterator[ensign_pb2.PublisherReply]:
+        self.opens += 1
+        await anext(request_iterator)
+        yield ensign_pb2.PublisherReply(ready=ensign_pb2.StreamReady(topics={"t": TOPIC_ID}))
+        async for request in request_iterator:
+            local_id = request.event.local_id
+            self.received.append(local_id)
+            ack = ensign_pb2.Ack(id=local_id)
+            ack.committed.GetCurrentTime()
+            yield ensign_pb2.PublisherReply(ack=ack)
+
+
+async def test_an_event_longer_than_the_server_receives_is_nacked_and_the_rest_go_out() -> None:
+    servicer = StockServer()  # type: ignore[abstract]
+    async with serving(servicer) as port:
+        client = client_of(port, {"t": TOPIC_ID}, ack_timeout=30.0)
+        before, long, after = Event(b"a"), Event(b"x" * LONG), Event(b"b")
+        await client.publish("t", before, long, after)
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*(e.wait_for_ack() for e in (before, long, after))), 20
+        )
+        await client.close()
+    assert [type(o) for o in outcomes] == [Ack, Nack, Ack]
+    assert outcomes[1].code == NackCode.MAX_EVENT_SIZE_EXCEEDED
+    assert "4,194,304 bytes" in outcomes[1].error
+    assert servicer.received == [before.local_id, after.local_id]
+    assert servicer.opens == 1  # the stream stayed up
+
+
+async def test_encoded_events_longer_than_the_server_receives_are_nacked() -> None:
+    """The outbox relay's path: it marks such a row dead on the nack's code."""
+    servicer = StockServer()  # type: ignore[abstract]
+    sizes = [10, LONG, 10, LONG, LONG, 10]
+    pairs = [
+        (new_local_id(), encode_event(b"x" * size, "application/octet-stream", "B", "1.0.0"))
+        for size in sizes
+    ]
+    outcomes: dict[bytes, Ack | Nack] = {}
+    done = asyncio.Event()
+
+    def settled(outcome: Ack | Nack) -> None:
+        outcomes[outcome.id] = outcome
+        if len(outcomes) == len(pairs):
+            done.set()
+
+    async with serving(servicer) as port:
+        client = client_of(port, {"t": TOPIC_ID}, ack_timeout=30.0)
+        await client.publish_encoded("t", pairs, on_ack=settled, on_nack=settled)
+        await asyncio.wait_for(done.wait(), 20)
+        await client.close()
+    codes = [
+        outcomes[local_id].code if isinstance(outcomes[local_id], Nack) else "ack"
+        for local_id, _ in pairs
+    ]
+    assert codes == ["ack", 1, "ack", 1, 1, "ack"]
+    assert servicer.received == [pairs[0][0], pairs[2][0], pairs[5][0]]
+    assert servicer.opens == 1
