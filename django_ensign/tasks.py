@@ -28,7 +28,7 @@ OUTBOX_BEAT_SCHEDULE: dict[str, dict[str, _Any]] = {
 }
 
 
-@_shared_task(name="django_ensign.tasks.publish_outbox", ignore_result=False)  # type: ignore[untyped-decorator]
+@_shared_task(name="django_ensign.tasks.publish_outbox")  # type: ignore[untyped-decorator]
 def publish_outbox(
     batch_size: int | None = None, topics: list[str] | None = None, using: str | None = None
 ) -> dict[str, int]:
@@ -75,7 +75,8 @@ def publish_outbox(
     name="django_ensign.tasks.handle_event",
     acks_late=True,
     # The event is acked to Ensign already: a run that hits its time limit is requeued,
-    # not acked away. (Few errors reach Celery: see handle_event.)
+    # not acked away (Celery 5.5 and later: the extra's floor). Few errors reach Celery:
+    # see handle_event.
     acks_on_failure_or_timeout=False,
     reject_on_worker_lost=True,
     ignore_result=True,
@@ -213,7 +214,7 @@ def enqueue_event(event: _Any) -> None:
     handle_event.apply_async(args=[event.to_payload()], **options)
 
 
-@_shared_task(name="django_ensign.tasks.prune_inbox", ignore_result=False)  # type: ignore[untyped-decorator]
+@_shared_task(name="django_ensign.tasks.prune_inbox")  # type: ignore[untyped-decorator]
 def prune_inbox(older_than: str = "7d", batch_size: int = 1000, using: str | None = None) -> int:
     """``ensign_prune_inbox`` for beat: delete inbox rows older than ``older_than``.
 
