@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import decimal
 from collections.abc import Collection
 from typing import Any
 
+from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 def model_fields(instance: models.Model, *, reread: Collection[str] = ()) -> dict[str, Any]:
@@ -14,7 +17,8 @@ def model_fields(instance: models.Model, *, reread: Collection[str] = ()) -> dic
 
     Each value is the field's own type, as a fresh read of the row would give it: a
     ``total`` assigned ``10`` or ``"9.999"`` is published as the column holds it,
-    ``"10.00"`` or ``"10.00"``, not as the caller typed it. A field the instance does not
+    ``"10.00"`` or ``"10.00"``, not as the caller typed it, and with ``USE_TZ`` a datetime
+    in UTC (a naive one taken in ``TIME_ZONE``, as Django stores it). A field the instance does not
     hold as a value (deferred by ``only()``/``defer()``, or saved as an expression such
     as ``F("stock") - 1``) is read back in one query, and so are the fields ``reread``
     names (by attribute name), whatever the instance holds. After a delete that row is
@@ -61,6 +65,11 @@ def _as_stored(field: models.Field[Any, Any], value: Any) -> Any:
         value = field.to_python(value)
     except Exception:  # a custom field's own conversion
         return original  # the database took it anyway: publish what the caller gave
+    if isinstance(value, dt.datetime) and settings.USE_TZ:
+        if timezone.is_naive(value):
+            # As DateTimeField stores it (with a RuntimeWarning): in the default time zone.
+            value = timezone.make_aware(value, timezone.get_default_timezone())
+        return value.astimezone(dt.UTC)  # the zone a read of the column gives
     places = getattr(field, "decimal_places", None)
     if isinstance(value, decimal.Decimal) and places is not None and value.is_finite():
         # PostgreSQL rounds a numeric half away from zero; so does ROUND_HALF_UP (SQLite

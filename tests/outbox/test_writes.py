@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import zoneinfo
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -172,6 +174,24 @@ def test_files_and_bytes_are_published_as_the_file_name_and_base64() -> None:
     first, second = (json.loads(bytes(row.data)) for row in OutboxEvent.objects.order_by("id"))
     assert (first["attachment"], first["blob"]) == ("documents/a.pdf", "AP8=")
     assert (second["attachment"], second["blob"]) == (None, None)
+
+
+@override_settings(TIME_ZONE="Europe/Paris")
+@pytest.mark.parametrize(
+    "signed",
+    [
+        dt.datetime(2024, 1, 1, 12, 0),  # naive: Django stores it as Paris time
+        dt.datetime(2024, 1, 1, 12, 0, tzinfo=zoneinfo.ZoneInfo("Europe/Paris")),
+        "2024-01-01 12:00",
+    ],
+)
+@pytest.mark.filterwarnings("ignore:.*received a naive datetime:RuntimeWarning")
+def test_a_datetime_is_published_as_the_column_holds_it(signed: object) -> None:
+    document = Document.objects.create(title="d", signed=signed)
+    published = json.loads(bytes(OutboxEvent.objects.get().data))["signed"]
+    document.refresh_from_db()
+    assert published == "2024-01-01T11:00:00Z"
+    assert dt.datetime.fromisoformat(published) == document.signed
 
 
 def test_a_save_of_some_fields_publishes_the_others_as_the_row_holds_them() -> None:

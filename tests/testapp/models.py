@@ -65,6 +65,7 @@ class Document(models.Model):
     title = models.CharField(max_length=40)
     attachment = models.FileField(upload_to="documents/", blank=True)
     blob = models.BinaryField(null=True)
+    signed = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.title
