@@ -131,7 +131,7 @@ def _credentials_file_errors(cred_file: str) -> list[_checks.CheckMessage]:
 def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.CheckMessage]:
     """E004 topic names, E005 unknown models, E007 malformed entries, E008 relay settings,
     E009 a publication's mimetype or version, E011 a model registered in code and settings,
-    E012 a serializer or key that is not a function."""
+    E012 a serializer or key that is not a function, W005 a published through model."""
     from django.apps import apps
 
     from django_ensign import outbox, registry
@@ -219,6 +219,7 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
                     id="django_ensign.E004",
                 )
             )
+    found.extend(_through_model_warnings({p.model for p in registry.publications()}))
     topics.update({p.topic: p.model._meta.label for p in registry.publications()})
     for topic, label in sorted(topics.items()):
         try:
@@ -303,6 +304,30 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
                 id="django_ensign.E010",
             )
         )
+    return found
+
+
+def _through_model_warnings(published: set[type[_Any]]) -> list[_checks.CheckMessage]:
+    from django.apps import apps
+
+    found: list[_checks.CheckMessage] = []
+    for model in apps.get_models():
+        for relation in model._meta.local_many_to_many:
+            through = relation.remote_field.through
+            if through in published:
+                found.append(
+                    _checks.Warning(
+                        f"{through._meta.label} publishes and is the through model of "
+                        f"{model._meta.label}.{relation.name}, whose add() and set() insert "
+                        "its rows with bulk_create: no event for them, while remove() and "
+                        "clear() publish their deletions.",
+                        hint=f"Create {through._meta.object_name} rows one by one "
+                        "(objects.create()), or publish them with outbox.publish() in the "
+                        "same transaction.",
+                        obj=through,
+                        id="django_ensign.W005",
+                    )
+                )
     return found
 
 

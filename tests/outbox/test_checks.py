@@ -17,7 +17,7 @@ from django.db import connections
 from django.test import override_settings
 
 from django_ensign import checks, registry
-from tests.testapp.models import Note, Order
+from tests.testapp.models import Membership, Note, Order
 
 GOOD = {
     "ENSIGN_ENDPOINT": "127.0.0.1:5356",
@@ -335,6 +335,7 @@ def test_each_outbox_check_id_is_used_for_one_problem_only() -> None:
         "django_ensign.E009", "django_ensign.E010", "django_ensign.E011", "django_ensign.E012",
         "django_ensign.E013", "django_ensign.E014",
         "django_ensign.W001", "django_ensign.W002", "django_ensign.W003", "django_ensign.W004",
+        "django_ensign.W005",
     ]  # fmt: skip
     # The two E003 branches, E007 reused for options and for a setting that is not a dict,
     # E008 for non-numbers, non-finite numbers and the lock's directory too, E002 for half
@@ -349,3 +350,12 @@ def test_e012_a_serializer_or_key_that_is_not_a_function(option: str, value: obj
     assert ids(ENSIGN_PUBLISHED_MODELS=entry) == ["django_ensign.E012"]
     dotted = {"testapp.Note": {"topic": "notes", option: "json.dumps"}}
     assert ids(ENSIGN_PUBLISHED_MODELS=dotted) == []
+
+
+def test_w005_a_published_through_model_is_named() -> None:
+    registry.register(Membership, topic="memberships")
+    try:
+        assert ids() == ["django_ensign.W005"]
+    finally:
+        registry.unregister(Membership)
+    assert ids() == []

@@ -21,7 +21,16 @@ from django_ensign.client.events import Event
 from django_ensign.models import OutboxEvent, OutboxStatus
 from django_ensign.testing import capture_outbox
 from django_ensign.wire import ids
-from tests.testapp.models import Customer, Document, Note, Order, Parcel, RushOrder
+from tests.testapp.models import (
+    Customer,
+    Document,
+    Membership,
+    Note,
+    Order,
+    Parcel,
+    RushOrder,
+    Team,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -497,3 +506,22 @@ def test_a_bulk_write_returns_each_row_with_its_own_id() -> None:
     assert len({row.pk for row in rows}) == 2500
     stored = dict(OutboxEvent.objects.values_list("pk", "ordering_key"))
     assert all(stored[row.pk] == row.ordering_key for row in rows)
+
+
+def test_a_published_through_model_publishes_removals_but_not_bulk_additions() -> None:
+    """As the README and check W005 say: add() inserts through rows with bulk_create."""
+    team = Team.objects.create(name="blue")
+    ann = Customer.objects.create(name="ann")
+    registry.register(Membership, topic="memberships")
+    try:
+        team.members.add(ann)
+        assert not OutboxEvent.objects.filter(topic="memberships").exists()
+        team.members.remove(ann)
+        Membership.objects.create(team=team, customer=ann)  # one by one: published
+    finally:
+        registry.unregister(Membership)
+    published = OutboxEvent.objects.filter(topic="memberships").order_by("id")
+    assert list(published.values_list("type_name", flat=True)) == [
+        "MembershipDeleted",
+        "MembershipCreated",
+    ]

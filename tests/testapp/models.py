@@ -85,3 +85,23 @@ class Parcel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.count} x {self.grams} g"
+
+
+class Team(models.Model):
+    """Customers in teams, through Membership (which tests may register to publish)."""
+
+    name = models.CharField(max_length=40)
+    members = models.ManyToManyField(Customer, through="Membership")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    """The through model of Team.members."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE)
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE)
+
+    def __str__(self) -> str:
+        return f"{self.customer} in {self.team}"
