@@ -331,6 +331,32 @@ def _through_model_warnings(published: set[type[_Any]]) -> list[_checks.CheckMes
     return found
 
 
+#: The tag of the checks ``ensign_server`` runs before it starts (it skips the others).
+SERVER_TAG = "django_ensign_server"
+
+
+@_checks.register("django_ensign", SERVER_TAG)
+def check_server(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.CheckMessage]:
+    """E015 the embedded server's ports."""
+    from django.conf import settings as django_settings
+
+    found: list[_checks.CheckMessage] = []
+    for name in ("SERVER_PORT", "SERVER_AUTH_PORT"):
+        try:
+            port = getattr(_settings, name)
+        except (TypeError, ValueError):
+            port = None
+        if port is None or not 1 <= port <= 65535:
+            raw = getattr(django_settings, f"ENSIGN_{name}", None)
+            found.append(
+                _checks.Error(
+                    f"ENSIGN_{name} must be a port number from 1 to 65535, got {raw!r}.",
+                    id="django_ensign.E015",
+                )
+            )
+    return found
+
+
 @_checks.register("django_ensign")
 def check_databases(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.CheckMessage]:
     """E014 published models or handlers write to a database other than PostgreSQL or SQLite."""

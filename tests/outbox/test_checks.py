@@ -333,7 +333,7 @@ def test_each_outbox_check_id_is_used_for_one_problem_only() -> None:
         "django_ensign.E001", "django_ensign.E002", "django_ensign.E003", "django_ensign.E004",
         "django_ensign.E005", "django_ensign.E006", "django_ensign.E007", "django_ensign.E008",
         "django_ensign.E009", "django_ensign.E010", "django_ensign.E011", "django_ensign.E012",
-        "django_ensign.E013", "django_ensign.E014",
+        "django_ensign.E013", "django_ensign.E014", "django_ensign.E015",
         "django_ensign.W001", "django_ensign.W002", "django_ensign.W003", "django_ensign.W004",
         "django_ensign.W005",
     ]  # fmt: skip
@@ -359,3 +359,12 @@ def test_w005_a_published_through_model_is_named() -> None:
     finally:
         registry.unregister(Membership)
     assert ids() == []
+
+
+@pytest.mark.parametrize("setting", ["ENSIGN_SERVER_PORT", "ENSIGN_SERVER_AUTH_PORT"])
+@pytest.mark.parametrize("value", ["x", 0, 70000, None])
+def test_e015_the_embedded_servers_ports(setting: str, value: object) -> None:
+    with override_settings(**{setting: value}):
+        assert [m.id for m in checks.check_server()] == ["django_ensign.E015"]
+    with override_settings(**{setting: "6000"}):
+        assert checks.check_server() == []

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError, SystemCheckError
+from django.test import override_settings
 
 from tests.outbox.support import ROOT, run_async, stop, wait_until
 from tests.support.server import EmbeddedServer, free_port, port_open
@@ -72,3 +75,15 @@ def test_ensign_server_command_on_a_taken_port_fails_with_a_short_error(tmp_path
         in result.stderr
     )
     assert "Traceback" not in result.stderr
+
+
+@override_settings(ENSIGN_SERVER_PORT="x")
+def test_ensign_server_command_with_a_bad_port_setting_fails_its_check() -> None:
+    with pytest.raises(SystemCheckError, match=r"django_ensign.E015.*ENSIGN_SERVER_PORT"):
+        call_command("ensign_server", skip_checks=False)
+
+
+@pytest.mark.parametrize("port", ["0", "70000", "http"])
+def test_ensign_server_command_refuses_a_port_out_of_range(port: str) -> None:
+    with pytest.raises(CommandError, match="a port number from 1 to 65535"):
+        call_command("ensign_server", "--port", port)
