@@ -301,7 +301,8 @@ class DeadLetterAdmin(_ReadOnlyAdmin, _DeadLetterAdminBase):
         if failed:
             self.message_user(
                 request,
-                f"{len(failed)} dead letter(s) still failing: {failed[0].error}",
+                f"{len(failed)} dead letter(s) still dead; the first is "
+                f"{_dispatch.why_still_dead(failed[0])}",
                 _messages.WARNING,
             )
         if not replayed and not failed:

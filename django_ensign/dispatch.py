@@ -546,7 +546,7 @@ def replay(row: models.DeadLetter) -> bool:
     the inbox's database is neither PostgreSQL nor SQLite.
     """
     databases.require_supported(inbox_alias())
-    if row.reason == models.DeadLetterReason.UNDECODABLE and not row.handler:
+    if not replayable(row):
         return False
     event = event_of(row)
     error: BaseException | str = ""
@@ -574,6 +574,19 @@ def replay(row: models.DeadLetter) -> bool:
     return True
 
 
+def replayable(row: models.DeadLetter) -> bool:
+    """False for a row :func:`replay` leaves dead as it is: data the subscriber could not
+    decode (a handler's own ``UndecodableEvent`` is replayable)."""
+    return not (row.reason == models.DeadLetterReason.UNDECODABLE and not row.handler)
+
+
+def why_still_dead(row: models.DeadLetter) -> str:
+    """What to tell a person about a row a replay left dead."""
+    if replayable(row):
+        return f"still failing: {row.error}"
+    return f"not replayable, as its data does not decode: {row.error}"
+
+
 def event_of(row: models.DeadLetter) -> InboundEvent:
     """The event a dead letter kept."""
     return InboundEvent(
@@ -590,7 +603,7 @@ def event_of(row: models.DeadLetter) -> InboundEvent:
 
 
 def replay_all(rows: Iterable[models.DeadLetter]) -> tuple[int, list[models.DeadLetter]]:
-    """Replay each dead letter; returns how many were applied and the rows still failing.
+    """Replay each dead letter; returns how many were applied and the rows still dead.
 
     Raises :class:`~django_ensign.exceptions.UnsupportedDatabase` before reading a row
     when the inbox's database is neither PostgreSQL nor SQLite.

@@ -174,6 +174,9 @@ def test_an_event_that_did_not_decode_stays_dead_on_replay() -> None:
     assert row.status == DeadLetterStatus.DEAD
     assert "does not decode: Error parsing message" in row.error
     assert not Applied.objects.exists()
+    said = replay()
+    assert f"{row.pk}: not replayable, as its data does not decode: " in said
+    assert "still failing" not in said
 
 
 def test_an_event_a_handler_found_undecodable_replays_once_the_handler_can_read_it() -> None:

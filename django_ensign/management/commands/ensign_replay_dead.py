@@ -59,5 +59,5 @@ class Command(EnsignCommand):
         replayed, failed = dispatch.replay_all(rows.order_by("pk"))
         for row in failed:
             if verbosity >= 1:
-                self.stderr.write(f"{row.pk}: still failing: {row.error}")
+                self.stderr.write(f"{row.pk}: {dispatch.why_still_dead(row)}")
         self.stdout.write(f"Replayed {replayed}, still dead {len(failed)}")
