@@ -79,21 +79,27 @@ class Settings:
         return str(value) if value else None
 
     # --- embedded server (manage.py ensign_server) ------------------------
+    # None is the default too: settings files read these from the environment
+    # (os.environ.get), which gives None where only the development server runs them.
+    def _server(self, name: str, default: Any) -> Any:
+        value = self._get(name, None)
+        return default if value is None else value
+
     @property
     def SERVER_DATA_DIR(self) -> str:
-        return str(self._get("SERVER_DATA_DIR", "ensign-data"))
+        return str(self._server("SERVER_DATA_DIR", "ensign-data"))
 
     @property
     def SERVER_HOST(self) -> str:
-        return str(self._get("SERVER_HOST", "127.0.0.1"))
+        return str(self._server("SERVER_HOST", "127.0.0.1"))
 
     @property
     def SERVER_PORT(self) -> int:
-        return int(self._get("SERVER_PORT", 5356))
+        return int(self._server("SERVER_PORT", 5356))
 
     @property
     def SERVER_AUTH_PORT(self) -> int:
-        return int(self._get("SERVER_AUTH_PORT", 8088))
+        return int(self._server("SERVER_AUTH_PORT", 8088))
 
     # --- outbox and relay (owned by the outbox; add below) -----------------
     @property

@@ -615,6 +615,7 @@ def replay_all(rows: Iterable[models.DeadLetter]) -> tuple[int, list[models.Dead
         if replay(row):
             replayed += 1
         else:
-            row.refresh_from_db()
+            # Not the payload and traceback again: what a report of the failure shows.
+            row.refresh_from_db(fields=["status", "error", "attempts", "last_failed_at"])
             failed.append(row)
     return replayed, failed

@@ -65,7 +65,11 @@ def _as_stored(field: models.Field[Any, Any], value: Any) -> Any:
         value = field.to_python(value)
     except Exception:  # a custom field's own conversion
         return original  # the database took it anyway: publish what the caller gave
-    if isinstance(value, dt.datetime) and settings.USE_TZ:
+    if (
+        isinstance(field, models.DateTimeField)
+        and isinstance(value, dt.datetime)
+        and settings.USE_TZ
+    ):
         if timezone.is_naive(value):
             # As DateTimeField stores it (with a RuntimeWarning): in the default time zone.
             value = timezone.make_aware(value, timezone.get_default_timezone())

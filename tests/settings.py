@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,8 @@ TIME_ZONE = "UTC"
 ALLOWED_HOSTS = ["*"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 ROOT_URLCONF = "tests.urls"
+# Tests give ensign_server its own directories; a stray start must not write into the checkout.
+ENSIGN_SERVER_DATA_DIR = os.path.join(tempfile.gettempdir(), "django-ensign-tests", "ensign-data")
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -538,8 +538,8 @@ class Publisher:
                     unit.queued = False
                 continue
             if unit.topic_id not in stream.topic_ids and unit.topic_id not in stream.forced:
-                if frames:
-                    break
+                if frames or too_long:
+                    break  # the refused events are settled first; the next take rotates
                 return None
             if isinstance(unit, _Batch):
                 while max_frame and unit.left and unit.next_size() > max_frame:

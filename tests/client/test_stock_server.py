@@ -17,6 +17,8 @@ from django_ensign.proto.api.v1beta1 import ensign_pb2, ensign_pb2_grpc
 from tests.support.inprocess import client_of, serving
 
 TOPIC_ID = b"\x02" * 16
+#: A topic the client knows and the server's streams do not list (made after they opened).
+NEW_TOPIC_ID = b"\x03" * 16
 #: Under the 5,243,000 bytes Ensign nacks, over the message gRPC lets it receive.
 LONG = STOCK_MAX_MESSAGE_BYTES + 100_000
 
@@ -87,3 +89,18 @@ async def test_encoded_events_longer_than_the_server_receives_are_nacked() -> No
     assert codes == ["ack", 1, "ack", 1, 1, "ack"]
     assert servicer.received == [pairs[0][0], pairs[2][0], pairs[5][0]]
     assert servicer.opens == 1
+
+
+async def test_a_long_event_followed_by_one_for_a_topic_the_stream_lacks_is_still_nacked() -> None:
+    servicer = StockServer()  # type: ignore[abstract]
+    async with serving(servicer) as port:
+        client = client_of(port, {"t": TOPIC_ID, "new": NEW_TOPIC_ID}, ack_timeout=30.0)
+        long, fresh = Event(b"x" * LONG), Event(b"b")
+        # Queued together, before the writer's next turn.
+        await asyncio.gather(client.publish("t", long), client.publish("new", fresh))
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(long.wait_for_ack(), fresh.wait_for_ack()), 20
+        )
+        await client.close()
+    assert [type(o) for o in outcomes] == [Nack, Ack]
+    assert servicer.received == [fresh.local_id]

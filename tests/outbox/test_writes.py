@@ -203,6 +203,14 @@ def test_a_datetime_is_published_as_the_column_holds_it(signed: object) -> None:
     assert dt.datetime.fromisoformat(published) == document.signed
 
 
+def test_a_datetime_inside_a_json_field_is_published_as_the_column_holds_it() -> None:
+    with override_settings(TIME_ZONE="Europe/Paris"):
+        document = Document.objects.create(title="d", notes=dt.datetime(2024, 1, 1, 12, 0))
+    published = json.loads(bytes(OutboxEvent.objects.get().data))["notes"]
+    document.refresh_from_db()
+    assert published == document.notes == "2024-01-01T12:00:00"
+
+
 def test_a_save_of_some_fields_publishes_the_others_as_the_row_holds_them() -> None:
     order = Order.objects.create(reference="U-1", total="2.00", customer="ann")
     order.total = Decimal("99.00")  # changed in memory, but not saved

@@ -122,6 +122,18 @@ def test_the_dead_letter_list_does_not_read_payloads_or_tracebacks(
     assert payload_reads == []
 
 
+def test_a_replay_that_still_fails_reads_each_payload_once(dead: DeadLetter, staff: Client) -> None:
+    url = reverse("admin:django_ensign_deadletter_changelist")
+    with CaptureQueriesContext(connection) as queries:
+        response = staff.post(
+            url, {"action": "replay_selected", "_selected_action": [dead.pk]}, follow=True
+        )
+    assert "1 dead letter(s) still dead; the first is still failing: " in response.content.decode()
+    data = connection.ops.quote_name("data")
+    reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
+    assert len([sql for sql in reads if data in sql and "deadletter" in sql]) == 1
+
+
 def test_staff_who_may_only_view_dead_letters_cannot_replay_them(dead: DeadLetter) -> None:
     viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
     viewer.user_permissions.add(Permission.objects.get(codename="view_deadletter"))

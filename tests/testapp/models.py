@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
 from django_ensign import registry
@@ -66,6 +67,7 @@ class Document(models.Model):
     attachment = models.FileField(upload_to="documents/", blank=True)
     blob = models.BinaryField(null=True)
     signed = models.DateTimeField(null=True, blank=True)
+    notes = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
 
     def __str__(self) -> str:
         return self.title
