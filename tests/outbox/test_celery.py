@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis, pytest
 def celery_app(redis_url: str) -> Iterator[Celery]:
     app = Celery("django_ensign_tests", broker=redis_url, backend=redis_url, set_as_current=True)
     app.conf.update(task_default_queue="django-ensign-tests", worker_hijack_root_logger=False)
+    app.control.purge()  # a drain left queued by an aborted run must not take these rows
     with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
         yield app
 

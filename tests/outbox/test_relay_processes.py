@@ -7,6 +7,7 @@ PostgreSQL only: the relay subprocesses must share the test's database.
 from __future__ import annotations
 
 import random
+import re
 import signal
 import subprocess
 import time
@@ -68,7 +69,12 @@ def test_several_relays_publish_every_row_exactly_once(
         wait_until(lambda: acked() == 600, 90, "600 acked rows")
     finally:
         codes = [stop(p) for p in relays]
-    assert codes == [0, 0, 0], [(tmp_path / f"relay{i}.log").read_text() for i in range(3)]
+    logs = [(tmp_path / f"relay{i}.log").read_text() for i in range(3)]
+    assert codes == [0, 0, 0], logs
+    # Side by side, not by turns: each relay claimed rows.
+    claimed = [int(m.group(1)) for log in logs for m in re.finditer(r"claimed (\d+),", log)]
+    assert len(claimed) == 3, logs
+    assert all(claimed), logs
     assert_each_once_on_server(topic, ensign_server, rows)
     assert_key_order_on_server(topic, ensign_server, rows)
 

@@ -54,7 +54,9 @@ def test_saving_a_registered_model_writes_its_event_in_the_same_transaction() ->
 
 def create_then_fail(reference: str) -> None:
     with transaction.atomic():
-        Order.objects.create(reference=reference)
+        order = Order.objects.create(reference=reference)
+        # Written, so the rollback is what takes it away.
+        assert OutboxEvent.objects.filter(ordering_key__endswith=f":{order.pk}").exists()
         raise RuntimeError("business rule failed")
 
 
