@@ -58,7 +58,9 @@ def _advisory(using: str, shared: bool) -> Iterator[bool]:
     except psycopg.OperationalError as err:
         # The caller's own retries deal with a database that is down; said here, as a
         # drain that skips for it would otherwise look like one that found a relay.
-        _warn_unreachable(using, err)
+        _warn_now_and_then(
+            using, "the outbox drain lock could not connect to PostgreSQL (%s): %s", using, err
+        )
         yield False
         return
     with conn:
@@ -70,15 +72,15 @@ def _advisory(using: str, shared: bool) -> Iterator[bool]:
 #: Seconds between two warnings that the lock's database is unreachable: a starting relay
 #: tries four times a second for up to 30 s.
 _WARN_EVERY = 10.0
-#: When each alias's unreachable database was last warned of (monotonic seconds).
+#: When each alias's lock trouble was last warned of (monotonic seconds).
 _warned_at: dict[str, float] = {}
 
 
-def _warn_unreachable(using: str, err: Exception) -> None:
+def _warn_now_and_then(using: str, message: str, *args: object) -> None:
     now = time.monotonic()
     if now - _warned_at.get(using, -_WARN_EVERY) >= _WARN_EVERY:
         _warned_at[using] = now
-        logger.warning("the outbox drain lock could not connect to PostgreSQL (%s): %s", using, err)
+        logger.warning(message, *args)
 
 
 @contextlib.contextmanager
@@ -108,7 +110,22 @@ def _lock_path(using: str) -> Path:
 
 @contextlib.contextmanager
 def _file_lock(using: str, shared: bool) -> Iterator[bool]:
-    fd = os.open(_lock_path(using), os.O_RDWR | os.O_CREAT, 0o600)
+    path = _lock_path(using)
+    try:
+        # Readable and writable by whoever the umask allows: the relay and the Celery
+        # worker may run as different users.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as err:
+        # The lock saves work, the leases keep each row with one relay or drain: going on
+        # without it beats a drain that fails, or skips, at every beat.
+        _warn_now_and_then(
+            using,
+            "the outbox drain lock file %s cannot be used (%s); going on without it",
+            path,
+            err,
+        )
+        yield True
+        return
     try:
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test import override_settings
 
 from django_ensign import locks, notify
 from tests.support.server import free_port
@@ -71,4 +74,24 @@ def test_a_drain_that_cannot_reach_postgresql_skips_and_says_why(
         with locks.relay_lock(wait=0.6) as taken:  # three more tries, no more warnings
             assert not taken
     warnings = [r for r in caplog.records if "could not connect to PostgreSQL" in r.message]
+    assert len(warnings) == 1
+
+
+def test_a_lock_file_that_cannot_be_opened_lets_drains_go_on_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    if connection.vendor == "postgresql":
+        pytest.skip("PostgreSQL takes an advisory lock, not a file")
+    monkeypatch.setattr(locks, "_warned_at", {})
+    with override_settings(ENSIGN_OUTBOX_LOCK_FILE_DIR=str(tmp_path)):
+        locks._lock_path("default").mkdir()  # as unopenable as another user's 0600 file
+        with (
+            caplog.at_level("WARNING", logger="django_ensign.locks"),
+            locks.drain_lock() as drain,
+            locks.relay_lock(wait=0.6) as relay,
+        ):
+            # The leases keep the rows apart: a drain that skipped at every beat, or
+            # failed, would publish nothing while no relay runs.
+            assert (drain, relay) == (True, True)
+    warnings = [r for r in caplog.records if "cannot be used" in r.message]
     assert len(warnings) == 1
