@@ -1,4 +1,4 @@
-"""The databases django_ensign keeps its tables on: PostgreSQL and SQLite, no other.
+"""The databases django_ensign keeps its tables on: PostgreSQL and SQLite (3.35 on), no other.
 
 The claim, the ack writes, the inbox's batched insert, the drain lock and the clock are
 written and tested for those two. On MariaDB the claim fails on every try ("FOR UPDATE OF
@@ -16,13 +16,24 @@ from django_ensign import exceptions
 
 #: The ``vendor`` of each database backend django_ensign runs on.
 SUPPORTED_VENDORS = frozenset({"postgresql", "sqlite"})
+#: The oldest SQLite with ``UPDATE … RETURNING``, which the claim and ``outbox.publish``
+#: use; Django 5.2 takes SQLite from 3.31.
+MIN_SQLITE = (3, 35)
 #: What to call the others (a connection's ``display_name`` would connect to tell MariaDB).
 _NAMES = {"mysql": "MySQL or MariaDB", "oracle": "Oracle"}
 
 
 def unsupported(alias: str) -> str | None:
     """Why django_ensign cannot keep its tables on database ``alias``; None when it can."""
-    vendor = connections[alias].vendor
+    connection = connections[alias]
+    vendor = connection.vendor
+    if vendor == "sqlite":
+        version = tuple(connection.Database.sqlite_version_info)  # type: ignore[attr-defined]
+        if version < MIN_SQLITE:
+            return (
+                f"database {alias!r} is SQLite {'.'.join(map(str, version))}, and django_ensign "
+                f"needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer (UPDATE … RETURNING)"
+            )
     if vendor in SUPPORTED_VENDORS:
         return None
     return (
