@@ -9,7 +9,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from django.db import connections, router
-from django.db.models import Min, Q, QuerySet
+from django.db.models import DurationField, ExpressionWrapper, Min, Q, QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -107,14 +107,16 @@ def health(using: str | None = None) -> OutboxHealth:
     alias = using or router.db_for_read(OutboxEvent)
     rows = OutboxEvent.objects.using(alias)
     counts = _counts_per_status(alias)
-    now = timezone.now()
+    # The database's clock, which stamps the rows and their leases: this process's may
+    # differ, and on SQLite without USE_TZ it reads local time against the rows' UTC.
     # A row whose relay died waits too, though its status still says in flight.
     waiting = Q(status__in=OUTBOX_WAITING) | Q(
-        status=OutboxStatus.IN_FLIGHT, lease_expires_at__lt=now
+        status=OutboxStatus.IN_FLIGHT, lease_expires_at__lt=Now()
     )
-    oldest = rows.filter(waiting).aggregate(oldest=Min("created"))["oldest"]
-    # Rows are stamped by the database's clock; one running ahead must not show a negative age.
-    return OutboxHealth(counts, max(now - oldest, dt.timedelta(0)) if oldest else None)
+    age = rows.filter(waiting).aggregate(
+        age=ExpressionWrapper(Now() - Min("created"), output_field=DurationField())
+    )["age"]
+    return OutboxHealth(counts, None if age is None else max(age, dt.timedelta(0)))
 
 
 def _counts_per_status(alias: str) -> dict[str, int]:

@@ -10,7 +10,8 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.db.models import Case, Value, When
-from django.test import Client
+from django.db.models.functions import Now
+from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -228,3 +229,20 @@ def test_the_counts_per_status_add_up_while_a_relay_moves_rows() -> None:
         mover.join()
     assert totals == {20}
     assert set(flips) == {20}  # the rows did move while they were counted
+
+
+@pytest.mark.parametrize("zone", ["Asia/Tokyo", "America/New_York"])
+def test_a_stranded_rows_age_is_taken_on_the_databases_clock(zone: str) -> None:
+    # Without USE_TZ this process tells local time while SQLite stamps rows in UTC: the row
+    # below came out nine hours old in Tokyo, and in New York not waiting at all (its
+    # lease, lapsed a minute ago, looked five hours from lapsing).
+    with override_settings(USE_TZ=False, TIME_ZONE=zone):
+        row = outbox.publish("orders.events", {"n": 1})
+        OutboxEvent.objects.filter(id=row.id).update(
+            status="in_flight",
+            lease_token=uuid.uuid4(),
+            lease_expires_at=Now() - Value(dt.timedelta(minutes=1)),
+        )
+        age = housekeeping.health().oldest_pending_age
+    assert age is not None
+    assert age < dt.timedelta(minutes=5)
