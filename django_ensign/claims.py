@@ -198,14 +198,24 @@ def record(
         retry = [o for o in failures if o.row.id not in dead_rows]
         size = _rows_per_statement(using)
         for part in _parts(dead, size):
-            held = _held([o.row for o in part], using)
-            result.dead_ids += held.values_list("id", flat=True)
-            result.dead += held.update(
+            # The write comes first: on SQLite a transaction that starts with a read cannot
+            # take the write lock once another commit has landed since ("database is
+            # locked" at once, whatever the busy timeout).
+            ids = [o.row.id for o in part]
+            done = _held([o.row for o in part], using).update(
                 status=OutboxStatus.DEAD,
                 lease_token=None,
                 lease_expires_at=None,
                 **_failure_fields(part),
             )
+            if done < len(part):  # some leases lapsed: name only the rows now dead (a log's)
+                ids = list(
+                    OutboxEvent.objects.using(using)
+                    .filter(id__in=ids, status=OutboxStatus.DEAD, lease_token=None)
+                    .values_list("id", flat=True)
+                )
+            result.dead += done
+            result.dead_ids += ids
         for part in _parts(retry, size):
             next_at = Case(
                 *[

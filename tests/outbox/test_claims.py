@@ -350,3 +350,38 @@ def test_acks_of_interleaved_claims_record_each_row_s_own_commit_time() -> None:
     assert recorded[second[1].id] not in (None, at, later)
     assert recorded[first[2].id] not in (None, at, later)
     assert set(OutboxEvent.objects.values_list("status", flat=True)) == {OutboxStatus.ACKED}
+
+
+@pytest.mark.django_db(transaction=True)  # another connection must see the rows
+def test_recording_only_deaths_on_sqlite_in_wal_mode_outlasts_a_concurrent_commit() -> None:
+    connection = connections["default"]
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's WAL snapshots")
+    path = connection.settings_dict["NAME"]
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode=WAL")
+    other = sqlite3.connect(path, timeout=5)
+    other.execute("CREATE TABLE IF NOT EXISTS app_writes (n INTEGER)")
+    other.commit()
+    rows = [outbox.publish("t", {"n": n}) for n in range(3)]
+    claimed = claim()
+
+    def another_commit_lands(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        result = execute(sql, params, many, context)
+        if sql.lstrip().upper().startswith("SELECT"):
+            # An app's write commits while the recorder's transaction holds a snapshot.
+            other.execute("INSERT INTO app_writes VALUES (1)")
+            other.commit()
+        return result
+
+    try:
+        with connection.execute_wrapper(another_commit_lands):
+            result = record(*[claims.Failed(c, "topic deleted", code=4) for c in claimed])
+    finally:
+        other.execute("DROP TABLE app_writes")
+        other.commit()
+        other.close()
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA journal_mode=DELETE")
+    assert (result.dead, sorted(result.dead_ids)) == (3, [r.id for r in rows])
+    assert {status(c) for c in claimed} == {OutboxStatus.DEAD}
