@@ -9,7 +9,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from django.db import connections, router
-from django.db.models import DurationField, ExpressionWrapper, Min, Q, QuerySet
+from django.db.models import Max, Min, Q, QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -113,10 +113,12 @@ def health(using: str | None = None) -> OutboxHealth:
     waiting = Q(status__in=OUTBOX_WAITING) | Q(
         status=OutboxStatus.IN_FLIGHT, lease_expires_at__lt=Now()
     )
-    age = rows.filter(waiting).aggregate(
-        age=ExpressionWrapper(Now() - Min("created"), output_field=DurationField())
-    )["age"]
-    return OutboxHealth(counts, None if age is None else max(age, dt.timedelta(0)))
+    # Both times read, not their difference: psycopg reads an interval in PostgreSQL's
+    # default IntervalStyle only.
+    found = rows.filter(waiting).aggregate(oldest=Min("created"), now=Max(Now()))
+    oldest, now = found["oldest"], found["now"]
+    age = None if oldest is None else max(now - oldest, dt.timedelta(0))
+    return OutboxHealth(counts, age)
 
 
 def _counts_per_status(alias: str) -> dict[str, int]:

