@@ -21,7 +21,10 @@ def parse_age(text: str) -> dt.timedelta:
     """``"90s"``, ``"15m"``, ``"12h"``, ``"7d"``, ``"2w"`` → a timedelta; ValueError otherwise."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
     if not match:
-        raise ValueError(f"{text!r}: use a number and a unit, e.g. 7d, 12h, 30m")
+        raise ValueError(
+            f"{text!r}: use a number and a unit: s, m (minutes), h, d or w, e.g. 7d, 12h, "
+            "30m; a month is no unit, so say 30d"
+        )
     too_long = ValueError(f"{text!r} is longer than a hundred years")
     try:
         age = dt.timedelta(**{_UNITS[match[2]]: float(match[1])})
