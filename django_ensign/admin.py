@@ -51,9 +51,12 @@ class _ListWithoutBlobs(_ChangeList):
         return super().get_queryset(request, exclude_parameters).defer(*self.unread)
 
 
-def list_without(*unread: str) -> type[_ChangeList]:
-    """A :class:`~django.contrib.admin.views.main.ChangeList` that does not read ``unread``."""
-    return type("ListWithoutBlobs", (_ListWithoutBlobs,), {"unread": unread})
+class _OutboxList(_ListWithoutBlobs):
+    unread = ("data", "metadata", "last_error")
+
+
+class _DeadLetterList(_ListWithoutBlobs):
+    unread = ("data", "metadata", "traceback")
 
 
 if _TYPE_CHECKING:
@@ -118,7 +121,7 @@ class OutboxEventAdmin(_OutboxAdminBase):
         return False
 
     def get_changelist(self, request: _HttpRequest, **kwargs: _Any) -> type[_ChangeList]:
-        return list_without("data", "metadata", "last_error")
+        return _OutboxList
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: _OutboxEvent) -> str:
@@ -266,7 +269,7 @@ class DeadLetterAdmin(_ReadOnlyAdmin, _DeadLetterAdminBase):
     exclude = ("data",)
 
     def get_changelist(self, request: _HttpRequest, **kwargs: _Any) -> type[_ChangeList]:
-        return list_without("data", "metadata", "traceback")
+        return _DeadLetterList
 
     @admin.display(description="handler", ordering="handler")
     def handler_or_none(self, obj: _DeadLetter) -> str:

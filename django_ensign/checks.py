@@ -219,8 +219,9 @@ def check_outbox(app_configs: _Any = None, **kwargs: _Any) -> list[_checks.Check
                     id="django_ensign.E004",
                 )
             )
-    found.extend(_through_model_warnings({p.model for p in registry.publications()}))
-    topics.update({p.topic: p.model._meta.label for p in registry.publications()})
+    publications = registry.publications()
+    found.extend(_through_model_warnings({p.model for p in publications}))
+    topics.update({p.topic: p.model._meta.label for p in publications})
     for topic, label in sorted(topics.items()):
         try:
             outbox.validate_topic(topic)

@@ -19,7 +19,7 @@ from django_ensign.client import Ensign, Event, PublishTimeout
 from django_ensign.client.events import encode_event, new_local_id
 from django_ensign.client.publisher import PublisherOptions
 from django_ensign.proto.api.v1beta1 import ensign_pb2, ensign_pb2_grpc
-from tests.support.inprocess import client_of, serving
+from tests.support.inprocess import ack_now, client_of, opened, serving
 
 TOPIC_ID = b"\x01" * 16
 
@@ -32,8 +32,7 @@ class BreaksEveryStream(ensign_pb2_grpc.EnsignServicer):
         self, request_iterator: AsyncIterator[ensign_pb2.PublisherRequest], context: object
     ) -> AsyncIterator[ensign_pb2.PublisherReply]:
         self.opens += 1
-        await anext(request_iterator)
-        yield ensign_pb2.PublisherReply(ready=ensign_pb2.StreamReady(topics={"t": TOPIC_ID}))
+        yield await opened(request_iterator, {"t": TOPIC_ID})
         await anext(request_iterator)
         raise RuntimeError("broken on purpose")
 
@@ -60,12 +59,6 @@ async def test_events_time_out_and_reopening_backs_off() -> None:
     assert 1 <= servicer.opens <= allowed + 1
 
 
-def _ack(local_id: bytes) -> ensign_pb2.PublisherReply:
-    ack = ensign_pb2.Ack(id=local_id)
-    ack.committed.GetCurrentTime()
-    return ensign_pb2.PublisherReply(ack=ack)
-
-
 class LeavesTheFirstEventUnanswered(ensign_pb2_grpc.EnsignServicer):
     """Acks every event but the first (as Ensign drops a reply when its queue is full),
     until ``answer_first`` is set: then it answers it with the next event's ack."""
@@ -76,14 +69,13 @@ class LeavesTheFirstEventUnanswered(ensign_pb2_grpc.EnsignServicer):
     async def Publish(
         self, request_iterator: AsyncIterator[ensign_pb2.PublisherRequest], context: object
     ) -> AsyncIterator[ensign_pb2.PublisherReply]:
-        await anext(request_iterator)
-        yield ensign_pb2.PublisherReply(ready=ensign_pb2.StreamReady(topics={"t": TOPIC_ID}))
+        yield await opened(request_iterator, {"t": TOPIC_ID})
         first: bytes | None = (await anext(request_iterator)).event.local_id
         async for request in request_iterator:
             if self.answer_first and first is not None:
-                yield _ack(first)
+                yield ack_now(first)
                 first = None
-            yield _ack(request.event.local_id)
+            yield ack_now(request.event.local_id)
 
 
 async def publish_events(client: Ensign, count: int) -> None:

@@ -14,7 +14,7 @@ from django_ensign.client import Ack, Event, Nack
 from django_ensign.client.events import NackCode, encode_event, new_local_id
 from django_ensign.client.framing import STOCK_MAX_MESSAGE_BYTES
 from django_ensign.proto.api.v1beta1 import ensign_pb2, ensign_pb2_grpc
-from tests.support.inprocess import client_of, serving
+from tests.support.inprocess import ack_now, client_of, opened, serving
 
 TOPIC_ID = b"\x02" * 16
 #: A topic the client knows and the server's streams do not list (made after they opened).
@@ -34,14 +34,10 @@ class StockServer(ensign_pb2_grpc.EnsignServicer):
         self, request_iterator: AsyncIterator[ensign_pb2.PublisherRequest], context: object
     ) -> AsyncIterator[ensign_pb2.PublisherReply]:
         self.opens += 1
-        await anext(request_iterator)
-        yield ensign_pb2.PublisherReply(ready=ensign_pb2.StreamReady(topics={"t": TOPIC_ID}))
+        yield await opened(request_iterator, {"t": TOPIC_ID})
         async for request in request_iterator:
-            local_id = request.event.local_id
-            self.received.append(local_id)
-            ack = ensign_pb2.Ack(id=local_id)
-            ack.committed.GetCurrentTime()
-            yield ensign_pb2.PublisherReply(ack=ack)
+            self.received.append(request.event.local_id)
+            yield ack_now(request.event.local_id)
 
 
 async def test_an_event_longer_than_the_server_receives_is_nacked_and_the_rest_go_out() -> None:
@@ -55,8 +51,10 @@ async def test_an_event_longer_than_the_server_receives_is_nacked_and_the_rest_g
         )
         await client.close()
     assert [type(o) for o in outcomes] == [Ack, Nack, Ack]
-    assert outcomes[1].code == NackCode.MAX_EVENT_SIZE_EXCEEDED
-    assert "4,194,304 bytes" in outcomes[1].error
+    nack = outcomes[1]
+    assert isinstance(nack, Nack)
+    assert nack.code == NackCode.MAX_EVENT_SIZE_EXCEEDED
+    assert "4,194,304 bytes" in nack.error
     assert servicer.received == [before.local_id, after.local_id]
     assert servicer.opens == 1  # the stream stayed up
 
@@ -82,10 +80,7 @@ async def test_encoded_events_longer_than_the_server_receives_are_nacked() -> No
         await client.publish_encoded("t", pairs, on_ack=settled, on_nack=settled)
         await asyncio.wait_for(done.wait(), 20)
         await client.close()
-    codes = [
-        outcomes[local_id].code if isinstance(outcomes[local_id], Nack) else "ack"
-        for local_id, _ in pairs
-    ]
+    codes = [o.code if isinstance(o, Nack) else "ack" for o in (outcomes[i] for i, _ in pairs)]
     assert codes == ["ack", 1, "ack", 1, 1, "ack"]
     assert servicer.received == [pairs[0][0], pairs[2][0], pairs[5][0]]
     assert servicer.opens == 1

@@ -26,7 +26,7 @@ from django_ensign.models import OutboxEvent, OutboxStatus
 from django_ensign.proto.api.v1beta1 import ensign_pb2, ensign_pb2_grpc
 from django_ensign.wire import metadata
 from tests.outbox.support import ensign_settings, server_events, stable_ids, unique_topic
-from tests.support.inprocess import client_of, serving
+from tests.support.inprocess import client_of, opened, serving
 from tests.support.server import EmbeddedServer, create_apikey, free_port
 from tests.testapp.models import Order
 
@@ -432,10 +432,7 @@ class _NeverAnswers(ensign_pb2_grpc.EnsignServicer):
     async def Publish(
         self, request_iterator: AsyncIterator[ensign_pb2.PublisherRequest], context: object
     ) -> AsyncIterator[ensign_pb2.PublisherReply]:
-        await anext(request_iterator)
-        yield ensign_pb2.PublisherReply(
-            ready=ensign_pb2.StreamReady(topics={self.topic: b"\x01" * 16})
-        )
+        yield await opened(request_iterator, {self.topic: b"\x01" * 16})
         async for _ in request_iterator:
             pass
 
@@ -479,10 +476,7 @@ class _AcksWithCommitTime(ensign_pb2_grpc.EnsignServicer):
     async def Publish(
         self, request_iterator: AsyncIterator[ensign_pb2.PublisherRequest], context: object
     ) -> AsyncIterator[ensign_pb2.PublisherReply]:
-        await anext(request_iterator)
-        yield ensign_pb2.PublisherReply(
-            ready=ensign_pb2.StreamReady(topics={self.topic: b"\x01" * 16})
-        )
+        yield await opened(request_iterator, {self.topic: b"\x01" * 16})
         async for request in request_iterator:
             ack = ensign_pb2.Ack(id=request.event.local_id)
             if self.seconds:

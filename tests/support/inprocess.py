@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import grpc
 import grpc.aio
 
 from django_ensign.client import Ensign
-from django_ensign.proto.api.v1beta1 import ensign_pb2_grpc
+from django_ensign.proto.api.v1beta1 import ensign_pb2, ensign_pb2_grpc
 
 
 @contextlib.asynccontextmanager
@@ -43,3 +43,19 @@ def client_of(
     client._connection.tokens.access_token = no_auth_service  # type: ignore[method-assign]
     client.topics.update(topics)
     return client
+
+
+async def opened(
+    requests: AsyncIterator[ensign_pb2.PublisherRequest], topics: Mapping[str, bytes]
+) -> ensign_pb2.PublisherReply:
+    """Read a publish stream's ``open_stream``; the reply that readies it with ``topics``
+    (and no batch extension, as Ensign's own server)."""
+    await anext(requests)
+    return ensign_pb2.PublisherReply(ready=ensign_pb2.StreamReady(topics=topics))
+
+
+def ack_now(local_id: bytes) -> ensign_pb2.PublisherReply:
+    """The Ack of the event ``local_id``, committed now."""
+    ack = ensign_pb2.Ack(id=local_id)
+    ack.committed.GetCurrentTime()
+    return ensign_pb2.PublisherReply(ack=ack)
