@@ -34,6 +34,7 @@ from django_ensign.sdkclient import client_from_settings
 from django_ensign.wire import metadata
 
 if TYPE_CHECKING:
+    from django_ensign.client.deadline import SendDeadline
     from django_ensign.pgasync import AsyncStatements
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,17 @@ OUTAGE_PAUSE_FIRST = 0.5
 OUTAGE_PAUSE_MAX = 5.0
 #: Seconds past ``publish_timeout`` before the relay itself gives up on an event's reply.
 EXPIRY_GRACE = 2.0
+#: The share of a lease's term in which the relay still sends its rows' events (counted
+#: from the start of the claim or renewal that set it). The rest covers a frame's way to
+#: the server: once the lease may have lapsed, another relay may hold the row, and an
+#: event sent late could land after the next one of its key.
+SEND_SHARE_OF_LEASE = 0.8
+#: The share of a lease's term that bytes the relay sent may stay unacknowledged by the
+#: server's TCP before the connection drops them (the client's keepalive timeout, which
+#: gRPC sets as TCP_USER_TIMEOUT on Linux): half the rest, so frames handed to the network
+#: by the deadline arrive within the lease, or never. Not under a second, nor over gRPC's
+#: default of 20.
+UNACKED_SHARE_OF_LEASE = (1 - SEND_SHARE_OF_LEASE) / 2
 #: Seconds a ``once`` drain, or a relay told to stop, keeps retrying a database that fails
 #: it before it gives up (a relay that runs on keeps retrying: it has nothing else to do).
 ONCE_DATABASE_PATIENCE = 30.0
@@ -86,9 +98,16 @@ class RelayOptions:
     publish_timeout: float = 60.0
 
 
-def make_client(max_in_flight: int, ack_timeout: float = 60.0) -> Any:
-    """An SDK client configured from the ``ENSIGN_*`` settings."""
-    return client_from_settings(max_in_flight=max_in_flight, ack_timeout=ack_timeout)
+def make_client(
+    max_in_flight: int, ack_timeout: float = 60.0, lease_seconds: float | None = None
+) -> Any:
+    """An SDK client configured from the ``ENSIGN_*`` settings, for leases of ``lease_seconds``."""
+    lease = settings.OUTBOX_LEASE_SECONDS if lease_seconds is None else lease_seconds
+    return client_from_settings(
+        max_in_flight=max_in_flight,
+        ack_timeout=ack_timeout,
+        keepalive_timeout=min(20.0, max(1.0, lease * UNACKED_SHARE_OF_LEASE)),
+    )
 
 
 class _DatabaseThread:
@@ -129,6 +148,10 @@ class Relay:
         #: Outcomes come but not yet written back; bounded so a slow database holds claims back.
         self._unrecorded = 0
         self._leases: Counter[uuid.UUID] = Counter()
+        #: Per lease token, until when its rows' events may still be sent.
+        self._send_by: dict[uuid.UUID, SendDeadline] = {}
+        #: Tokens whose rows' events were not sent as their lease may have lapsed (logged).
+        self._lapsed: set[uuid.UUID] = set()
         #: local id → (row, monotonic deadline) of each event sent and not yet answered.
         self._pending: dict[bytes, tuple[claims.Claimed, float]] = {}
         self._last_commit: tuple[tuple[int, int], dt.datetime | None] = ((-1, -1), None)
@@ -179,7 +202,8 @@ class Relay:
         """
         databases.require_supported(self.options.using)
         if self._client is None:
-            self._client = make_client(self.options.max_in_flight, self.options.publish_timeout)
+            opts = self.options
+            self._client = make_client(opts.max_in_flight, opts.publish_timeout, opts.lease_seconds)
         if self._is_postgres():
             from django_ensign import pgasync  # needs psycopg, which SQLite users may lack
 
@@ -340,6 +364,9 @@ class Relay:
             else:
                 self._backlog_end = await self._pg.newest_id()
             self._backlog_known = True
+        from django_ensign.client import deadline as send_deadline  # not at the top: see _publish
+
+        started = send_deadline.clock()  # the lease runs from a moment after this one
         if self._pg is None:
             rows = await self._claims.run(
                 claims.claim, limit=limit, lease_seconds=opts.lease_seconds, topics=opts.topics
@@ -351,7 +378,10 @@ class Relay:
             rows = [claims.from_row(row) for row in raw]
         # Counted here, not when published: a claim made ahead may wait a while first.
         if rows:
-            self._leases[rows[0].token] += len(rows)  # a claim's rows share its one token
+            token = rows[0].token  # a claim's rows share its one token
+            self._leases[token] += len(rows)
+            until = started + opts.lease_seconds * SEND_SHARE_OF_LEASE
+            self._send_by[token] = send_deadline.SendDeadline(until)
         return rows
 
     async def _sleep(self, seconds: float) -> None:
@@ -381,6 +411,7 @@ class Relay:
                 self._settle(claims.Failed(row, _describe(err), final=_is_final(err)))
                 continue
             by_topic.setdefault(row.topic, []).append((row, event))
+        send_by = self._send_by.get(rows[0].token) if rows else None
         for topic, items in by_topic.items():
             unsent = [row for row, _ in items]
             if not self._stopping:
@@ -408,6 +439,7 @@ class Relay:
                     on_ack=self._on_ack,
                     on_nack=self._on_nack,
                     ensure_exists=self.options.create_topics,
+                    send_by=send_by,
                 )
             except Exception as err:  # retried with backoff, or dead if it can never work
                 unsent = [row for row, (local_id, _) in items if self._pending.pop(local_id, None)]
@@ -509,12 +541,27 @@ class Relay:
         # A Nack the client made for an event it could not send carries the error; its
         # code is the client's, so the row records no server nack code.
         cause = getattr(nack, "cause", None)
+        if cause is not None and _not_sent_in_time(cause):
+            self._not_sent_in_lease(found[0])
+            return
         if self._gave_back([found[0]], cause):
             return
         if cause is not None:
             self._settle(claims.Failed(found[0], _describe(cause), final=_is_final(cause)))
         else:
             self._settle(claims.Failed(found[0], nack.error or "nacked", int(nack.code)))
+
+    def _not_sent_in_lease(self, row: claims.Claimed) -> None:
+        """Give back a row whose event was still unsent when its lease may have lapsed."""
+        if row.token not in self._lapsed:
+            self._lapsed.add(row.token)
+            logger.warning(
+                "outbox leases could not be renewed for %.0f s: events of rows claimed under "
+                "them that were not sent yet are not sent now (their rows may be another "
+                "relay's already); the rows are claimed again",
+                self.options.lease_seconds * SEND_SHARE_OF_LEASE,
+            )
+        self._release([row])
 
     def _expire(self) -> None:
         """Count events with no reply after ``publish_timeout`` as failed (they retry)."""
@@ -559,6 +606,8 @@ class Relay:
             leases[token] -= count
             if leases[token] <= 0:
                 del leases[token]
+                self._send_by.pop(token, None)
+                self._lapsed.discard(token)
 
     # -- record ----------------------------------------------------------------------
 
@@ -652,22 +701,40 @@ class Relay:
         return result
 
     async def _renew_loop(self) -> None:
+        from django_ensign.client.deadline import clock  # not at the top: see _publish
+
         every = max(self.options.lease_seconds / 3, 0.05)
         while True:
             await asyncio.sleep(every)
             if not self._leases:
                 continue
+            started = clock()
+            tokens = list(self._leases)
             try:
                 # Not on the recorder's thread: a write stuck there must not let leases lapse
                 # (and another relay publish the same rows). PostgreSQL relays claim on the
                 # event loop, so this thread is otherwise idle there.
                 await self._claims.run(
-                    claims.renew,
-                    tokens=list(self._leases),
-                    lease_seconds=self.options.lease_seconds,
+                    claims.renew, tokens=tokens, lease_seconds=self.options.lease_seconds
                 )
             except DatabaseError as err:
                 logger.warning("renewing outbox leases failed (%s)", err)
+                continue
+            self._renewed(tokens, started)
+
+    def _renewed(self, tokens: list[uuid.UUID], started: float) -> None:
+        """Move on the send deadlines of leases renewed by a statement sent after ``started``."""
+        from django_ensign.client.deadline import clock
+
+        now = clock()
+        until = started + self.options.lease_seconds * SEND_SHARE_OF_LEASE
+        for token in tokens:
+            held = self._send_by.get(token)
+            # One already passed stays so: its lease may have lapsed before the renewal ran
+            # and another relay claimed the rows, which a renewal cannot tell (it extends
+            # what is still ours, and only that). Unpassed, the lease held when it ran.
+            if held is not None and held.at > now:
+                held.at = max(held.at, until)
 
     async def _finish(self) -> None:
         """Wait for every published event's outcome (or its deadline) and record it."""
@@ -697,6 +764,13 @@ def _past_limit(attempt: int, options: RelayOptions) -> str:
         f"claimed for attempt {attempt}, past the limit of {options.max_attempts}, with no "
         "outcome recorded for the last (a relay killed or a lease lost), or the limit was lowered"
     )
+
+
+def _not_sent_in_time(err: BaseException) -> bool:
+    """Whether the client left an event unsent because its send deadline passed."""
+    from django_ensign.client import exceptions as sdk
+
+    return isinstance(err, sdk.SendDeadlinePassed)
 
 
 def _is_final(err: BaseException) -> bool:

@@ -6,6 +6,7 @@ PyEnsign examples; the blocking facade is :class:`django_ensign.client.sync.Sync
 
 from __future__ import annotations
 
+from django_ensign.client.deadline import SendDeadline
 from django_ensign.client.ensign import Ensign
 from django_ensign.client.events import (
     Ack,
@@ -22,6 +23,7 @@ from django_ensign.client.exceptions import (
     FlushTimeout,
     MissingCredentials,
     PublishTimeout,
+    SendDeadlinePassed,
     UnknownTopic,
 )
 from django_ensign.client.query import QueryCursor
@@ -47,6 +49,8 @@ __all__ = [
     "PublishTimeout",
     "QueryCursor",
     "ReceivedEvent",
+    "SendDeadline",
+    "SendDeadlinePassed",
     "ServerStatus",
     "ServiceStatus",
     "Subscription",

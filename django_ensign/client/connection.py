@@ -22,12 +22,15 @@ from django_ensign.proto.api.v1beta1 import ensign_pb2, ensign_pb2_grpc
 USER_AGENT = f"django-ensign/{__version__}"
 # Ensign servers close connections that ping more often than every 5 minutes.
 KEEPALIVE_MS = 330_000
+#: Seconds a keepalive ping may go unanswered. On Linux gRPC also sets it as the socket's
+#: TCP_USER_TIMEOUT: how long sent bytes may stay unacknowledged before the connection is
+#: dropped, and with it what was unsent (a partition that drops packets, not a reset).
+KEEPALIVE_TIMEOUT = 20.0
 
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_receive_message_length", framing.MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", framing.MAX_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", KEEPALIVE_MS),
-    ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 0),
     ("grpc.http2.max_pings_without_data", 0),
     # grpc's own reconnect backoff grows to 2 minutes; our streams retry on their own
@@ -61,10 +64,20 @@ class LoopResources:
 class Connection:
     """Credentials, token source and one channel per event loop for one client."""
 
-    def __init__(self, config: ClientConfig, *, rpc_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        rpc_timeout: float = 30.0,
+        keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+    ) -> None:
         self.config = config
         self.tokens = TokenSource(config.auth_url, config.client_id, config.client_secret)
         self.rpc_timeout = rpc_timeout
+        self._options = (
+            *CHANNEL_OPTIONS,
+            ("grpc.keepalive_timeout_ms", max(1, round(keepalive_timeout * 1000))),
+        )
         #: Set by the client's close(): no channel is opened after it.
         self.closed = False
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopResources] = (
@@ -110,9 +123,9 @@ class Connection:
 
     def _new_channel(self) -> grpc.aio.Channel:
         if self.config.insecure:
-            return grpc.aio.insecure_channel(self.config.endpoint, options=CHANNEL_OPTIONS)
+            return grpc.aio.insecure_channel(self.config.endpoint, options=self._options)
         return grpc.aio.secure_channel(
-            self.config.endpoint, grpc.ssl_channel_credentials(), options=CHANNEL_OPTIONS
+            self.config.endpoint, grpc.ssl_channel_credentials(), options=self._options
         )
 
     async def unary(

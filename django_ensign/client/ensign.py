@@ -11,7 +11,8 @@ from typing import Any
 
 from django_ensign.client import exceptions
 from django_ensign.client.config import resolve
-from django_ensign.client.connection import Connection, LoopResources
+from django_ensign.client.connection import KEEPALIVE_TIMEOUT, Connection, LoopResources
+from django_ensign.client.deadline import SendDeadline
 from django_ensign.client.events import Event
 from django_ensign.client.publisher import Callback, Publisher, PublisherOptions
 from django_ensign.client.query import ParamValue, QueryCursor, build_query
@@ -52,7 +53,9 @@ class Ensign:
     ``max_in_flight`` bounds the events published but not yet acked or nacked (``publish``
     waits for room); ``ack_timeout`` is how long an event may wait for its outcome before
     ``wait_for_ack`` raises :class:`PublishTimeout`; ``batch=False`` keeps to plain Ensign
-    framing even when the server offers the batch extension.
+    framing even when the server offers the batch extension. ``keepalive_timeout`` is how
+    long a keepalive ping, and on Linux any sent bytes (gRPC sets it as TCP_USER_TIMEOUT),
+    may go unacknowledged before the connection is dropped (reconnecting resends).
     """
 
     def __init__(
@@ -69,11 +72,14 @@ class Ensign:
         ack_timeout: float = 60.0,
         batch: bool = True,
         rpc_timeout: float = 30.0,
+        keepalive_timeout: float = KEEPALIVE_TIMEOUT,
     ) -> None:
         if max_in_flight < 1:
             raise exceptions.ConfigurationError("max_in_flight must be at least 1")
         if ack_timeout <= 0:
             raise exceptions.ConfigurationError("ack_timeout must be positive")
+        if not keepalive_timeout >= 0.001:  # also NaN
+            raise exceptions.ConfigurationError("keepalive_timeout must be at least 0.001")
         self.config = resolve(
             client_id=client_id,
             client_secret=client_secret,
@@ -90,7 +96,9 @@ class Ensign:
             ack_timeout=ack_timeout,
             batch=batch,
         )
-        self._connection = Connection(self.config, rpc_timeout=rpc_timeout)
+        self._connection = Connection(
+            self.config, rpc_timeout=rpc_timeout, keepalive_timeout=keepalive_timeout
+        )
         self.topics = TopicCache()
         self._admin = TopicAdmin(self._connection, self.topics)
         self._closed = False
@@ -105,6 +113,7 @@ class Ensign:
         on_ack: Callback | None = None,
         on_nack: Callback | None = None,
         ensure_exists: bool = False,
+        send_by: SendDeadline | None = None,
     ) -> None:
         """Queue events for a topic (name or id) and return; waits while the window is full.
 
@@ -112,13 +121,16 @@ class Ensign:
         arrive; an event that gets no answer before ``ack_timeout`` (or that the client
         cannot send at all) reaches ``on_nack`` as a client-made Nack with code TIMEOUT
         (or UNKNOWN). ``await event.wait_for_ack()`` gives the outcome of one event.
-        UnknownTopic if the topic does not exist and ``ensure_exists`` is false.
+        UnknownTopic if the topic does not exist and ``ensure_exists`` is false. With
+        ``send_by`` (a :class:`~django_ensign.client.deadline.SendDeadline`), an event
+        still unsent when it passes (the server down, or a stream broken before its ack)
+        is never sent: it fails with ``SendDeadlinePassed``.
         """
         self._check_open()
         _check_topic(topic)
         flat = _flatten(events)
         topic_id = await self._publish_topic_id(topic, ensure_exists)
-        await self._publisher().publish(topic_id, flat, on_ack, on_nack)
+        await self._publisher().publish(topic_id, flat, on_ack, on_nack, send_by)
 
     async def publish_encoded(
         self,
@@ -127,6 +139,7 @@ class Ensign:
         on_ack: Callback | None = None,
         on_nack: Callback | None = None,
         ensure_exists: bool = False,
+        send_by: SendDeadline | None = None,
     ) -> None:
         """Publish ``(local id, serialized Event)`` pairs: :meth:`publish` without Event objects.
 
@@ -143,7 +156,7 @@ class Ensign:
         self._check_open()
         _check_topic(topic)
         topic_id = await self._publish_topic_id(topic, ensure_exists)
-        await self._publisher().publish_encoded(topic_id, events, on_ack, on_nack)
+        await self._publisher().publish_encoded(topic_id, events, on_ack, on_nack, send_by)
 
     async def flush(self, timeout: float | None = 2.0) -> None:  # noqa: ASYNC109 (the SDK contract)
         """Wait until every event published from this loop is acked or nacked.

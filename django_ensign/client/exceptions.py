@@ -84,6 +84,11 @@ class StreamDown(PublishTimeout):
     """
 
 
+class SendDeadlinePassed(EnsignError):
+    """The event's :class:`~django_ensign.client.deadline.SendDeadline` passed before it
+    was sent (or sent again after a stream broke), so it was not sent."""
+
+
 class FlushTimeout(EnsignError, TimeoutError):
     """Some published events had no ack or nack when the flush timed out."""
 

@@ -24,8 +24,10 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from django_ensign.client import deadline as send_deadline
 from django_ensign.client import exceptions, framing, handshake
 from django_ensign.client.connection import EOF, Connection
+from django_ensign.client.deadline import SendDeadline
 from django_ensign.client.errors import describe_error, is_retryable, translate
 from django_ensign.client.events import Ack, Event, EventState, Nack, NackCode, Outcome
 from django_ensign.client.topics import TopicCache
@@ -57,6 +59,7 @@ class _Pending:
         "local_id",
         "on_ack",
         "on_nack",
+        "send_by",
         "stream",
         "topic_id",
     )
@@ -70,6 +73,7 @@ class _Pending:
         deadline: float,
         on_ack: Callback | None,
         on_nack: Callback | None,
+        send_by: SendDeadline | None = None,
     ) -> None:
         self.event = event
         self.local_id = local_id
@@ -79,6 +83,7 @@ class _Pending:
         self.deadline = deadline
         self.on_ack = on_ack
         self.on_nack = on_nack
+        self.send_by = send_by
         self.stream: _Stream | None = None
         self.done = False
 
@@ -109,6 +114,7 @@ class _Batch:
         "open",
         "order",
         "queued",
+        "send_by",
         "sent_on",
         "topic_id",
     )
@@ -121,6 +127,7 @@ class _Batch:
         deadline: float,
         on_ack: Callback | None,
         on_nack: Callback | None,
+        send_by: SendDeadline | None = None,
     ) -> None:
         self.ids = ids
         self.frames = frames
@@ -128,6 +135,7 @@ class _Batch:
         self.deadline = deadline
         self.on_ack = on_ack
         self.on_nack = on_nack
+        self.send_by = send_by
         #: The indexes still to send, in order; None while that is every frame, in order.
         self.order: list[int] | None = None
         self.next = 0
@@ -152,6 +160,13 @@ class _Batch:
         index = self.next if self.order is None else self.order[self.next]
         self.next += 1
         return self.ids[index]
+
+    def skip_rest(self) -> list[bytes]:
+        """Pass over every frame still to send; their events' ids."""
+        order = self.order
+        rest = range(self.next, len(self.ids)) if order is None else order[self.next :]
+        self.next = len(self.ids) if order is None else len(order)
+        return [self.ids[i] for i in rest]
 
     def take(
         self, room: int, byte_room: int | None, stream: _Stream, max_frame: int = 0
@@ -285,8 +300,13 @@ class Publisher:
         events: Iterable[Event],
         on_ack: Callback | None = None,
         on_nack: Callback | None = None,
+        send_by: SendDeadline | None = None,
     ) -> None:
-        """Queue events for ``topic_id``; waits while the in-flight window is full."""
+        """Queue events for ``topic_id``; waits while the in-flight window is full.
+
+        With ``send_by``, an event still unsent when it passes fails with
+        :class:`~django_ensign.client.exceptions.SendDeadlinePassed` instead of going out.
+        """
         self._check_open()
         limit = self._options.max_in_flight
         timeout = self._options.ack_timeout
@@ -299,7 +319,14 @@ class Publisher:
                 local_id = event.local_id
                 frame = framing.event_frame(topic_id, event.serialize(), local_id)
                 pending = _Pending(
-                    event, local_id, topic_id, frame, time.monotonic() + timeout, on_ack, on_nack
+                    event,
+                    local_id,
+                    topic_id,
+                    frame,
+                    time.monotonic() + timeout,
+                    on_ack,
+                    on_nack,
+                    send_by,
                 )
                 self._inflight[local_id] = pending
                 queued = True
@@ -315,6 +342,7 @@ class Publisher:
         events: Iterable[tuple[bytes, bytes]],
         on_ack: Callback | None = None,
         on_nack: Callback | None = None,
+        send_by: SendDeadline | None = None,
     ) -> None:
         """As :meth:`publish`, for ``(local id, serialized Event)`` pairs instead of Events.
 
@@ -342,7 +370,7 @@ class Publisher:
                 start = end
                 frames = [framing.event_frame(topic_id, body, i) for i, body in chunk]
                 deadline = time.monotonic() + self._options.ack_timeout
-                batch = _Batch(ids, frames, topic_id, deadline, on_ack, on_nack)
+                batch = _Batch(ids, frames, topic_id, deadline, on_ack, on_nack, send_by)
                 self._inflight.update(dict.fromkeys(ids, batch))
                 self._enqueue(batch)
                 if start < len(items):
@@ -508,16 +536,31 @@ class Publisher:
                 if not isinstance(unit, _Batch):  # a batch marked its events as it gave them
                     unit.stream = stream
                     unit.event._state = EventState.PUBLISHED
+            send_by = _earliest(units)
             try:
-                if stream.batch and len(frames) > 1:
-                    await stream.call.write(framing.batch_request(frames))
+                if send_by is None:
+                    await self._write(stream, frames)
                 else:
-                    for frame in frames:
-                        await stream.call.write(frame)
+                    # gRPC holds a write while the server reads nothing (flow control):
+                    # frames it still holds at the deadline must not go out after it.
+                    async with asyncio.timeout(send_by - send_deadline.clock()):
+                        await self._write(stream, frames)
+            except TimeoutError:
+                self._requeue([u for u in units if not u.done], stream)
+                self._broken(stream, exceptions.SendDeadlinePassed("a write outlasted it"))
+                continue
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as err:
                 self._requeue([u for u in units if not u.done], stream)
                 self._broken(stream, err)
                 continue
+
+    @staticmethod
+    async def _write(stream: _Stream, frames: list[bytes]) -> None:
+        if stream.batch and len(frames) > 1:
+            await stream.call.write(framing.batch_request(frames))
+        else:
+            for frame in frames:
+                await stream.call.write(frame)
 
     def _take(self, stream: _Stream) -> tuple[list[_Unit], list[bytes], list[bytes]] | None:
         """The next request's events and frames, and the ids of events passed over as
@@ -530,8 +573,17 @@ class Publisher:
         units: list[_Unit] = []
         frames: list[bytes] = []
         too_long: list[bytes] = []
+        now = send_deadline.clock()
         while queue and len(frames) < limit:
             unit = queue[0]
+            if unit.send_by is not None and unit.send_by.at <= now and not unit.done:
+                self._withdraw(unit)
+                now = send_deadline.clock()  # its on_nack callbacks ran meanwhile
+                if isinstance(unit, _Batch) and not unit.done:
+                    # Its events on a stream still open wait for their outcome there.
+                    queue.popleft()
+                    unit.queued = False
+                    continue
             if unit.done:
                 queue.popleft()
                 if isinstance(unit, _Batch):
@@ -570,6 +622,23 @@ class Publisher:
             units.append(unit)
             frames.append(unit.frame)
         return units, frames, too_long
+
+    def _withdraw(self, unit: _Unit) -> None:
+        """Fail the events ``unit`` has still to send, as their send deadline passed.
+
+        A batch's events already sent on a stream that is still open keep waiting for
+        their outcome there.
+        """
+        error = exceptions.SendDeadlinePassed("its send deadline passed before it was sent")
+        if not isinstance(unit, _Batch):
+            self._fail(unit, error)
+        else:
+            inflight = self._inflight
+            for local_id in unit.skip_rest():
+                if inflight.get(local_id) is unit:
+                    nack = Nack(local_id, 0, str(error), cause=error)
+                    self._settle(local_id, nack)  # the batch finishes with its last event
+        self._after_settle()
 
     def _refuse_too_long(self, local_ids: list[bytes], max_frame: int) -> None:
         """Nack events whose message the server would not receive, as the server would nack
@@ -809,6 +878,15 @@ class Publisher:
                 self._after_settle()
             if deadlines:
                 await asyncio.sleep(min(1.0, max(0.01, deadlines[0].deadline - now)))
+
+
+def _earliest(units: list[_Unit]) -> float | None:
+    """The earliest send deadline of ``units``, if any has one."""
+    earliest: float | None = None
+    for unit in units:
+        if unit.send_by is not None and (earliest is None or unit.send_by.at < earliest):
+            earliest = unit.send_by.at
+    return earliest
 
 
 async def _guard(result: Awaitable[Any], callback: Callback) -> None:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from asgiref.sync import sync_to_async
 
 from django_ensign.client import exceptions
+from django_ensign.client.deadline import SendDeadline
 from django_ensign.client.ensign import Ensign
 from django_ensign.client.events import Event, NackCode, Outcome, ReceivedEvent
 from django_ensign.client.publisher import Callback
@@ -111,6 +112,7 @@ class SyncEnsign:
         on_ack: Callback | None = None,
         on_nack: Callback | None = None,
         ensure_exists: bool = False,
+        send_by: SendDeadline | None = None,
     ) -> None:
         """Queue events and return (see :meth:`Ensign.publish`)."""
         self._run(
@@ -120,6 +122,7 @@ class SyncEnsign:
                 on_ack=_async_callback(on_ack),
                 on_nack=_async_callback(on_nack),
                 ensure_exists=ensure_exists,
+                send_by=send_by,
             )
         )
 

@@ -14,7 +14,8 @@ def test_public_names_are_pinned() -> None:
         "Ack", "ClientClosed", "DeduplicationStrategy", "Ensign", "EnsignError", "Event",
         "EventState", "FlushTimeout", "MissingCredentials", "Nack", "NackCode", "OffsetPosition",
         "Outcome", "ProjectInfo", "PublishTimeout", "QueryCursor", "ReceivedEvent",
-        "ServerStatus", "ServiceStatus", "Subscription", "Topic", "TopicState", "UnknownTopic",
+        "SendDeadline", "SendDeadlinePassed", "ServerStatus", "ServiceStatus", "Subscription",
+        "Topic", "TopicState", "UnknownTopic",
     }  # fmt: skip
     for name in client.__all__:
         assert getattr(client, name) is not None

@@ -30,7 +30,7 @@ from django.db import connection
 from django.db.models import Count
 
 from django_ensign import outbox
-from django_ensign.client import Ensign
+from django_ensign.client import Ensign, SendDeadline
 from django_ensign.models import OutboxEvent, OutboxStatus
 from django_ensign.relay import Relay, RelayOptions
 from tests.handlerapp.models import Applied
@@ -207,9 +207,10 @@ class ClientShim:
         on_ack: Callable[[Any], None] | None = None,
         on_nack: Callable[[Any], None] | None = None,
         ensure_exists: bool = False,
+        send_by: SendDeadline | None = None,
     ) -> None:
         sent = await self.before_send(list(events), on_nack) if events else []
-        await self.client.publish_encoded(topic, sent, on_ack, on_nack, ensure_exists)
+        await self.client.publish_encoded(topic, sent, on_ack, on_nack, ensure_exists, send_by)
 
     async def before_send(
         self, events: list[tuple[bytes, bytes]], on_nack: Callable[[Any], None] | None

@@ -12,3 +12,6 @@ ENSIGN_OUTBOX_POLL_SECONDS = float(os.environ.get("TEST_RELAY_POLL", "0.5"))
 ENSIGN_OUTBOX_BACKOFF_BASE = 0.05
 ENSIGN_OUTBOX_BACKOFF_MAX = 0.5
 ENSIGN_OUTBOX_MAX_ATTEMPTS = 1000
+
+if os.environ.get("TEST_RELAY_DB_PORT"):  # a relay whose database path a test can cut
+    DATABASES["default"] = {**DATABASES["default"], "PORT": os.environ["TEST_RELAY_DB_PORT"]}  # noqa: F405
