@@ -131,7 +131,12 @@ class _DatabaseThread:
 
 class Relay:
     """Publishes outbox rows until stopped (or, with ``once``, until none written before
-    it began is due)."""
+    it began is due).
+
+    ``client`` is for tests and tools: an SDK client whose ``publish_encoded`` takes
+    ``send_by``. Without one, the relay makes its own from the settings, with a keepalive
+    timeout fitted to the lease (:func:`make_client`).
+    """
 
     def __init__(self, options: RelayOptions | None = None, *, client: Any = None) -> None:
         self.options = options or RelayOptions()
@@ -557,8 +562,8 @@ class Relay:
             self._lapsed.add(row.token)
             logger.warning(
                 "outbox leases could not be renewed for %.0f s: events of rows claimed under "
-                "them that were not sent yet are not sent now (their rows may be another "
-                "relay's already); the rows are claimed again",
+                "them that were waiting to be sent (or sent again) are not sent now, as their "
+                "rows may be another relay's already; the rows are claimed again",
                 self.options.lease_seconds * SEND_SHARE_OF_LEASE,
             )
         self._release([row])
@@ -606,7 +611,11 @@ class Relay:
             leases[token] -= count
             if leases[token] <= 0:
                 del leases[token]
-                self._send_by.pop(token, None)
+                held = self._send_by.pop(token, None)
+                if held is not None:
+                    # Every row of it has its outcome: an event of theirs still in the
+                    # client (given up on here before the client's own deadline) stays unsent.
+                    held.at = 0.0
                 self._lapsed.discard(token)
 
     # -- record ----------------------------------------------------------------------

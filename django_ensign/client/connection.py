@@ -26,6 +26,8 @@ KEEPALIVE_MS = 330_000
 #: TCP_USER_TIMEOUT: how long sent bytes may stay unacknowledged before the connection is
 #: dropped, and with it what was unsent (a partition that drops packets, not a reset).
 KEEPALIVE_TIMEOUT = 20.0
+#: A day: gRPC keeps the timeout in milliseconds in a C int.
+MAX_KEEPALIVE_TIMEOUT = 86_400.0
 
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_receive_message_length", framing.MAX_MESSAGE_BYTES),

@@ -31,6 +31,8 @@ class SendDeadline:
     __slots__ = ("at",)
 
     def __init__(self, at: float) -> None:
+        if at != at:  # NaN would never pass, nor order among timers
+            raise ValueError("a send deadline must be a number, not NaN")
         self.at = at
 
     @classmethod

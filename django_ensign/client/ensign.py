@@ -11,7 +11,12 @@ from typing import Any
 
 from django_ensign.client import exceptions
 from django_ensign.client.config import resolve
-from django_ensign.client.connection import KEEPALIVE_TIMEOUT, Connection, LoopResources
+from django_ensign.client.connection import (
+    KEEPALIVE_TIMEOUT,
+    MAX_KEEPALIVE_TIMEOUT,
+    Connection,
+    LoopResources,
+)
 from django_ensign.client.deadline import SendDeadline
 from django_ensign.client.events import Event
 from django_ensign.client.publisher import Callback, Publisher, PublisherOptions
@@ -78,8 +83,10 @@ class Ensign:
             raise exceptions.ConfigurationError("max_in_flight must be at least 1")
         if ack_timeout <= 0:
             raise exceptions.ConfigurationError("ack_timeout must be positive")
-        if not keepalive_timeout >= 0.001:  # also NaN
-            raise exceptions.ConfigurationError("keepalive_timeout must be at least 0.001")
+        if not 0.001 <= keepalive_timeout <= MAX_KEEPALIVE_TIMEOUT:  # also NaN
+            raise exceptions.ConfigurationError(
+                f"keepalive_timeout must be from 0.001 to {MAX_KEEPALIVE_TIMEOUT:g} seconds"
+            )
         self.config = resolve(
             client_id=client_id,
             client_secret=client_secret,

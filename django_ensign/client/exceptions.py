@@ -86,7 +86,8 @@ class StreamDown(PublishTimeout):
 
 class SendDeadlinePassed(EnsignError):
     """The event's :class:`~django_ensign.client.deadline.SendDeadline` passed before it
-    was sent (or sent again after a stream broke), so it was not sent."""
+    was sent, or sent again after a stream broke, so it was not sent (again): a copy sent
+    before the stream broke may still be stored."""
 
 
 class FlushTimeout(EnsignError, TimeoutError):

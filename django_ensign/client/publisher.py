@@ -537,17 +537,21 @@ class Publisher:
                     unit.stream = stream
                     unit.event._state = EventState.PUBLISHED
             send_by = _earliest(units)
+            if send_by is not None and send_by <= send_deadline.clock():
+                # Passed while too-long events' callbacks ran: nothing of this goes out.
+                self._give_up_write(units, stream)
+                continue
             try:
                 if send_by is None:
                     await self._write(stream, frames)
                 else:
                     # gRPC holds a write while the server reads nothing (flow control):
-                    # frames it still holds at the deadline must not go out after it.
+                    # frames it still holds at the deadline must not go out after it. A
+                    # write keeps the deadline it started with.
                     async with asyncio.timeout(send_by - send_deadline.clock()):
                         await self._write(stream, frames)
             except TimeoutError:
-                self._requeue([u for u in units if not u.done], stream)
-                self._broken(stream, exceptions.SendDeadlinePassed("a write outlasted it"))
+                self._give_up_write(units, stream)
                 continue
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as err:
                 self._requeue([u for u in units if not u.done], stream)
@@ -622,6 +626,12 @@ class Publisher:
             units.append(unit)
             frames.append(unit.frame)
         return units, frames, too_long
+
+    def _give_up_write(self, units: list[_Unit], stream: _Stream) -> None:
+        """End ``stream`` with a write of ``units`` unfinished at their send deadline: the
+        next take withdraws them, and what gRPC still held of them never goes out."""
+        self._requeue([u for u in units if not u.done], stream)
+        self._broken(stream, exceptions.SendDeadlinePassed("a write outlasted it"))
 
     def _withdraw(self, unit: _Unit) -> None:
         """Fail the events ``unit`` has still to send, as their send deadline passed.

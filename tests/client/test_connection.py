@@ -25,7 +25,7 @@ def channel_options(client: Ensign) -> dict[str, object]:
     return dict(client._connection._options)
 
 
-def test_unanswered_pings_and_unacknowledged_bytes_drop_the_connection_after_20_s() -> None:
+def test_the_keepalive_timeout_is_20_s_unless_set() -> None:
     # gRPC also sets the keepalive timeout as the socket's TCP_USER_TIMEOUT on Linux.
     client = Ensign("a" * 32, "b" * 64, endpoint="127.0.0.1:1")
     assert channel_options(client)["grpc.keepalive_timeout_ms"] == 20_000

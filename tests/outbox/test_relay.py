@@ -756,3 +756,17 @@ def test_relays_and_drains_default_to_the_database_the_router_writes_outbox_rows
         with pytest.raises(ConnectionDoesNotExist, match="'other'"):
             tasks.publish_outbox()
     assert relay.RelayOptions().using == "default"
+
+
+@pytest.mark.parametrize(
+    ("lease_seconds", "keepalive_ms"), [(30.0, 3_000), (2.0, 1_000), (600.0, 20_000)]
+)
+def test_the_relays_client_drops_a_stalled_connection_within_a_tenth_of_the_lease(
+    ensign_server: EmbeddedServer, lease_seconds: float, keepalive_ms: int
+) -> None:
+    # What it sent before its send deadline (80 % of the lease) then reaches the server
+    # within the lease, or never: gRPC sets this timeout as TCP_USER_TIMEOUT on Linux.
+    with ensign_settings(ensign_server, ENSIGN_OUTBOX_LEASE_SECONDS=lease_seconds):
+        client = relay.make_client(max_in_flight=10)
+    options = dict(client._connection._options)
+    assert options["grpc.keepalive_timeout_ms"] == keepalive_ms
