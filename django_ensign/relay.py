@@ -153,8 +153,9 @@ class Relay:
         #: Outcomes come but not yet written back; bounded so a slow database holds claims back.
         self._unrecorded = 0
         self._leases: Counter[uuid.UUID] = Counter()
-        #: Per lease token, until when its rows' events may still be sent.
-        self._send_by: dict[uuid.UUID, SendDeadline] = {}
+        #: Per lease token, until when its rows' events may still be sent, and the latest
+        #: that can be (the claim's start plus the publish timeout).
+        self._send_by: dict[uuid.UUID, tuple[SendDeadline, float]] = {}
         #: Tokens whose rows' events were not sent as their lease may have lapsed (logged).
         self._lapsed: set[uuid.UUID] = set()
         #: local id → (row, monotonic deadline) of each event sent and not yet answered.
@@ -385,8 +386,12 @@ class Relay:
         if rows:
             token = rows[0].token  # a claim's rows share its one token
             self._leases[token] += len(rows)
-            until = started + opts.lease_seconds * SEND_SHARE_OF_LEASE
-            self._send_by[token] = send_deadline.SendDeadline(until)
+            # Never past the events' own deadline: the client fails an event then, and its
+            # row may go dead and the next of its key go out, while gRPC could still hold a
+            # write of it (a server that stopped reading) had a long lease kept it going.
+            latest = started + opts.publish_timeout
+            until = min(started + opts.lease_seconds * SEND_SHARE_OF_LEASE, latest)
+            self._send_by[token] = (send_deadline.SendDeadline(until), latest)
         return rows
 
     async def _sleep(self, seconds: float) -> None:
@@ -416,7 +421,8 @@ class Relay:
                 self._settle(claims.Failed(row, _describe(err), final=_is_final(err)))
                 continue
             by_topic.setdefault(row.topic, []).append((row, event))
-        send_by = self._send_by.get(rows[0].token) if rows else None
+        held = self._send_by.get(rows[0].token) if rows else None
+        send_by = held[0] if held is not None else None
         for topic, items in by_topic.items():
             unsent = [row for row, _ in items]
             if not self._stopping:
@@ -615,7 +621,7 @@ class Relay:
                 if held is not None:
                     # Every row of it has its outcome: an event of theirs still in the
                     # client (given up on here before the client's own deadline) stays unsent.
-                    held.at = 0.0
+                    held[0].at = 0.0
                 self._lapsed.discard(token)
 
     # -- record ----------------------------------------------------------------------
@@ -739,11 +745,14 @@ class Relay:
         until = started + self.options.lease_seconds * SEND_SHARE_OF_LEASE
         for token in tokens:
             held = self._send_by.get(token)
+            if held is None:
+                continue
+            deadline, latest = held
             # One already passed stays so: its lease may have lapsed before the renewal ran
             # and another relay claimed the rows, which a renewal cannot tell (it extends
             # what is still ours, and only that). Unpassed, the lease held when it ran.
-            if held is not None and held.at > now:
-                held.at = max(held.at, until)
+            if deadline.at > now:
+                deadline.at = min(max(deadline.at, until), latest)
 
     async def _finish(self) -> None:
         """Wait for every published event's outcome (or its deadline) and record it."""

@@ -538,8 +538,9 @@ class Publisher:
                     unit.event._state = EventState.PUBLISHED
             send_by = _earliest(units)
             if send_by is not None and send_by <= send_deadline.clock():
-                # Passed while too-long events' callbacks ran: nothing of this goes out.
-                self._give_up_write(units, stream)
+                # Passed while on_nack callbacks ran (events too long, or withdrawn while
+                # this request was taken): nothing of it goes out.
+                self._give_up_write(units, stream, "it passed before the write")
                 continue
             try:
                 if send_by is None:
@@ -551,7 +552,7 @@ class Publisher:
                     async with asyncio.timeout(send_by - send_deadline.clock()):
                         await self._write(stream, frames)
             except TimeoutError:
-                self._give_up_write(units, stream)
+                self._give_up_write(units, stream, "a write outlasted it")
                 continue
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as err:
                 self._requeue([u for u in units if not u.done], stream)
@@ -627,11 +628,11 @@ class Publisher:
             frames.append(unit.frame)
         return units, frames, too_long
 
-    def _give_up_write(self, units: list[_Unit], stream: _Stream) -> None:
+    def _give_up_write(self, units: list[_Unit], stream: _Stream, why: str) -> None:
         """End ``stream`` with a write of ``units`` unfinished at their send deadline: the
         next take withdraws them, and what gRPC still held of them never goes out."""
         self._requeue([u for u in units if not u.done], stream)
-        self._broken(stream, exceptions.SendDeadlinePassed("a write outlasted it"))
+        self._broken(stream, exceptions.SendDeadlinePassed(why))
 
     def _withdraw(self, unit: _Unit) -> None:
         """Fail the events ``unit`` has still to send, as their send deadline passed.

@@ -26,7 +26,7 @@ from django_ensign.models import OutboxEvent, OutboxStatus
 from django_ensign.proto.api.v1beta1 import ensign_pb2, ensign_pb2_grpc
 from django_ensign.wire import metadata
 from tests.outbox.support import ensign_settings, server_events, stable_ids, unique_topic
-from tests.support.inprocess import client_of, opened, serving
+from tests.support.inprocess import ack_now, client_of, opened, serving
 from tests.support.server import EmbeddedServer, create_apikey, free_port
 from tests.testapp.models import Order
 
@@ -435,6 +435,61 @@ class _NeverAnswers(ensign_pb2_grpc.EnsignServicer):
         yield await opened(request_iterator, {self.topic: b"\x01" * 16})
         async for _ in request_iterator:
             pass
+
+
+class _StallsItsFirstStream(ensign_pb2_grpc.EnsignServicer):
+    """Reads one event of its first publish stream, then nothing more of it (gRPC's flow
+    control then holds the client's writes); acks everything on later streams."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.streams = 0
+
+    async def Publish(
+        self, request_iterator: AsyncIterator[ensign_pb2.PublisherRequest], context: object
+    ) -> AsyncIterator[ensign_pb2.PublisherReply]:
+        self.streams += 1
+        yield await opened(request_iterator, {self.topic: b"\x01" * 16})
+        if self.streams == 1:
+            await anext(request_iterator)
+            await asyncio.Event().wait()  # until the client cancels the call
+        async for request in request_iterator:
+            yield ack_now(request.event.local_id)
+
+
+def test_a_long_lease_does_not_keep_a_stalled_write_past_the_publish_timeout() -> None:
+    # The client fails events at the publish timeout, and a row can go dead then: a write
+    # gRPC still held of it must end there, not when a lease of minutes would run out.
+    topic = unique_topic()
+    rows = [
+        outbox.publish(topic, bytes(256 * 1024), mimetype="application/octet-stream")
+        for _ in range(48)
+    ]
+    servicer = _StallsItsFirstStream(topic)  # type: ignore[abstract]
+
+    async def run() -> relay.RelayStats:
+        async with serving(servicer) as port:
+            client = client_of(port, {topic: b"\x01" * 16}, ack_timeout=1.5)
+            options = relay.RelayOptions(
+                once=True,
+                publish_timeout=1.5,
+                lease_seconds=300.0,
+                create_topics=False,
+                max_attempts=4,
+                backoff_base=0.05,
+                backoff_max=0.2,
+            )
+            try:
+                return await asyncio.wait_for(relay.Relay(options, client=client).run(), 60)
+            finally:
+                await client.close()
+
+    stats = asyncio.run(run())
+    assert stats.acked == len(rows)
+    assert set(OutboxEvent.objects.filter(topic=topic).values_list("status", flat=True)) == {
+        OutboxStatus.ACKED
+    }
+    assert servicer.streams >= 2
 
 
 def drain_against(
