@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from django.db import Error as DatabaseError  # also InterfaceError: a connection that died
 from django.db import connections
 
-from django_ensign import claims, databases, exceptions, models, notify, workerdb
+from django_ensign import claims, databases, exceptions, models, notify, sendwindows, workerdb
 from django_ensign.conf import settings
 from django_ensign.publishfailures import Trouble, trouble
 from django_ensign.runs import identity_runs
@@ -34,7 +34,6 @@ from django_ensign.sdkclient import client_from_settings
 from django_ensign.wire import metadata
 
 if TYPE_CHECKING:
-    from django_ensign.client.deadline import SendDeadline
     from django_ensign.pgasync import AsyncStatements
 
 logger = logging.getLogger(__name__)
@@ -49,17 +48,6 @@ OUTAGE_PAUSE_FIRST = 0.5
 OUTAGE_PAUSE_MAX = 5.0
 #: Seconds past ``publish_timeout`` before the relay itself gives up on an event's reply.
 EXPIRY_GRACE = 2.0
-#: The share of a lease's term in which the relay still sends its rows' events (counted
-#: from the start of the claim or renewal that set it). The rest covers a frame's way to
-#: the server: once the lease may have lapsed, another relay may hold the row, and an
-#: event sent late could land after the next one of its key.
-SEND_SHARE_OF_LEASE = 0.8
-#: The share of a lease's term that bytes the relay sent may stay unacknowledged by the
-#: server's TCP before the connection drops them (the client's keepalive timeout, which
-#: gRPC sets as TCP_USER_TIMEOUT on Linux): half the rest, so frames handed to the network
-#: by the deadline arrive within the lease, or never. Not under a second, nor over gRPC's
-#: default of 20.
-UNACKED_SHARE_OF_LEASE = (1 - SEND_SHARE_OF_LEASE) / 2
 #: Seconds a ``once`` drain, or a relay told to stop, keeps retrying a database that fails
 #: it before it gives up (a relay that runs on keeps retrying: it has nothing else to do).
 ONCE_DATABASE_PATIENCE = 30.0
@@ -106,7 +94,7 @@ def make_client(
     return client_from_settings(
         max_in_flight=max_in_flight,
         ack_timeout=ack_timeout,
-        keepalive_timeout=min(20.0, max(1.0, lease * UNACKED_SHARE_OF_LEASE)),
+        keepalive_timeout=sendwindows.keepalive_timeout(lease),
     )
 
 
@@ -153,9 +141,8 @@ class Relay:
         #: Outcomes come but not yet written back; bounded so a slow database holds claims back.
         self._unrecorded = 0
         self._leases: Counter[uuid.UUID] = Counter()
-        #: Per lease token, until when its rows' events may still be sent, and the latest
-        #: that can be (the claim's start plus the publish timeout).
-        self._send_by: dict[uuid.UUID, tuple[SendDeadline, float]] = {}
+        #: Per lease token, until when its rows' events may still be sent.
+        self._windows: sendwindows.SendWindows | None = None
         #: Tokens whose rows' events were not sent as their lease may have lapsed (logged).
         self._lapsed: set[uuid.UUID] = set()
         #: local id → (row, monotonic deadline) of each event sent and not yet answered.
@@ -207,8 +194,9 @@ class Relay:
         before anything is claimed.
         """
         databases.require_supported(self.options.using)
+        opts = self.options
+        self._windows = sendwindows.SendWindows(opts.lease_seconds, opts.publish_timeout)
         if self._client is None:
-            opts = self.options
             self._client = make_client(opts.max_in_flight, opts.publish_timeout, opts.lease_seconds)
         if self._is_postgres():
             from django_ensign import pgasync  # needs psycopg, which SQLite users may lack
@@ -370,9 +358,9 @@ class Relay:
             else:
                 self._backlog_end = await self._pg.newest_id()
             self._backlog_known = True
-        from django_ensign.client import deadline as send_deadline  # not at the top: see _publish
-
-        started = send_deadline.clock()  # the lease runs from a moment after this one
+        windows = self._windows
+        assert windows is not None
+        started = windows.clock()  # the lease runs from a moment after this one
         if self._pg is None:
             rows = await self._claims.run(
                 claims.claim, limit=limit, lease_seconds=opts.lease_seconds, topics=opts.topics
@@ -386,12 +374,7 @@ class Relay:
         if rows:
             token = rows[0].token  # a claim's rows share its one token
             self._leases[token] += len(rows)
-            # Never past the events' own deadline: the client fails an event then, and its
-            # row may go dead and the next of its key go out, while gRPC could still hold a
-            # write of it (a server that stopped reading) had a long lease kept it going.
-            latest = started + opts.publish_timeout
-            until = min(started + opts.lease_seconds * SEND_SHARE_OF_LEASE, latest)
-            self._send_by[token] = (send_deadline.SendDeadline(until), latest)
+            windows.open(token, started)
         return rows
 
     async def _sleep(self, seconds: float) -> None:
@@ -421,8 +404,8 @@ class Relay:
                 self._settle(claims.Failed(row, _describe(err), final=_is_final(err)))
                 continue
             by_topic.setdefault(row.topic, []).append((row, event))
-        held = self._send_by.get(rows[0].token) if rows else None
-        send_by = held[0] if held is not None else None
+        windows = self._windows
+        assert windows is not None
         for topic, items in by_topic.items():
             unsent = [row for row, _ in items]
             if not self._stopping:
@@ -444,6 +427,7 @@ class Relay:
             for row, (local_id, _) in items:
                 self._pending[local_id] = (row, deadline)
             try:
+                send_by = windows.deadline(items[0][0].token)  # a claim's rows share it
                 await self._client.publish_encoded(
                     topic,
                     [event for _, event in items],
@@ -563,14 +547,21 @@ class Relay:
             self._settle(claims.Failed(found[0], nack.error or "nacked", int(nack.code)))
 
     def _not_sent_in_lease(self, row: claims.Claimed) -> None:
-        """Give back a row whose event was still unsent when its lease may have lapsed."""
+        """Settle a row whose event was still unsent at its send deadline: given back if its
+        lease may have lapsed, failed (an attempt counted) if the publish timeout passed."""
+        assert self._windows is not None
+        if self._windows.lease_certain(row.token):
+            timeout = self.options.publish_timeout
+            why = f"not sent within {timeout} seconds (no write to the server went through)"
+            self._settle(claims.Failed(row, why))
+            return
         if row.token not in self._lapsed:
             self._lapsed.add(row.token)
             logger.warning(
                 "outbox leases could not be renewed for %.0f s: events of rows claimed under "
                 "them that were waiting to be sent (or sent again) are not sent now, as their "
                 "rows may be another relay's already; the rows are claimed again",
-                self.options.lease_seconds * SEND_SHARE_OF_LEASE,
+                self.options.lease_seconds * sendwindows.SEND_SHARE_OF_LEASE,
             )
         self._release([row])
 
@@ -617,11 +608,8 @@ class Relay:
             leases[token] -= count
             if leases[token] <= 0:
                 del leases[token]
-                held = self._send_by.pop(token, None)
-                if held is not None:
-                    # Every row of it has its outcome: an event of theirs still in the
-                    # client (given up on here before the client's own deadline) stays unsent.
-                    held[0].at = 0.0
+                if self._windows is not None:
+                    self._windows.close(token)
                 self._lapsed.discard(token)
 
     # -- record ----------------------------------------------------------------------
@@ -716,14 +704,14 @@ class Relay:
         return result
 
     async def _renew_loop(self) -> None:
-        from django_ensign.client.deadline import clock  # not at the top: see _publish
-
+        windows = self._windows
+        assert windows is not None
         every = max(self.options.lease_seconds / 3, 0.05)
         while True:
             await asyncio.sleep(every)
             if not self._leases:
                 continue
-            started = clock()
+            started = windows.clock()
             tokens = list(self._leases)
             try:
                 # Not on the recorder's thread: a write stuck there must not let leases lapse
@@ -735,24 +723,7 @@ class Relay:
             except DatabaseError as err:
                 logger.warning("renewing outbox leases failed (%s)", err)
                 continue
-            self._renewed(tokens, started)
-
-    def _renewed(self, tokens: list[uuid.UUID], started: float) -> None:
-        """Move on the send deadlines of leases renewed by a statement sent after ``started``."""
-        from django_ensign.client.deadline import clock
-
-        now = clock()
-        until = started + self.options.lease_seconds * SEND_SHARE_OF_LEASE
-        for token in tokens:
-            held = self._send_by.get(token)
-            if held is None:
-                continue
-            deadline, latest = held
-            # One already passed stays so: its lease may have lapsed before the renewal ran
-            # and another relay claimed the rows, which a renewal cannot tell (it extends
-            # what is still ours, and only that). Unpassed, the lease held when it ran.
-            if deadline.at > now:
-                deadline.at = min(max(deadline.at, until), latest)
+            windows.renewed(tokens, started)
 
     async def _finish(self) -> None:
         """Wait for every published event's outcome (or its deadline) and record it."""

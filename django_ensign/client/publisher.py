@@ -633,6 +633,12 @@ class Publisher:
         next take withdraws them, and what gRPC still held of them never goes out."""
         self._requeue([u for u in units if not u.done], stream)
         self._broken(stream, exceptions.SendDeadlinePassed(why))
+        now = send_deadline.clock()
+        for unit in units:
+            if not unit.done and unit.send_by is not None and unit.send_by.at <= now:
+                # Now, not at the next take: that waits for a new stream, and the events'
+                # own deadline could pass first and blame a server that is up.
+                self._withdraw(unit)
 
     def _withdraw(self, unit: _Unit) -> None:
         """Fail the events ``unit`` has still to send, as their send deadline passed.
