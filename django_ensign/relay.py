@@ -552,7 +552,7 @@ class Relay:
         assert self._windows is not None
         if self._windows.lease_certain(row.token):
             timeout = self.options.publish_timeout
-            why = f"not sent within {timeout} seconds (no write to the server went through)"
+            why = f"not sent, or not sent again, within {timeout} seconds"
             self._settle(claims.Failed(row, why))
             return
         if row.token not in self._lapsed:

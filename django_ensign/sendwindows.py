@@ -39,7 +39,8 @@ class _Window:
     #: Until when the lease is certain (clock of the deadline).
     lease_until: float
     #: Each publish call's deadline, and the latest it can be: the call's start plus the
-    #: publish timeout, as the client counts its events' own deadline from the call.
+    #: publish timeout (the client counts its events' own deadline from no earlier: from
+    #: when it queues them).
     deadlines: list[tuple[SendDeadline, float]] = field(default_factory=list)
 
 
@@ -60,7 +61,8 @@ class SendWindows:
         self._windows[token] = _Window(started + self._sure_for)
 
     def deadline(self, token: uuid.UUID) -> SendDeadline:
-        """The deadline for a publish call, about to be made, of events of the claim."""
+        """The deadline for a publish call, about to be made, of events of the claim (one
+        already passed for a claim closed or never opened)."""
         from django_ensign.client.deadline import SendDeadline
 
         window = self._windows.get(token)

@@ -629,8 +629,8 @@ class Publisher:
         return units, frames, too_long
 
     def _give_up_write(self, units: list[_Unit], stream: _Stream, why: str) -> None:
-        """End ``stream`` with a write of ``units`` unfinished at their send deadline: the
-        next take withdraws them, and what gRPC still held of them never goes out."""
+        """End ``stream`` with a write of ``units`` unfinished at their send deadline, and
+        withdraw their events: what gRPC still held of them never goes out."""
         self._requeue([u for u in units if not u.done], stream)
         self._broken(stream, exceptions.SendDeadlinePassed(why))
         now = send_deadline.clock()
