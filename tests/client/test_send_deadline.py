@@ -10,9 +10,14 @@ import pytest
 
 from django_ensign.client import Ack, Event, Nack, SendDeadline, SendDeadlinePassed
 from django_ensign.client.deadline import clock
-from django_ensign.proto.api.v1beta1 import ensign_pb2, ensign_pb2_grpc
+from django_ensign.proto.api.v1beta1 import ensign_pb2
 from tests.client.conftest import encoded, make_client
-from tests.support.inprocess import ack_now, client_of, opened, serving
+from tests.support.inprocess import (
+    AcksEvents,
+    StallsItsFirstStream,
+    client_of,
+    serving,
+)
 from tests.support.server import EmbeddedServer
 
 TOPIC_ID = bytes(range(16))
@@ -78,31 +83,24 @@ async def test_a_deadline_moved_on_in_time_lets_the_events_go(
     assert await stored(fresh_server, topic) == [b"kept"]
 
 
-class CrashesBeforeItAcks(ensign_pb2_grpc.EnsignServicer):
+class CrashesBeforeItAcks(AcksEvents):
     """Its first stream reads ``first`` events and breaks once ``crash`` is set, none
-    answered; later streams ack what they read, which ``resent`` records."""
+    answered; later streams ack what they read."""
 
     def __init__(self, first: int) -> None:
+        super().__init__({"t": TOPIC_ID})
         self.first = first
         self.received = asyncio.Event()
         self.crash = asyncio.Event()
-        self.streams = 0
-        self.resent: list[bytes] = []
 
-    async def Publish(
-        self, request_iterator: AsyncIterator[ensign_pb2.PublisherRequest], context: object
-    ) -> AsyncIterator[ensign_pb2.PublisherReply]:
-        self.streams += 1
-        yield await opened(request_iterator, {"t": TOPIC_ID})
-        if self.streams == 1:
-            for _ in range(self.first):  # no batch extension here: one event per request
-                await anext(request_iterator)
-            self.received.set()
-            await self.crash.wait()
-            raise RuntimeError("crashed before it acked")
-        async for request in request_iterator:
-            self.resent.append(request.event.local_id)
-            yield ack_now(request.event.local_id)
+    async def first_stream(
+        self, requests: AsyncIterator[ensign_pb2.PublisherRequest], context: Any
+    ) -> None:
+        for _ in range(self.first):  # no batch extension here: one event per request
+            await anext(requests)
+        self.received.set()
+        await self.crash.wait()
+        raise RuntimeError("crashed before it acked")
 
 
 @pytest.mark.timeout(60)
@@ -122,39 +120,14 @@ async def test_events_sent_but_unanswered_are_not_sent_again_after_their_deadlin
         assert isinstance(await control.wait_for_ack(), Ack)
         await client.flush(timeout=10)
         await client.close()
-    assert servicer.resent == [control.local_id]
+    assert servicer.acked == [control.local_id]
     assert sorted(n.id for n in nacks) == sorted(local_id for local_id, _ in withdrawn)
     assert all(isinstance(n.cause, SendDeadlinePassed) for n in nacks)
 
 
-class ReadsOneThenStalls(ensign_pb2_grpc.EnsignServicer):
-    """Its first stream reads one event, then nothing (so gRPC's flow control holds the
-    client's writes) until the client cancels it; later streams ack what they read."""
-
-    def __init__(self) -> None:
-        self.streams = 0
-        self.stalled = asyncio.Event()
-        self.cancelled = asyncio.Event()
-        self.later: list[bytes] = []
-
-    async def Publish(
-        self, request_iterator: AsyncIterator[ensign_pb2.PublisherRequest], context: Any
-    ) -> AsyncIterator[ensign_pb2.PublisherReply]:
-        self.streams += 1
-        yield await opened(request_iterator, {"t": TOPIC_ID})
-        if self.streams == 1:
-            context.add_done_callback(lambda _: self.cancelled.set())
-            await anext(request_iterator)
-            self.stalled.set()
-            await asyncio.Event().wait()  # until the client cancels the call
-        async for request in request_iterator:
-            self.later.append(request.event.local_id)
-            yield ack_now(request.event.local_id)
-
-
 @pytest.mark.timeout(60)
 async def test_a_write_held_by_flow_control_is_cancelled_at_the_deadline() -> None:
-    servicer = ReadsOneThenStalls()  # type: ignore[abstract]
+    servicer = StallsItsFirstStream({"t": TOPIC_ID})  # type: ignore[abstract]
     async with serving(servicer) as port:
         client = client_of(port, {"t": TOPIC_ID}, ack_timeout=30.0)
         # Armed when a write starts: a write in progress keeps the deadline it started with.
@@ -170,5 +143,5 @@ async def test_a_write_held_by_flow_control_is_cancelled_at_the_deadline() -> No
         assert isinstance(await control.wait_for_ack(), Ack)
         outcomes = await asyncio.gather(*(e.wait_for_ack() for e in events), return_exceptions=True)
         await client.close()
-    assert servicer.later == [control.local_id]
+    assert servicer.acked == [control.local_id]
     assert all(isinstance(outcome, SendDeadlinePassed) for outcome in outcomes)

@@ -8,13 +8,11 @@ default limits plays it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 from django_ensign.client import Ack, Event, Nack
 from django_ensign.client.events import NackCode, encode_event, new_local_id
 from django_ensign.client.framing import STOCK_MAX_MESSAGE_BYTES
-from django_ensign.proto.api.v1beta1 import ensign_pb2, ensign_pb2_grpc
-from tests.support.inprocess import ack_now, client_of, opened, serving
+from tests.support.inprocess import AcksEvents, client_of, serving
 
 TOPIC_ID = b"\x02" * 16
 #: A topic the client knows and the server's streams do not list (made after they opened).
@@ -23,25 +21,8 @@ NEW_TOPIC_ID = b"\x03" * 16
 LONG = STOCK_MAX_MESSAGE_BYTES + 100_000
 
 
-class StockServer(ensign_pb2_grpc.EnsignServicer):
-    """Acks every event it receives, on streams that offer no batch extension."""
-
-    def __init__(self) -> None:
-        self.opens = 0
-        self.received: list[bytes] = []
-
-    async def Publish(
-        self, request_iterator: AsyncIterator[ensign_pb2.PublisherRequest], context: object
-    ) -> AsyncIterator[ensign_pb2.PublisherReply]:
-        self.opens += 1
-        yield await opened(request_iterator, {"t": TOPIC_ID})
-        async for request in request_iterator:
-            self.received.append(request.event.local_id)
-            yield ack_now(request.event.local_id)
-
-
 async def test_an_event_longer_than_the_server_receives_is_nacked_and_the_rest_go_out() -> None:
-    servicer = StockServer()  # type: ignore[abstract]
+    servicer = AcksEvents({"t": TOPIC_ID})  # type: ignore[abstract]
     async with serving(servicer) as port:
         client = client_of(port, {"t": TOPIC_ID}, ack_timeout=30.0)
         before, long, after = Event(b"a"), Event(b"x" * LONG), Event(b"b")
@@ -55,13 +36,13 @@ async def test_an_event_longer_than_the_server_receives_is_nacked_and_the_rest_g
     assert isinstance(nack, Nack)
     assert nack.code == NackCode.MAX_EVENT_SIZE_EXCEEDED
     assert "4,194,304 bytes" in nack.error
-    assert servicer.received == [before.local_id, after.local_id]
-    assert servicer.opens == 1  # the stream stayed up
+    assert servicer.acked == [before.local_id, after.local_id]
+    assert servicer.streams == 1  # the stream stayed up
 
 
 async def test_encoded_events_longer_than_the_server_receives_are_nacked() -> None:
     """The outbox relay's path: it marks such a row dead on the nack's code."""
-    servicer = StockServer()  # type: ignore[abstract]
+    servicer = AcksEvents({"t": TOPIC_ID})  # type: ignore[abstract]
     sizes = [10, LONG, 10, LONG, LONG, 10]
     pairs = [
         (new_local_id(), encode_event(b"x" * size, "application/octet-stream", "B", "1.0.0"))
@@ -82,12 +63,12 @@ async def test_encoded_events_longer_than_the_server_receives_are_nacked() -> No
         await client.close()
     codes = [o.code if isinstance(o, Nack) else "ack" for o in (outcomes[i] for i, _ in pairs)]
     assert codes == ["ack", 1, "ack", 1, 1, "ack"]
-    assert servicer.received == [pairs[0][0], pairs[2][0], pairs[5][0]]
-    assert servicer.opens == 1
+    assert servicer.acked == [pairs[0][0], pairs[2][0], pairs[5][0]]
+    assert servicer.streams == 1
 
 
 async def test_a_long_event_followed_by_one_for_a_topic_the_stream_lacks_is_still_nacked() -> None:
-    servicer = StockServer()  # type: ignore[abstract]
+    servicer = AcksEvents({"t": TOPIC_ID})  # type: ignore[abstract]
     async with serving(servicer) as port:
         client = client_of(port, {"t": TOPIC_ID, "new": NEW_TOPIC_ID}, ack_timeout=30.0)
         long, fresh = Event(b"x" * LONG), Event(b"b")
@@ -98,4 +79,4 @@ async def test_a_long_event_followed_by_one_for_a_topic_the_stream_lacks_is_stil
         )
         await client.close()
     assert [type(o) for o in outcomes] == [Nack, Ack]
-    assert servicer.received == [fresh.local_id]
+    assert servicer.acked == [fresh.local_id]

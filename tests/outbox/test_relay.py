@@ -26,7 +26,7 @@ from django_ensign.models import OutboxEvent, OutboxStatus
 from django_ensign.proto.api.v1beta1 import ensign_pb2, ensign_pb2_grpc
 from django_ensign.wire import metadata
 from tests.outbox.support import ensign_settings, server_events, stable_ids, unique_topic
-from tests.support.inprocess import ack_now, client_of, opened, serving
+from tests.support.inprocess import StallsItsFirstStream, client_of, opened, serving
 from tests.support.server import EmbeddedServer, create_apikey, free_port
 from tests.testapp.models import Order
 
@@ -437,26 +437,6 @@ class _NeverAnswers(ensign_pb2_grpc.EnsignServicer):
             pass
 
 
-class _StallsItsFirstStream(ensign_pb2_grpc.EnsignServicer):
-    """Reads one event of its first publish stream, then nothing more of it (gRPC's flow
-    control then holds the client's writes); acks everything on later streams."""
-
-    def __init__(self, topic: str) -> None:
-        self.topic = topic
-        self.streams = 0
-
-    async def Publish(
-        self, request_iterator: AsyncIterator[ensign_pb2.PublisherRequest], context: object
-    ) -> AsyncIterator[ensign_pb2.PublisherReply]:
-        self.streams += 1
-        yield await opened(request_iterator, {self.topic: b"\x01" * 16})
-        if self.streams == 1:
-            await anext(request_iterator)
-            await asyncio.Event().wait()  # until the client cancels the call
-        async for request in request_iterator:
-            yield ack_now(request.event.local_id)
-
-
 def test_a_long_lease_does_not_keep_a_stalled_write_past_the_publish_timeout() -> None:
     # A row can go dead at the publish timeout, and the next of its key go out: a write
     # gRPC still held of it must end there, not when a lease of minutes would run out. It
@@ -466,7 +446,7 @@ def test_a_long_lease_does_not_keep_a_stalled_write_past_the_publish_timeout() -
         outbox.publish(topic, bytes(256 * 1024), mimetype="application/octet-stream")
         for _ in range(48)
     ]
-    servicer = _StallsItsFirstStream(topic)  # type: ignore[abstract]
+    servicer = StallsItsFirstStream({topic: b"\x01" * 16})  # type: ignore[abstract]
 
     async def run() -> relay.RelayStats:
         async with serving(servicer) as port:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -59,3 +61,49 @@ def ack_now(local_id: bytes) -> ensign_pb2.PublisherReply:
     ack = ensign_pb2.Ack(id=local_id)
     ack.committed.GetCurrentTime()
     return ensign_pb2.PublisherReply(ack=ack)
+
+
+class AcksEvents(ensign_pb2_grpc.EnsignServicer):
+    """A publish servicer with no batch extension (as Ensign's own server) that acks each
+    event it reads, its local id kept in ``acked``; its first stream does what
+    :meth:`first_stream` does first (subclasses)."""
+
+    def __init__(self, topics: Mapping[str, bytes]) -> None:
+        self.topics = dict(topics)
+        #: Publish streams opened so far.
+        self.streams = 0
+        self.acked: list[bytes] = []
+
+    async def Publish(
+        self, request_iterator: AsyncIterator[ensign_pb2.PublisherRequest], context: Any
+    ) -> AsyncIterator[ensign_pb2.PublisherReply]:
+        self.streams += 1
+        yield await opened(request_iterator, self.topics)
+        if self.streams == 1:
+            await self.first_stream(request_iterator, context)
+        async for request in request_iterator:
+            self.acked.append(request.event.local_id)
+            yield ack_now(request.event.local_id)
+
+    async def first_stream(
+        self, requests: AsyncIterator[ensign_pb2.PublisherRequest], context: Any
+    ) -> None:
+        """What the first stream does before it acks as the others do (here, nothing)."""
+
+
+class StallsItsFirstStream(AcksEvents):
+    """Reads one event of its first stream, then nothing more of it, so gRPC's flow control
+    holds the client's writes, until the client cancels the call."""
+
+    def __init__(self, topics: Mapping[str, bytes]) -> None:
+        super().__init__(topics)
+        self.stalled = asyncio.Event()
+        self.cancelled = asyncio.Event()
+
+    async def first_stream(
+        self, requests: AsyncIterator[ensign_pb2.PublisherRequest], context: Any
+    ) -> None:
+        context.add_done_callback(lambda _: self.cancelled.set())
+        await anext(requests)
+        self.stalled.set()
+        await asyncio.Event().wait()  # until the client cancels the call
